@@ -1,0 +1,78 @@
+"""The event: one JSON object, the same on every tier and every transport (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+EVENT_TYPES = ("detection", "motion", "quality", "status")
+
+
+def iso_ms(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds and a Z suffix."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an event was first written: tier node code and gateway instance."""
+
+    node: str
+    gateway: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event; optional fields that do not apply stay None and are omitted on the wire."""
+
+    type: str
+    camera_id: str
+    node: str
+    ts: str  # capture time, UTC ISO 8601 with ms
+    origin: Origin
+    id: str | None = None  # "<origin node>-<redis stream entry id>", set once written
+    label: str | None = None
+    score: float | None = None
+    box: tuple[float, float, float, float] | None = None
+    track_id: int | None = None
+    zone: str | None = None
+    snapshot: str | None = None
+    model: str | None = None
+    media_ts: float | None = None
+    phase: str | None = None  # detection: start | update | end; motion/quality: start | end
+    state: str | None = None  # status events: the camera's new state
+    reason: str | None = None  # status/quality events: why (credentials already stripped)
+    extra: dict[str, Any] = field(default_factory=dict)  # quality scores, resolution, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Wire form: omit fields that do not apply."""
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            if v is None or (k == "extra" and not v):
+                continue
+            if k == "box":
+                v = [round(float(x), 4) for x in v]
+            elif k == "score":
+                v = round(float(v), 4)
+            out[k] = v
+        return out
+
+    def to_json(self) -> str:
+        """Compact JSON of the wire form."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def with_id(self, event_id: str, snapshot: str | None) -> "Event":
+        """Copy with the id (and snapshot URL) assigned when it was written."""
+        return replace(self, id=event_id, snapshot=snapshot)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Event":
+        """Parse the wire form (trusted: it comes from our own Redis)."""
+        d = dict(d)
+        origin = d.pop("origin")
+        box = d.pop("box", None)
+        known = {f for f in cls.__slots__}  # type: ignore[attr-defined]
+        kwargs = {k: v for k, v in d.items() if k in known}
+        return cls(origin=Origin(**origin), box=tuple(box) if box else None, **kwargs)

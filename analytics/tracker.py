@@ -1,0 +1,141 @@
+"""IoU tracker: turns per-frame detections into appear / update / leave reports per object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analytics.types import Detection, Frame, TrackUpdate
+
+
+@dataclass(slots=True)
+class _Track:
+    """Mutable state of one tracked object (private to the tracker)."""
+
+    label: str
+    box: tuple[float, float, float, float]  # last matched box, used for matching
+    last_seen: float
+    hits: int
+    best: Detection  # highest-score detection so far, reported on leave
+    best_frame: Frame
+    track_id: int = 0  # assigned on confirmation, so reported ids run 1, 2, 3 ...
+    reported_score: float = 0.0  # score last sent in appear/update
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes a [N, 4] and b [M, 4] in x1, y1, x2, y2 form."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class IouTracker:
+    """Greedy per-label IoU matching; one appear and one leave per object, updates only on real gains."""
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        min_hits: int = 2,
+        max_age_s: float = 2.0,
+        update_gain: float = 0.15,
+    ) -> None:
+        self.iou_threshold = iou_threshold
+        self.min_hits = max(1, min_hits)
+        self.max_age_s = max_age_s
+        self.update_gain = update_gain
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    @property
+    def active(self) -> int:
+        """Number of confirmed tracks alive now."""
+        return sum(1 for t in self._tracks if t.track_id)
+
+    def update(self, frame: Frame, detections: list[Detection]) -> list[TrackUpdate]:
+        """Feed one analysed frame (with no detections too, so that tracks can age out)."""
+        now = frame.captured_at
+        out: list[TrackUpdate] = []
+        matched: set[int] = set()  # indices into self._tracks
+
+        by_label: dict[str, list[int]] = {}
+        for i, d in enumerate(detections):
+            by_label.setdefault(d.label, []).append(i)
+
+        new_tracks: list[_Track] = []
+        for label, det_idx in by_label.items():
+            trk_idx = [i for i, t in enumerate(self._tracks) if t.label == label]
+            pairs: list[tuple[int, int]] = []
+            if trk_idx:
+                ious = iou_matrix(
+                    np.array([self._tracks[i].box for i in trk_idx], dtype=np.float64),
+                    np.array([detections[j].box for j in det_idx], dtype=np.float64),
+                )
+                # greedy: best overlap first; each track and detection used once
+                order = np.argsort(-ious, axis=None)
+                used_t: set[int] = set()
+                used_d: set[int] = set()
+                for flat in order:
+                    ti, di = divmod(int(flat), ious.shape[1])
+                    if ious[ti, di] < self.iou_threshold:
+                        break
+                    if ti in used_t or di in used_d:
+                        continue
+                    used_t.add(ti)
+                    used_d.add(di)
+                    pairs.append((trk_idx[ti], det_idx[di]))
+            for ti, di in pairs:
+                matched.add(ti)
+                upd = self._hit(self._tracks[ti], detections[di], frame)
+                if upd is not None:
+                    out.append(upd)
+            paired = {di for _, di in pairs}
+            for di in det_idx:
+                if di not in paired:
+                    t = _Track(label=label, box=detections[di].box, last_seen=now, hits=0,
+                               best=detections[di], best_frame=frame)  # fmt: skip
+                    upd = self._hit(t, detections[di], frame)
+                    if upd is not None:
+                        out.append(upd)
+                    new_tracks.append(t)
+
+        alive: list[_Track] = []
+        for i, t in enumerate(self._tracks):
+            if i not in matched and now - t.last_seen > self.max_age_s:
+                if t.track_id:
+                    out.append(TrackUpdate("leave", t.track_id, t.best, t.best_frame))
+                continue
+            alive.append(t)
+        self._tracks = alive + new_tracks
+        return out
+
+    def _hit(self, t: _Track, det: Detection, frame: Frame) -> TrackUpdate | None:
+        t.hits += 1
+        t.box = det.box
+        t.last_seen = frame.captured_at
+        if det.score > t.best.score:
+            t.best, t.best_frame = det, frame
+        if not t.track_id:
+            if t.hits < self.min_hits:
+                return None
+            t.track_id = self._next_id
+            self._next_id += 1
+            t.reported_score = det.score
+            return TrackUpdate("appear", t.track_id, det, frame)
+        if det.score - t.reported_score >= self.update_gain - 1e-9:  # 0.5 + 0.15 is not 0.65 in floats
+            t.reported_score = det.score
+            return TrackUpdate("update", t.track_id, det, frame)
+        return None
+
+    def flush(self, now: float | None = None) -> list[TrackUpdate]:
+        """End every track (the stream stopped): a leave for each confirmed one."""
+        # `now` is the stop time; a leave reports the best sighting, so it is not needed
+        out = [TrackUpdate("leave", t.track_id, t.best, t.best_frame) for t in self._tracks if t.track_id]
+        self._tracks = []
+        return out

@@ -1,0 +1,1 @@
+"""The aiohttp application: HTTP API, event hub, stream supervisor, lifecycle and CLI."""

@@ -1,0 +1,109 @@
+"""JSON errors, bearer-token auth and an access log that never prints query strings."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from gateway import keys
+from registry.urls import scrub
+
+log = logging.getLogger(__name__)
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    """A JSON error body: {"error": {"status", "message", ...}}."""
+    body = {"error": {"status": status, "message": message, **extra}}
+    return web.json_response(body, status=status)
+
+
+def validation_error(e: ValidationError, prefix: str = "") -> web.Response:
+    """422 listing each failing field by its path."""
+    fields = []
+    for err in e.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        fields.append({"field": f"{prefix}{path}" if path else prefix.rstrip(".") or "(body)", "message": scrub(msg)})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return error(422, f"invalid camera: {summary}", fields=fields)
+
+
+async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
+    """Parse the body as JSON or raise a 400/413 with the reason."""
+    if request.content_length and request.content_length > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"malformed JSON body: {e}") from None
+
+
+class ApiError(Exception):
+    """Raised by handlers to answer with a JSON error."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def hash_token(token: str) -> bytes:
+    """Tokens are kept only as their SHA-256."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Turn every failure into a JSON error; never a bare 500 page, never a secret."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return error(e.status, e.message, **e.extra)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        return error(e.status, e.reason)
+    except ValidationError as e:
+        return validation_error(e)
+    except (RedisError, ConnectionError) as e:
+        log.warning("storage unavailable for %s %s: %s", request.method, request.path, type(e).__name__)
+        return error(503, "storage (Redis) unavailable; retry shortly", retry_after=2)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error(500, "internal error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    """Every /api/v1 call needs the admin bearer token (roles and jurisdictions come with tiers)."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    token = None
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        token = header[7:].strip()
+    elif request.method == "GET" and request.path.startswith("/api/v1/events"):
+        # Browsers cannot set headers on WebSocket/EventSource/<img>; the access log drops queries.
+        token = request.query.get("token")
+    expected = request.app[keys.ADMIN_TOKEN_HASH]
+    if not token or not hmac.compare_digest(hash_token(token), expected):
+        return error(401, "missing or invalid bearer token", hint="send 'Authorization: Bearer <token>'")
+    return await handler(request)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path (never the query: it may hold a token), status, size, time."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path,
+                         response.status, response.body_length, time)

@@ -1,0 +1,341 @@
+"""One camera at run time: ingest with reconnects, analysis, tracking, and the events they raise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+from analytics.events import Event, Origin, iso_ms
+from analytics.motion import MotionGate
+from analytics.pool import DetectorPool
+from analytics.snapshot import render_snapshot
+from analytics.tracker import IouTracker
+from analytics.types import Frame, TrackUpdate
+from gateway.backoff import Backoff
+from gateway.config import IngestConfig
+from gateway.events import EventLog
+from gateway.ingest import DecodeOptions, DecodeThread, FrameSlot, StreamError, StreamInfo
+from registry.models import Camera
+from registry.urls import Source, SourceError, parse_source, scrub
+
+log = logging.getLogger(__name__)
+
+_PHASE = {"appear": "start", "update": "update", "leave": "end"}
+
+
+class CameraState(str, Enum):
+    """Run-time state of a camera's stream."""
+
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every camera worker shares: settings, the event log and the detector pool."""
+
+    node: str
+    gateway_id: str
+    ingest: IngestConfig
+    media_dirs: tuple[Path, ...]
+    events: EventLog
+    pool: DetectorPool | None
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.node, self.gateway_id)
+
+
+class _Rate:
+    """Events per second over a sliding few-second window."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._marks: list[tuple[float, int]] = []
+
+    def add(self, n: int = 1, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._marks.append((now, n))
+        cut = now - self.window
+        while self._marks and self._marks[0][0] < cut:
+            self._marks.pop(0)
+
+    def value(self) -> float:
+        now = time.monotonic()
+        marks = [(t, n) for t, n in self._marks if t >= now - self.window]
+        if not marks:
+            return 0.0
+        span = max(now - marks[0][0], 1.0)
+        return round(sum(n for _, n in marks) / span, 2)
+
+
+class CameraWorker:
+    """Runs one camera: a decode thread per connection, an analysis task, status and events."""
+
+    def __init__(self, camera: Camera, ctx: RunContext) -> None:
+        self.camera = camera
+        self.ctx = ctx
+        self.state = CameraState.CONNECTING
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.last_frame_at: float | None = None
+        self.info: StreamInfo | None = None
+        self.frames_in = 0
+        self.frames_analyzed = 0
+        self.detections_run = 0
+        self.inference_s = 0.0
+        self._rate_in = _Rate()
+        self._rate_an = _Rate()
+        self.slot = FrameSlot()
+        self.latest: Frame | None = None
+        self._thread: DecodeThread | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the ingest and analysis tasks."""
+        cid = self.camera.id
+        self._tasks = [
+            asyncio.create_task(self._ingest(), name=f"camera:{cid}:ingest"),
+            asyncio.create_task(self._analyze(), name=f"camera:{cid}:analyze"),
+        ]
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop tasks and the decode thread; end open tracks."""
+        self._stopping = True
+        if self._thread is not None:
+            self._thread.quit.set()
+        for t in self._tasks:
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        self._tasks = []
+        thread = self._thread
+        if thread is not None:
+            # The thread notices quit between packets; FFmpeg's socket timeout bounds a blocked read.
+            await asyncio.to_thread(thread.join, timeout)
+
+    def update(self, camera: Camera) -> None:
+        """Apply changes that need no reconnect (name, node, analytics settings)."""
+        self.camera = camera
+        if self._thread is not None:
+            self._thread.analysis_fps = camera.analytics.fps
+
+    @property
+    def analysis_source(self) -> str:
+        """The URL analysis pulls: the substream when there is one."""
+        return self.camera.substream_url or self.camera.url
+
+    # ---- status --------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """The camera's run-time status for the API."""
+        d = {
+            "state": self.state.value,
+            "fps_in": self._rate_in.value() if self.state == CameraState.ONLINE else 0.0,
+            "fps_analyzed": self._rate_an.value() if self.state == CameraState.ONLINE else 0.0,
+            "last_frame_at": iso_ms(self.last_frame_at) if self.last_frame_at else None,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "frames_dropped": self.slot.dropped,
+            "frames_analyzed": self.frames_analyzed,
+            "width": self.info.width if self.info else None,
+            "height": self.info.height if self.info else None,
+            "codec": self.info.codec if self.info else None,
+            "source": "substream" if self.camera.substream_url else "main",
+        }
+        return d
+
+    def _set_state(self, state: CameraState, reason: str | None = None) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        log.info("camera %s: %s%s", self.camera.id, state.value, f" ({reason})" if reason else "")
+        extra = {}
+        if state == CameraState.ONLINE and self.info:
+            extra = {"width": self.info.width, "height": self.info.height, "codec": self.info.codec}
+        self.ctx.events.publish(Event(
+            type="status", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(time.time()),
+            origin=self.ctx.origin, state=state.value, reason=reason, extra=extra,
+        ))
+
+    # ---- ingest --------------------------------------------------------------------------------
+    async def _ingest(self) -> None:
+        ing = self.ctx.ingest
+        backoff = Backoff(ing.backoff_initial_s, ing.backoff_max_s)
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                source = parse_source(self.analysis_source, list(self.ctx.media_dirs))
+            except SourceError as e:
+                # Checked at registration too; a file may have vanished or a media dir changed since.
+                error: str | None = str(e)
+                online_for = 0.0
+            else:
+                error, online_for = await self._run_once(source, loop)
+            if self._stopping:
+                return
+            self.last_error = error
+            self._set_state(CameraState.OFFLINE, error)
+            if online_for >= ing.healthy_after_s:
+                backoff.reset()
+            wait = backoff.next()
+            log.debug("camera %s: reconnect in %.1fs", self.camera.id, wait)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)  # interruptible: a config change wakes it
+            except asyncio.TimeoutError:
+                pass
+            self.reconnects += 1
+
+    async def _run_once(self, source: Source, loop: asyncio.AbstractEventLoop) -> tuple[str, float]:
+        """One connection: returns (why it ended, seconds it was online)."""
+        ended: asyncio.Future[BaseException | None] = loop.create_future()
+        online_since: float | None = None
+        opened_at = time.monotonic()
+
+        def on_open(info: StreamInfo) -> None:
+            self.info = info
+
+        def on_tick(n: int) -> None:
+            self.frames_in += n
+            self._rate_in.add(n)
+            self.last_frame_at = time.time()
+
+        def on_frame(frame: Frame) -> None:
+            nonlocal online_since
+            self.last_frame_at = frame.captured_at
+            self.latest = frame
+            if online_since is None:
+                online_since = time.monotonic()
+                self.last_error = None
+                self._set_state(CameraState.ONLINE)
+            self.slot.put(frame)
+
+        def on_end(err: BaseException | None) -> None:
+            if not ended.done():
+                ended.set_result(err)
+
+        opts = DecodeOptions(self.camera.analytics.fps, self.ctx.ingest.max_width, self.ctx.ingest.open_timeout_s)
+        thread = DecodeThread(self.camera.id, source, opts, loop, on_open, on_frame, on_tick, on_end)
+        self._thread = thread
+        thread.start()
+        stall = self.ctx.ingest.stall_timeout_s
+        reason = "stream ended"
+        try:
+            while True:
+                try:
+                    err = await asyncio.wait_for(asyncio.shield(ended), 1.0)
+                    reason = str(err) if err else "stream ended"
+                    break
+                except asyncio.TimeoutError:
+                    pass
+                now = time.monotonic()
+                last = self.last_frame_at
+                if online_since is None:
+                    # Still opening: FFmpeg's timeout covers the socket, this covers a server that
+                    # accepts but never sends a picture.
+                    if now - opened_at > self.ctx.ingest.open_timeout_s + stall:
+                        reason = "no picture from the source"
+                        break
+                elif last is not None and time.time() - last > stall:
+                    reason = f"no frames for {stall:.0f} s"
+                    break
+        finally:
+            thread.quit.set()
+            if thread.is_alive():
+                await asyncio.to_thread(thread.join, self.ctx.ingest.open_timeout_s + 2)
+            self._thread = None
+        return scrub(reason), (time.monotonic() - online_since) if online_since else 0.0
+
+    # ---- analysis ------------------------------------------------------------------------------
+    async def _analyze(self) -> None:
+        pool = self.ctx.pool
+        tracker = IouTracker()
+        gate = MotionGate()
+        in_motion = False
+        motion_frames = 0
+        last_motion = 0.0
+        last_detect = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame = await asyncio.wait_for(self.slot.get(), timeout=tracker.max_age_s + 0.5)
+            except asyncio.TimeoutError:
+                # No frames: the stream stalled or ended; objects in view are gone from our view.
+                for u in tracker.flush(time.time()):
+                    await self._emit_track(u, loop)
+                if in_motion:
+                    in_motion = False
+                    self._emit_motion("end", None)
+                continue
+            self.frames_analyzed += 1
+            self._rate_an.add()
+            a = self.camera.analytics
+            if a.motion_threshold is not None:
+                gate.threshold = a.motion_threshold
+            moving = gate.update(frame.image) >= gate.threshold
+            now = frame.captured_at
+            if moving:
+                last_motion = now
+            if pool is not None:
+                # The motion gate saves inference on still scenes; tracks in view are still followed,
+                # and a periodic look catches objects that arrived while the gate was shut.
+                if moving or tracker.active or now - last_detect > 10.0:
+                    last_detect = now
+                    t0 = time.perf_counter()
+                    labels = frozenset(a.labels) if a.labels else None
+                    dets = await pool.detect(frame.image, a.min_score, labels)
+                    self.inference_s += time.perf_counter() - t0
+                    self.detections_run += 1
+                    for u in tracker.update(frame, dets):
+                        await self._emit_track(u, loop)
+            else:
+                motion_frames = motion_frames + 1 if moving else 0
+                if not in_motion and motion_frames >= 2:
+                    in_motion = True
+                    snap = await loop.run_in_executor(None, render_snapshot, frame.image)
+                    self._emit_motion("start", frame, snap)
+                elif in_motion and now - last_motion > 3.0:
+                    in_motion = False
+                    self._emit_motion("end", frame)
+
+    def _emit_motion(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> None:
+        ts = frame.captured_at if frame else time.time()
+        self.ctx.events.publish(Event(
+            type="motion", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(ts),
+            origin=self.ctx.origin, phase=phase, media_ts=self._media_ts(frame),
+        ), snapshot)
+
+    @staticmethod
+    def _media_ts(frame: Frame | None) -> float | None:
+        # File sources: position in the file; live streams: seconds since this connection opened.
+        return frame.media_ts if frame is not None else None
+
+    async def _emit_track(self, u: TrackUpdate, loop: asyncio.AbstractEventLoop) -> None:
+        d = u.detection
+        snap = await loop.run_in_executor(None, render_snapshot, u.frame.image, d.box, d.label, d.score)
+        self.ctx.events.publish(Event(
+            type="detection", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(u.frame.captured_at),
+            origin=self.ctx.origin, label=d.label, score=d.score, box=d.box, track_id=u.track_id,
+            model=self.ctx.pool.name if self.ctx.pool else None, media_ts=self._media_ts(u.frame),
+            phase=_PHASE[u.kind],
+        ), snap)
+
+    def wake(self) -> None:
+        """Cut a reconnect wait short."""
+        self._wake.set()
+
+
+def describe_error(e: BaseException) -> str:
+    """A safe one-line description of a stream error."""
+    if isinstance(e, StreamError):
+        return str(e)
+    return scrub(f"{type(e).__name__}: {e}")

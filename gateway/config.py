@@ -1,0 +1,159 @@
+"""Typed settings from a TOML file, SHARP_EYES_* environment variables and flags (flags win)."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from tiers.nodes import NodeCodeError, normalize_node
+
+_TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sharp_eyes_toml", default=None)
+
+
+class ConfigError(Exception):
+    """Settings that fail validation; the message names each bad key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DetectorConfig(_Section):
+    """How the ONNX detector pool runs."""
+
+    workers: int = Field(2, ge=1, le=16, description="inference sessions (one thread each) run in parallel")
+    intra_threads: int = Field(1, ge=1, le=16, description="onnxruntime intra-op threads per session")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1, max_length=4,
+        description="onnxruntime execution providers in order of preference",
+    )
+
+
+class IngestConfig(_Section):
+    """How camera streams are opened, watched and reopened."""
+
+    open_timeout_s: float = Field(10.0, ge=1, le=120, description="socket timeout given to FFmpeg for RTSP")
+    stall_timeout_s: float = Field(5.0, ge=1, le=120, description="no frame for this long: the stream is torn down")
+    backoff_initial_s: float = Field(1.0, ge=0.1, le=60, description="first wait before reconnecting")
+    backoff_max_s: float = Field(60.0, ge=1, le=3600, description="cap of the reconnect wait")
+    healthy_after_s: float = Field(30.0, ge=1, le=3600, description="an online run this long resets the backoff")
+    max_width: int = Field(1280, ge=160, le=7680, description="analysed frames wider than this are scaled down")
+
+
+class EventsConfig(_Section):
+    """Event stream retention, snapshots and the outage buffer."""
+
+    retention: int = Field(100_000, ge=100, le=10_000_000, description="events kept in the Redis stream (approx.)")
+    snapshot_ttl_s: int = Field(7 * 86400, ge=60, le=365 * 86400, description="how long snapshots are kept")
+    buffer_size: int = Field(10_000, ge=100, le=1_000_000, description="events held in memory while Redis is away")
+    subscriber_queue: int = Field(1000, ge=10, le=100_000, description="live events queued per subscriber")
+
+
+class Settings(BaseSettings):
+    """All settings of one gateway process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHARP_EYES_", env_nested_delimiter="__", extra="forbid", frozen=True,
+    )
+
+    node: str = Field("45", description="the node code this tier deployment owns (DESIGN §3)")
+    http: str = Field("127.0.0.1:8080", description="HOST:PORT the HTTP API listens on")
+    redis: str | None = Field(None, description="redis:// or unix:// URL; absent: an embedded redis-server")
+    data_dir: Path = Field(Path("data"), description="where the embedded Redis keeps its AOF")
+    model: Path | None = Field(None, description="ONNX detector model; absent: motion events only")
+    media_dirs: list[Path] = Field(default_factory=list, max_length=64, description="folders file: sources may live in")
+    admin_token: SecretStr | None = Field(None, description="bearer token of the built-in admin")
+    gateway_id: str = Field(
+        default_factory=lambda: os.uname().nodename[:32] or "gateway",
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="this gateway instance's name",
+    )
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="logging level")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        try:
+            return normalize_node(v)
+        except NodeCodeError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("http")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+        return v
+
+    @field_validator("redis")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return v
+
+    @property
+    def http_host(self) -> str:
+        return self.http.rpartition(":")[0].strip("[]")
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.rpartition(":")[2])
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _TOML_FILE.get()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+def _format(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build Settings; raise ConfigError naming every bad key path."""
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    token = _TOML_FILE.set(config_file)
+    try:
+        return Settings(**flags)
+    except ValidationError as e:
+        origin = f"flags, SHARP_EYES_* environment and {config_file}" if config_file else "flags and SHARP_EYES_* environment"
+        raise ConfigError(_format(e, origin)) from None
+    except ValueError as e:  # malformed TOML
+        raise ConfigError(f"cannot read {config_file}: {e}") from None
+    finally:
+        _TOML_FILE.reset(token)
+
+
+def new_token() -> str:
+    """A fresh random bearer token."""
+    return secrets.token_urlsafe(24)

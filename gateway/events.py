@@ -1,0 +1,340 @@
+"""Event log in a Redis stream: a buffered, idempotent writer, history queries and a live fan-out hub."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from analytics.events import Event
+
+log = logging.getLogger(__name__)
+
+# One atomic step per event: idempotent on the client's token (a retried batch whose reply was lost
+# is not written twice), stream entry and snapshot written together or not at all.
+_APPEND = """
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 's', ARGV[3] ~= '' and '1' or '0')
+redis.call('SET', KEYS[2], id, 'EX', 86400)
+if ARGV[3] ~= '' then redis.call('SET', ARGV[5] .. id, ARGV[3], 'EX', ARGV[4]) end
+return id
+"""
+
+
+class EventIdError(ValueError):
+    """An event id that is not '<node>-<ms>-<seq>'."""
+
+
+def parse_event_id(event_id: str) -> tuple[str, str]:
+    """Split an event id into (origin node, stream entry id)."""
+    node, sep, entry = event_id.partition("-")
+    ms, sep2, seq = entry.partition("-")
+    if not (sep and sep2 and node.isdigit() and ms.isdigit() and seq.isdigit()) or len(event_id) > 64:
+        raise EventIdError(f"event id {event_id[:64]!r} is not of the form <node>-<ms>-<seq>")
+    return node, entry
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """Order of a stream entry id."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What a subscriber or a history query wants."""
+
+    node: str | None = None
+    camera: str | None = None
+    types: frozenset[str] | None = None
+    labels: frozenset[str] | None = None
+    min_score: float | None = None
+
+    def match(self, e: Event) -> bool:
+        """True when the event passes every given criterion."""
+        if self.node and not e.node.startswith(self.node):
+            return False
+        if self.camera and e.camera_id != self.camera:
+            return False
+        if self.types and e.type not in self.types:
+            return False
+        if self.labels and e.label not in self.labels:
+            return False
+        # Scoreless events (status, motion) are not filtered out by a score threshold.
+        if self.min_score is not None and e.score is not None and e.score < self.min_score:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event read back from the stream, with its entry id."""
+
+    entry_id: str
+    event: Event
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    snapshot: bytes | None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class EventLog:
+    """Writes events to this tier's Redis stream; reads history and snapshots."""
+
+    def __init__(self, redis: aioredis.Redis, node: str, *, prefix: str = "se", retention: int = 100_000,
+                 snapshot_ttl_s: int = 7 * 86400, buffer_size: int = 10_000, batch: int = 256) -> None:
+        self.redis = redis
+        self.node = node
+        self.stream = f"{prefix}:events"
+        self.prefix = prefix
+        self.retention = retention
+        self.snapshot_ttl_s = snapshot_ttl_s
+        self.batch = batch
+        self._outbox: collections.deque[_Pending] = collections.deque()
+        self.buffer_size = buffer_size
+        self._wake = asyncio.Event()
+        self._script = redis.register_script(_APPEND)
+        self.written = 0
+        self.dropped = 0  # events lost because the outage buffer overflowed (oldest first)
+        self.redis_up = True
+
+    # ---- writing -------------------------------------------------------------------------------
+    def publish(self, event: Event, snapshot: bytes | None = None) -> None:
+        """Queue an event for writing; never waits, never raises."""
+        if len(self._outbox) >= self.buffer_size:
+            self._outbox.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("event buffer full (%d): dropped %d oldest events so far", self.buffer_size, self.dropped)
+        self._outbox.append(_Pending(event, snapshot))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._outbox)
+
+    async def run(self) -> None:
+        """Flush the outbox in order, in batches, retrying with backoff while Redis is away."""
+        delay = 0.2
+        while True:
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._outbox[i] for i in range(min(self.batch, len(self._outbox)))]
+            try:
+                await self._write(batch)
+            except (RedisError, OSError) as e:
+                if self.redis_up:
+                    log.warning("redis unavailable, buffering events (%s)", type(e).__name__)
+                self.redis_up = False
+                await asyncio.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+                continue
+            if not self.redis_up:
+                log.info("redis back; flushing %d buffered events", len(self._outbox))
+            self.redis_up = True
+            delay = 0.2
+            # Remove exactly what was written; publish() may have dropped from the head meanwhile.
+            for p in batch:
+                if self._outbox and self._outbox[0] is p:
+                    self._outbox.popleft()
+            self.written += len(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in batch:
+                await self._script(
+                    keys=[self.stream, f"{self.prefix}:evtok:{p.token}"],
+                    args=[self.retention, p.event.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
+                          f"{self.prefix}:snap:"],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the outbox is empty (or the timeout passes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._outbox and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self._outbox
+
+    # ---- reading -------------------------------------------------------------------------------
+    def decode(self, entry_id: str | bytes, fields: dict) -> StoredEvent:
+        """Turn a stream entry into a StoredEvent with its id and snapshot URL."""
+        if isinstance(entry_id, bytes):
+            entry_id = entry_id.decode()
+        raw = json.loads(fields[b"e"])
+        ev = Event.from_dict(raw)
+        event_id = f"{ev.origin.node}-{entry_id}"
+        snap = f"/api/v1/events/{event_id}/snapshot.jpg" if fields.get(b"s") == b"1" else None
+        return StoredEvent(entry_id, ev.with_id(event_id, snap))
+
+    async def range_after(self, after: str, count: int = 500) -> list[StoredEvent]:
+        """Entries strictly after `after`, oldest first."""
+        rows = await self.redis.xrange(self.stream, min=f"({after}", max="+", count=count)
+        return [self.decode(i, f) for i, f in rows]
+
+    async def history(self, flt: EventFilter, *, before: str | None = None, limit: int = 100,
+                      scan_cap: int = 20_000) -> tuple[list[Event], str | None]:
+        """Newest first; returns (events, cursor for the next page or None)."""
+        out: list[Event] = []
+        upper = f"({before}" if before else "+"
+        scanned = 0
+        while len(out) < limit and scanned < scan_cap:
+            rows = await self.redis.xrevrange(self.stream, max=upper, min="-", count=500)
+            if not rows:
+                return out, None
+            for i, f in rows:
+                scanned += 1
+                se = self.decode(i, f)
+                upper = f"({se.entry_id}"
+                if flt.match(se.event):
+                    out.append(se.event)
+                    if len(out) >= limit:
+                        return out, se.entry_id
+            if len(rows) < 500:
+                return out, None
+        return out, upper[1:]
+
+    async def get(self, entry_id: str) -> StoredEvent | None:
+        """One event by stream entry id."""
+        rows = await self.redis.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+        return self.decode(*rows[0]) if rows else None
+
+    async def snapshot(self, entry_id: str) -> bytes | None:
+        """The JPEG stored with an event, if still kept."""
+        return await self.redis.get(f"{self.prefix}:snap:{entry_id}")
+
+    async def last_entry_id(self) -> str:
+        """Id of the newest entry, or 0-0."""
+        rows = await self.redis.xrevrange(self.stream, count=1)
+        return rows[0][0].decode() if rows else "0-0"
+
+
+class Subscription:
+    """A live subscriber's bounded queue; overflow is flagged, never waited on."""
+
+    def __init__(self, flt: EventFilter, maxsize: int) -> None:
+        self.filter = flt
+        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize)
+        self.overflowed = asyncio.Event()
+        self.overflows = 0
+
+    def offer(self, se: StoredEvent) -> None:
+        if self.overflowed.is_set() or not self.filter.match(se.event):
+            return
+        try:
+            self.queue.put_nowait(se)
+        except asyncio.QueueFull:
+            self.overflows += 1
+            self.overflowed.set()
+
+
+class EventHub:
+    """One reader of the stream that fans entries out to every live subscriber."""
+
+    def __init__(self, log_: EventLog, *, queue_size: int = 1000, block_ms: int = 2000) -> None:
+        self.log = log_
+        self.queue_size = queue_size
+        self.block_ms = block_ms
+        self.subs: set[Subscription] = set()
+        self.last_id = "$"
+        self.delivered = 0
+
+    async def run(self) -> None:
+        """XREAD the stream forever, reconnecting with backoff when Redis goes away."""
+        delay = 0.2
+        while True:
+            try:
+                if self.last_id == "$":
+                    self.last_id = await self.log.last_entry_id()
+                resp = await self.log.redis.xread({self.log.stream: self.last_id}, count=500, block=self.block_ms)
+                delay = 0.2
+            except (RedisError, OSError) as e:
+                log.debug("hub read failed: %s", e)
+                await asyncio.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+                continue
+            for _stream, rows in resp or ():
+                for i, f in rows:
+                    se = self.log.decode(i, f)
+                    self.last_id = se.entry_id
+                    for sub in tuple(self.subs):
+                        sub.offer(se)
+                    self.delivered += 1
+
+    def register(self, flt: EventFilter) -> Subscription:
+        sub = Subscription(flt, self.queue_size)
+        self.subs.add(sub)
+        return sub
+
+    def unregister(self, sub: Subscription) -> None:
+        self.subs.discard(sub)
+
+    async def follow(self, flt: EventFilter, since: str | None) -> AsyncIterator[StoredEvent]:
+        """History after `since` (entry id), then live, with nothing lost or repeated in between."""
+        sub = self.register(flt)  # buffer live entries before reading history, so none fall between
+        try:
+            last = since
+            if last is None:
+                last = await self.log.last_entry_id()
+            while True:
+                if last is not None:
+                    async for se in self._catch_up(flt, last):
+                        last = se.entry_id
+                        yield se
+                # Live part: skip what the catch-up already sent.
+                while not sub.overflowed.is_set():
+                    get = asyncio.ensure_future(sub.queue.get())
+                    flag = asyncio.ensure_future(sub.overflowed.wait())
+                    done, _ = await asyncio.wait({get, flag}, return_when=asyncio.FIRST_COMPLETED)
+                    flag.cancel()
+                    if get not in done:
+                        get.cancel()
+                        break
+                    se = get.result()
+                    if entry_key(se.entry_id) <= entry_key(last):
+                        continue
+                    last = se.entry_id
+                    yield se
+                # Too slow for the live queue: drop it and read what was missed from Redis instead.
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                sub.overflowed.clear()
+        finally:
+            self.unregister(sub)
+
+    async def _catch_up(self, flt: EventFilter, after: str) -> AsyncIterator[StoredEvent]:
+        delay = 0.2
+        while True:
+            try:
+                rows = await self.log.range_after(after, 500)
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for se in rows:
+                after = se.entry_id
+                if flt.match(se.event):
+                    yield se
+            if len(rows) < 500:
+                return
+
+
+def parse_csv_set(values: Iterable[str]) -> frozenset[str] | None:
+    """'a,b' query values → {'a','b'}; empty → None."""
+    out = {v.strip() for raw in values for v in raw.split(",") if v.strip()}
+    return frozenset(out) or None

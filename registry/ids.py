@@ -1,0 +1,83 @@
+"""GB/T 28181 20-digit device codes for cameras (DESIGN §3)."""
+
+from __future__ import annotations
+
+import re
+
+from tiers.nodes import NodeCodeError, normalize_node
+
+__all__ = [
+    "CAMERA_ID_LENGTH",
+    "CAMERA_TYPE_CODES",
+    "MAX_SERIAL",
+    "CameraIdError",
+    "centre_code",
+    "generate_camera_id",
+    "node_of_camera_id",
+    "validate_camera_id",
+]
+
+CAMERA_ID_LENGTH = 20
+# 131 = camera, 132 = network camera (GB/T 28181-2016 Annex D); other device types
+# (NVR 111, DVR 118, alarm inputs 134, ...) are not streams the gateway can analyse.
+CAMERA_TYPE_CODES = frozenset({"131", "132"})
+MAX_SERIAL = 999_999
+
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+class CameraIdError(ValueError):
+    """A camera id that is not a GB/T 28181 camera device code."""
+
+
+def validate_camera_id(value: str) -> str:
+    """Return `value` if it is a 20-digit GB/T 28181 camera code, else raise CameraIdError."""
+    if not isinstance(value, str):
+        raise CameraIdError("camera id must be a string of 20 digits")
+    if len(value) != CAMERA_ID_LENGTH:
+        # Report the length only: the value itself may be arbitrary user input.
+        raise CameraIdError(f"camera id must have {CAMERA_ID_LENGTH} digits, got {len(value)} characters")
+    if not _DIGITS.match(value) or not value.isascii():
+        raise CameraIdError("camera id must contain the digits 0-9 only")
+    if value[:2] == "00":
+        raise CameraIdError(f"camera id {value}: centre code {value[:8]} has no province part")
+    type_code = value[10:13]
+    if type_code not in CAMERA_TYPE_CODES:
+        raise CameraIdError(
+            f"camera id {value}: type code {type_code} (digits 11-13) is not a camera; expected 131 or 132"
+        )
+    return value
+
+
+def centre_code(node: str) -> str:
+    """8-digit centre code for a node: its first 6 digits, zero-padded, plus base unit 00."""
+    code = normalize_node(node)
+    # Townships and villages share their county's centre code: the 8-digit centre code has
+    # no room for them, and the serial keeps their cameras apart.
+    return code[:6].ljust(6, "0") + "00"
+
+
+def generate_camera_id(
+    node: str, serial: int, *, type_code: str = "132", industry: str = "00", network: str = "0"
+) -> str:
+    """Build a camera code for `node` with the given serial (0..999999)."""
+    if isinstance(serial, bool) or not isinstance(serial, int):
+        raise CameraIdError("serial must be an integer")
+    if not 0 <= serial <= MAX_SERIAL:
+        raise CameraIdError(f"serial {serial} out of range 0..{MAX_SERIAL}")
+    if type_code not in CAMERA_TYPE_CODES:
+        raise CameraIdError(f"type code {type_code!r} is not a camera; expected 131 or 132")
+    if not (isinstance(industry, str) and len(industry) == 2 and _DIGITS.match(industry)):
+        raise CameraIdError("industry code must be 2 digits")
+    if not (isinstance(network, str) and len(network) == 1 and _DIGITS.match(network)):
+        raise CameraIdError("network code must be 1 digit")
+    try:
+        centre = centre_code(node)
+    except NodeCodeError as exc:
+        raise CameraIdError(f"cannot derive a centre code: {exc}") from exc
+    return validate_camera_id(f"{centre}{industry}{type_code}{network}{serial:06d}")
+
+
+def node_of_camera_id(camera_id: str) -> str:
+    """The most specific node (region, city or county) encoded in a camera id's centre code."""
+    return normalize_node(validate_camera_id(camera_id)[:6])

@@ -1,0 +1,361 @@
+"""Camera records in Redis: the record, the node index and the catalog change feed, written together.
+
+Keys (prefix "se" by default):
+
+- ``{p}:camera:{id}``       string, the camera's full JSON (credentials included; never returned as is)
+- ``{p}:cameras``           hash id -> node: existence, count, and the old node on a move
+- ``{p}:cameras:by_node``   sorted set, score 0, member ``{node}/{id}``: lexical range = subtree,
+                            and "/" sorts before every digit, so a node's own cameras come before
+                            its children's and the order is by node, then id
+- ``{p}:catalog``           stream, the replayable change feed (op, id, node, camera, ts)
+- ``{p}:serial:{centre}``   counter for generated ids per 8-digit centre code
+
+Every write that changes a record runs as one Lua script, so the record, both indexes and the
+feed entry change together or not at all, and a reader never sees a half-written camera.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from registry.ids import MAX_SERIAL, CameraIdError, centre_code, generate_camera_id, validate_camera_id
+from registry.models import Camera, CameraCreate
+from tiers.nodes import normalize_node
+
+__all__ = ["CameraExists", "CameraNotFound", "CameraStore", "Change", "CursorError", "StoreConflict"]
+
+FEED_MAXLEN = 100_000
+MAX_PAGE_SIZE = 1000
+
+_CURSOR = re.compile(r"^[0-9]{2,12}/[0-9]{20}$")
+_STREAM_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
+
+# KEYS: camera, ids, by_node, catalog   ARGV: id, node, json, ts, maxlen
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2] .. '/' .. ARGV[1])
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+  'op', 'upsert', 'id', ARGV[1], 'node', ARGV[2], 'camera', ARGV[3], 'ts', ARGV[4])
+"""
+
+# KEYS: camera, ids, by_node, catalog   ARGV: id, node, json, ts, maxlen
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old and old ~= ARGV[2] then
+  redis.call('ZREM', KEYS[3], old .. '/' .. ARGV[1])
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2] .. '/' .. ARGV[1])
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+  'op', 'upsert', 'id', ARGV[1], 'node', ARGV[2], 'camera', ARGV[3], 'ts', ARGV[4])
+"""
+
+# KEYS: camera, ids, by_node, catalog   ARGV: id, ts, maxlen
+_DELETE = """
+local existed = redis.call('DEL', KEYS[1])
+local node = redis.call('HGET', KEYS[2], ARGV[1])
+if existed == 0 and not node then
+  return false
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if node then
+  redis.call('ZREM', KEYS[3], node .. '/' .. ARGV[1])
+else
+  node = ''
+end
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
+  'op', 'delete', 'id', ARGV[1], 'node', node, 'ts', ARGV[2])
+"""
+
+# KEYS: by_node   ARGV: min, max, limit, camera key prefix
+# Range and fetch in one round trip. The record keys are derived rather than declared,
+# which is fine on a standalone Redis (the deployment model: one Redis per tier).
+_LIST = """
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i, m in ipairs(members) do
+  local id = string.match(m, '/(%d+)$')
+  local rec = false
+  if id and i < tonumber(ARGV[3]) then
+    rec = redis.call('GET', ARGV[4] .. id)
+  end
+  out[#out + 1] = m
+  out[#out + 1] = rec or ''
+end
+return out
+"""
+
+
+class CameraExists(Exception):
+    """A camera with this id is already registered."""
+
+    def __init__(self, camera_id: str) -> None:
+        super().__init__(f"camera {camera_id} already exists")
+        self.camera_id = camera_id
+
+
+class CameraNotFound(LookupError):
+    """No camera with this id."""
+
+    def __init__(self, camera_id: str) -> None:
+        super().__init__(f"camera {camera_id} not found")
+        self.camera_id = camera_id
+
+
+class CursorError(ValueError):
+    """A pagination cursor or feed position that this listing did not hand out."""
+
+
+class StoreConflict(RuntimeError):
+    """A read-modify-write kept losing to concurrent writers."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the catalog change feed."""
+
+    entry_id: str
+    op: Literal["upsert", "delete"]
+    camera_id: str
+    node: str
+    ts: float
+    camera: Camera | None  # full record (credentials included) for upserts, None for deletes
+
+
+def _s(value: bytes | str | None) -> str | None:
+    # The caller chooses decode_responses; accept both.
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+class CameraStore:
+    """Camera records, node index and change feed in one Redis."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = "se", *, feed_maxlen: int = FEED_MAXLEN) -> None:
+        if not re.match(r"^[A-Za-z0-9_.\-:{}]{1,64}$", prefix):
+            raise ValueError("prefix must be 1..64 characters of [A-Za-z0-9_.-:{}]")
+        self._redis = redis
+        self.prefix = prefix
+        self.feed_maxlen = feed_maxlen
+        self._k_ids = f"{prefix}:cameras"
+        self._k_by_node = f"{prefix}:cameras:by_node"
+        self._k_catalog = f"{prefix}:catalog"
+        self._create = redis.register_script(_CREATE)
+        self._update = redis.register_script(_UPDATE)
+        self._delete = redis.register_script(_DELETE)
+        self._list = redis.register_script(_LIST)
+
+    # ------------------------------------------------------------------ keys
+
+    def camera_key(self, camera_id: str) -> str:
+        """Redis key of a camera record."""
+        return f"{self.prefix}:camera:{camera_id}"
+
+    @property
+    def catalog_key(self) -> str:
+        """Redis key of the catalog change feed (a stream)."""
+        return self._k_catalog
+
+    def _write_keys(self, camera_id: str) -> list[str]:
+        return [self.camera_key(camera_id), self._k_ids, self._k_by_node, self._k_catalog]
+
+    def _upsert_args(self, camera: Camera) -> list[str | int]:
+        return [camera.id, camera.node, camera.to_json(), repr(camera.updated_at), self.feed_maxlen]
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(self, camera: Camera) -> Camera:
+        """Store a new camera; raise CameraExists if the id is taken."""
+        entry = await self._create(keys=self._write_keys(camera.id), args=self._upsert_args(camera))
+        if entry is None:
+            raise CameraExists(camera.id)
+        return camera
+
+    async def create_many(self, cameras: Iterable[Camera]) -> list[Camera | CameraExists]:
+        """Store many new cameras in one pipeline; each is atomic, the batch is not."""
+        cams = list(cameras)
+        if not cams:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cam in cams:
+                await self._create(keys=self._write_keys(cam.id), args=self._upsert_args(cam), client=pipe)
+            results = await pipe.execute()
+        return [cam if entry is not None else CameraExists(cam.id) for cam, entry in zip(cams, results)]
+
+    async def add(self, data: CameraCreate, *, now: float | None = None) -> Camera:
+        """Register a camera from a create body, generating its id from the node when absent."""
+        if data.id is not None:
+            return await self.create(Camera.from_create(data, now=now))
+        # An administrator may have used an id the counter has not reached yet: skip past it.
+        for _ in range(100):
+            serial = await self.next_serial(data.node)
+            if serial > MAX_SERIAL:
+                raise CameraIdError(f"no free camera serials left under centre code {centre_code(data.node)}")
+            camera = Camera.from_create(data, camera_id=generate_camera_id(data.node, serial), now=now)
+            try:
+                return await self.create(camera)
+            except CameraExists:
+                continue
+        raise StoreConflict(f"could not allocate a free camera id under node {data.node}")
+
+    async def update(self, camera: Camera) -> Camera:
+        """Replace an existing camera's record; raise CameraNotFound if it does not exist."""
+        entry = await self._update(keys=self._write_keys(camera.id), args=self._upsert_args(camera))
+        if entry is None:
+            raise CameraNotFound(camera.id)
+        return camera
+
+    async def modify(self, camera_id: str, change: Callable[[Camera], Camera], *, retries: int = 20) -> Camera | None:
+        """Atomic read-modify-write: apply `change` to the current record and store the result.
+
+        Returns None when the camera does not exist. `change` may raise (e.g. SourceError) to
+        abort without writing; it may be called more than once when writers race.
+        """
+        validate_camera_id(camera_id)
+        key = self.camera_key(camera_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for _ in range(retries):
+                try:
+                    # The record key alone: every write to this camera's index entries also
+                    # rewrites it, and watching the shared indexes would make unrelated
+                    # creates abort us.
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    old = Camera.from_json(raw)
+                    new = change(old)
+                    if new.id != old.id:
+                        raise ValueError("a change may not alter the camera id")
+                    old_node = _s(await pipe.hget(self._k_ids, camera_id)) or old.node
+                    record = new.to_json()
+                    pipe.multi()
+                    if old_node != new.node:
+                        pipe.zrem(self._k_by_node, f"{old_node}/{camera_id}")
+                    pipe.set(key, record)
+                    pipe.hset(self._k_ids, camera_id, new.node)
+                    pipe.zadd(self._k_by_node, {f"{new.node}/{camera_id}": 0})
+                    pipe.xadd(
+                        self._k_catalog,
+                        {"op": "upsert", "id": camera_id, "node": new.node, "camera": record,
+                         "ts": repr(new.updated_at)},
+                        maxlen=self.feed_maxlen,
+                        approximate=True,
+                    )
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+        raise StoreConflict(f"camera {camera_id} kept changing; gave up after {retries} tries")
+
+    async def delete(self, camera_id: str) -> bool:
+        """Remove a camera; False if it did not exist."""
+        validate_camera_id(camera_id)
+        entry = await self._delete(keys=self._write_keys(camera_id), args=[camera_id, repr(time.time()), self.feed_maxlen])
+        return entry is not None
+
+    async def next_serial(self, node: str) -> int:
+        """Next serial for generated ids under the node's centre code (starts at 1)."""
+        return int(await self._redis.incr(f"{self.prefix}:serial:{centre_code(node)}"))
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, camera_id: str) -> Camera | None:
+        """The camera with this id, or None; raise CameraIdError for a malformed id."""
+        raw = await self._redis.get(self.camera_key(validate_camera_id(camera_id)))
+        return None if raw is None else Camera.from_json(raw)
+
+    async def get_many(self, camera_ids: Iterable[str]) -> list[Camera | None]:
+        """Cameras for the ids, in order, None where missing (one MGET)."""
+        ids = [validate_camera_id(i) for i in camera_ids]
+        if not ids:
+            return []
+        raws = await self._redis.mget([self.camera_key(i) for i in ids])
+        return [None if raw is None else Camera.from_json(raw) for raw in raws]
+
+    async def exists(self, camera_id: str) -> bool:
+        """Whether a camera with this id is registered."""
+        return bool(await self._redis.hexists(self._k_ids, validate_camera_id(camera_id)))
+
+    async def list(
+        self, node: str | None = None, page_size: int = 100, cursor: str | None = None
+    ) -> tuple[list[Camera], str | None]:
+        """One page of cameras in node's subtree (all when None), ordered by node then id.
+
+        Returns the page and the cursor for the next one (None on the last page).
+        Raises CursorError for a cursor not from this listing, NodeCodeError for a bad node.
+        """
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be an integer in 1..{MAX_PAGE_SIZE}")
+        if node is None:
+            lo, hi = "-", "+"
+        else:
+            node = normalize_node(node)
+            # Members of the subtree are "{node}" followed by "/" or a digit, all below ":".
+            lo, hi = f"[{node}", f"({node}:"
+        if cursor is not None:
+            if not isinstance(cursor, str) or not _CURSOR.match(cursor):
+                raise CursorError("malformed cursor")
+            if node is not None and not cursor.startswith(node):
+                raise CursorError("cursor does not belong to this listing")
+            lo = f"({cursor}"
+        flat = await self._list(
+            keys=[self._k_by_node], args=[lo, hi, page_size + 1, f"{self.prefix}:camera:"]
+        )
+        members = [_s(m) for m in flat[0::2]]
+        records = flat[1::2]
+        page: list[Camera] = []
+        for raw in records[:page_size]:
+            if raw:  # an index entry without a record cannot happen via this store; skip it
+                page.append(Camera.from_json(raw))
+        next_cursor = members[page_size - 1] if len(members) > page_size else None
+        return page, next_cursor
+
+    async def count(self, node: str | None = None) -> int:
+        """Number of cameras in node's subtree (all when None)."""
+        if node is None:
+            return int(await self._redis.hlen(self._k_ids))
+        node = normalize_node(node)
+        return int(await self._redis.zlexcount(self._k_by_node, f"[{node}", f"({node}:"))
+
+    async def changes(self, after: str = "0-0", count: int = 100, *, block_ms: int | None = None) -> list[Change]:
+        """Feed entries after the given entry id, oldest first; block up to block_ms for new ones."""
+        if not isinstance(after, str) or not _STREAM_ID.match(after):
+            raise CursorError("malformed feed position; expected a stream entry id like 1700000000000-0")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+            raise ValueError("count must be an integer in 1..10000")
+        if block_ms is None:
+            entries = await self._redis.xrange(self._k_catalog, min=f"({after}", max="+", count=count)
+        else:
+            reply = await self._redis.xread({self._k_catalog: after}, count=count, block=block_ms)
+            entries = reply[0][1] if reply else []
+        return [self._change(entry_id, fields) for entry_id, fields in entries]
+
+    @staticmethod
+    def _change(entry_id: bytes | str, fields: dict) -> Change:
+        f = {_s(k): _s(v) for k, v in fields.items()}
+        raw = f.get("camera")
+        return Change(
+            entry_id=_s(entry_id) or "",
+            op="delete" if f.get("op") == "delete" else "upsert",
+            camera_id=f.get("id") or "",
+            node=f.get("node") or "",
+            ts=float(f.get("ts") or 0),
+            camera=Camera.from_json(raw) if raw else None,
+        )

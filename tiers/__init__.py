@@ -1,0 +1,1 @@
+"""The five-tier tree: node codes, jurisdiction checks, and (later) the upward bridge."""
