@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -66,7 +67,8 @@ async def run_gateway(settings: Settings, on_started: Callable[[web.Application,
 
 
 def _settings_from(args: argparse.Namespace, **defaults) -> Settings:
-    flags = dict(defaults)
+    # Command defaults (demo's) rank below SHARP_EYES_* variables; given flags rank above them.
+    flags = {k: v for k, v in defaults.items() if f"SHARP_EYES_{k.upper()}" not in os.environ}
     for name in ("node", "http", "redis", "data_dir", "model", "gateway_id", "log_level"):
         value = getattr(args, name, None)
         if value is not None:
@@ -126,14 +128,23 @@ Sharp Eyes gateway demo is running for node {settings.node}.
   detector    : {detector or 'none: raising motion events only. Add a model with --model PATH (a YOLOX or YOLOv8/YOLO11 ONNX file)'}
   data folder : {settings.data_dir.resolve()}  (embedded Redis, AOF persistence)
 
-Watch events arrive:
-  curl -N -H 'Authorization: Bearer {token}' {base}/api/v1/events/stream
-  sharp-eyes events tail --url {base} --token {token}
+Watch events arrive (from the first one this demo kept, then live):
+  curl -N -H 'Authorization: Bearer {token}' '{base}/api/v1/events/stream?since={settings.node}-0-0'
+  {_self_command()} events tail --url {base} --token {token} --since {settings.node}-0-0
 Stop with Ctrl-C.
 """, flush=True)
 
     asyncio.run(run_gateway(settings, started))
     return 0
+
+
+def _self_command() -> str:
+    """How the user can run this program again: the console script they used, else `python -m`."""
+    exe = sys.argv[0]
+    if os.path.basename(exe) == "sharp-eyes":
+        rel = os.path.relpath(exe)
+        return shlex.quote(rel if not rel.startswith("..") else exe)
+    return f"{shlex.quote(sys.executable)} -m gateway.cli"
 
 
 def _setup_logging(level: str) -> None:
@@ -279,6 +290,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
     for name in mounts:
         print(f"serving {mounts[name].name} at {server.url(name)}", flush=True)
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         server.stop()

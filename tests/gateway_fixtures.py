@@ -131,3 +131,8 @@ def make_gateway(tmp_path):
             await server.close()
 
     return factory
+
+
+def event_schema() -> dict:
+    """The JSON Schema of an event, as shipped in the package."""
+    return json.loads((Path(__file__).resolve().parent.parent / "gateway" / "schema" / "event.schema.json").read_text())

@@ -34,7 +34,9 @@ def rtsp_support() -> None:
     """Skips the test, printing why, when this machine cannot run GStreamer's RTSP server."""
     reason = find_rtsp_support()
     if reason:
-        pytest.skip(f"RTSP server unavailable: {reason}")
+        from tests.conftest import missing
+
+        missing(f"RTSP server unavailable: {reason}")
 
 
 @pytest.fixture

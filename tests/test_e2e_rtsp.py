@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import av
+import cv2
+import jsonschema
+import numpy as np
 import pytest
 
 from analytics.detector import load_detector
+from tests.gateway_fixtures import event_schema
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.model]
 
@@ -44,10 +48,17 @@ async def test_rtsp_camera_detections_match_the_model(make_gateway, redis_url, r
             await sub.wait_for(lambda ev: _starts(ev, "car") and _starts(ev, "bus") and _starts(ev, "person"),
                                timeout=60, what="car, bus and person detections")
             status = (await gw.camera(cam["id"]))["status"]
+            code, jpeg = await gw.request("GET", sub.events[0]["snapshot"])
         events = list(sub.events)
 
+    assert code == 200
+    snap = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert snap is not None and snap.shape[1] == 960  # scaled-down 720p frame with the box drawn
+
     assert status["codec"] == "h264" and (status["width"], status["height"]) == (1280, 720)
+    validator = jsonschema.Draft202012Validator(event_schema())
     for e in events:
+        validator.validate(e)
         assert e["camera_id"] == cam["id"] and e["node"] == "450102001"
         assert e["origin"] == {"node": "450102", "gateway": "test-gw"}
         assert e["model"] == "yolox:yolox_nano"
@@ -102,6 +113,9 @@ async def test_rtsp_server_killed_and_restarted(make_gateway, redis_url, rtsp_st
         events = list(sub.events)
 
     assert states(events) == ["online", "offline", "online"]  # every transition published once
+    validator = jsonschema.Draft202012Validator(event_schema())
+    for e in events:
+        validator.validate(e)
     assert back["status"]["reconnects"] >= 1
     offline = [e for e in events if e["type"] == "status" and e["state"] == "offline"][0]
     assert offline["reason"]

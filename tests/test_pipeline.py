@@ -1,0 +1,61 @@
+"""The pipeline on file cameras: substreams, motion events without a model, looping files."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from sample_streams import clip_path
+from sample_streams.generate import make_clip
+
+
+async def test_without_a_model_motion_events_are_raised(make_gateway, redis_url):
+    clip = clip_path("moving_objects")
+    async with make_gateway(redis_url, media_dirs=[clip.parent]) as gw:
+        async with gw.subscribe(type="motion") as sub:
+            cam = await gw.add_camera(name="moving", node="450102", url=f"file:{clip.name}")
+            await sub.wait_for(lambda ev: any(e["phase"] == "start" for e in ev), timeout=20, what="motion start")
+            start = next(e for e in sub.events if e["phase"] == "start")
+            code, jpeg = await gw.request("GET", start["snapshot"])
+    assert start["camera_id"] == cam["id"] and "model" not in start and "label" not in start
+    assert code == 200 and jpeg[:2] == b"\xff\xd8"
+
+
+async def test_analysis_pulls_the_substream(make_gateway, redis_url, tmp_path):
+    clip = clip_path("moving_objects")
+    async with make_gateway(redis_url, media_dirs=[clip.parent]) as gw:
+        # The main stream is a camera that never answers; analysis must use the substream only.
+        cam = await gw.add_camera(name="dual", node="450102", url="rtsp://127.0.0.1:9/main",
+                                  substream_url=f"file:{clip.name}")
+        online = await gw.wait_state(cam["id"], "online", timeout=15)
+    assert online["status"]["source"] == "substream"
+    assert (online["status"]["width"], online["status"]["height"]) == (640, 360)
+    assert online["url"] == "rtsp://127.0.0.1:9/main"
+
+
+async def test_a_file_camera_loops_like_a_live_one(make_gateway, redis_url, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    # A 2-second clip: a file camera must run on past its end without going offline.
+    frames = (np.full((120, 160, 3), i * 4 % 255, np.uint8) for i in range(20))
+    make_clip(media / "short.mp4", frames, fps=10, width=160, height=120)
+    async with make_gateway(redis_url, media_dirs=[media]) as gw:
+        async with gw.subscribe(type="status") as sub:
+            cam = await gw.add_camera(name="short", node="450102", url="file:short.mp4", analytics={"fps": 5})
+            await gw.wait_state(cam["id"], "online", timeout=10)
+            first = (await gw.camera(cam["id"]))["status"]["frames_analyzed"]
+            await asyncio.sleep(5)
+            later = await gw.camera(cam["id"])
+    assert later["status"]["state"] == "online" and later["status"]["reconnects"] == 0
+    # Paced in real time at 5 analysed frames per second, through two and a half loops.
+    assert later["status"]["frames_analyzed"] - first >= 20
+    assert [e["state"] for e in sub.events] == ["online"]
+
+
+@pytest.mark.model
+async def test_detector_stats_and_health(make_gateway, redis_url, model_path):
+    async with make_gateway(redis_url, model=model_path) as gw:
+        code, health = await gw.request("GET", "/healthz")
+    assert code == 200 and health["redis"] is True and health["detector"] == "yolox:yolox_nano"
