@@ -79,6 +79,6 @@ def test_readme_run_command_starts_the_demo(tmp_path):
     assert proc.returncode == 0, log.read_text()[-2000:]
     assert "shutting down" in log.read_text()
     # The embedded redis-server stopped with the gateway and kept its data (AOF) in the data folder.
-    still = subprocess.run(["pgrep", "-f", f"--dir {tmp_path / 'data' / 'redis'}"], capture_output=True)
+    still = subprocess.run(["pgrep", "-f", "--", f"--dir {tmp_path / 'data' / 'redis'}"], capture_output=True)
     assert still.returncode == 1, f"embedded redis-server still running: {still.stdout!r}"
     assert list((tmp_path / "data" / "redis").glob("appendonly*")), "no AOF written"
