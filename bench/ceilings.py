@@ -230,3 +230,23 @@ def infer_rate(model: Path, images: list[np.ndarray], *, sessions: int, intra_th
 
 
 LAYOUTS = ((1, 1), (2, 1), (1, 2))  # (sessions, intra-op threads)
+
+
+# ---- per-stage costs -------------------------------------------------------------------------------
+
+def stage_ms(images: list[np.ndarray], *, rounds: int = 40) -> dict[str, float]:
+    """Single-thread ms per call of the gateway's other per-frame stages: motion gate and event snapshot."""
+    from analytics.motion import MotionGate
+    from analytics.snapshot import render_snapshot
+
+    gate = MotionGate()
+    gate.update(images[0])
+    t0 = time.perf_counter()
+    for i in range(rounds):
+        gate.update(images[i % len(images)])
+    motion = (time.perf_counter() - t0) * 1000 / rounds
+    t0 = time.perf_counter()
+    for i in range(rounds):
+        render_snapshot(images[i % len(images)], (0.4, 0.4, 0.6, 0.8), "person", 0.81)
+    snap = (time.perf_counter() - t0) * 1000 / rounds
+    return {"motion_ms": motion, "snapshot_ms": snap}

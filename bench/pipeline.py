@@ -69,6 +69,57 @@ def proc_cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(f)
+    return (total - f[3] - f[4]) / tick, total / tick
+
+
+CATEGORIES = ("decode", "detect", "loop", "executor", "other")
+
+
+def _category(name: str) -> str:
+    if name.startswith(("decode-", "av:")):  # DecodeThread (demux, pacing, bgr24) and FFmpeg's frame threads
+        return "decode"
+    if name.startswith("detector"):  # DetectorPool workers (ORT runs on them: intra_threads=1)
+        return "detect"
+    if name == "MainThread":  # the event loop: API, tracker, motion gate, events, Redis client
+        return "loop"
+    if name.startswith("asyncio_"):  # default executor: event snapshots (JPEG), to_thread calls
+        return "executor"
+    return "other"
+
+
+def thread_cpu_s() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every thread of this process, with its category (Python name or OS name)."""
+    py = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        comm, _, rest = stat.partition("(")[2].rpartition(")")
+        f = rest.split()
+        out[int(tid)] = (_category(py.get(int(tid), comm)), (int(f[11]) + int(f[12])) / tick)
+    return out
+
+
+def cpu_split(a: dict[int, tuple[str, float]], b: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per category between two thread_cpu_s() snapshots (threads born since count from 0)."""
+    out = dict.fromkeys(CATEGORIES, 0.0)
+    for tid, (cat, cpu) in b.items():
+        prev = a.get(tid)
+        out[cat] += cpu - (prev[1] if prev else 0.0)
+    return out
+
+
 def parse_ts(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
@@ -169,6 +220,7 @@ class Trial:
         pool = self.app[keys.POOL].stats()
         return {
             "mono": time.monotonic(), "wall": time.time(), "cpu": time.process_time(),
+            "threads": thread_cpu_s(), "machine": machine_busy_s(),
             "redis_cpu": proc_cpu_s(self.redis_srv.proc.pid),
             "analysed": sum(c["frames_analyzed"] for c in cams), "dropped": sum(c["frames_dropped"] for c in cams),
             "fps_analyzed": sum(c["fps_analyzed"] for c in cams),
@@ -249,8 +301,9 @@ class Trial:
                 await self.session.close()
             await runner.cleanup()  # supervisor stops workers and joins decode threads, pool closes, redis closes
             await asyncio.to_thread(_join_decode_threads)
-        lat = self._latencies(a["wall"], b["wall"])
-        return self._result(a, b, lat, written, lag.between(a["mono"], b["mono"]), events_dropped, events_pending)
+        lat, events = self._latencies(a["wall"], b["wall"])
+        return self._result(a, b, lat, events, written, lag.between(a["mono"], b["mono"]), events_dropped,
+                            events_pending)
 
     async def _written_starts(self, w0: float, w1: float) -> int:
         ev = self.app[keys.EVENTS]
@@ -262,9 +315,11 @@ class Trial:
                 n += 1
         return n
 
-    def _latencies(self, w0: float, w1: float) -> list[float]:
-        """Capture-to-subscriber seconds of detection phase=start events captured inside the window."""
+    def _latencies(self, w0: float, w1: float) -> tuple[list[float], int]:
+        """Capture-to-subscriber seconds of detection phase=start events captured inside the window,
+        and the number of detection events (any phase) received inside the window."""
         out = []
+        received = 0
         lines = self.sub_file.read_text().splitlines() if self.sub_file.exists() else []
         for line in lines[1:]:
             recv, _, raw = line.partition(" ")
@@ -272,14 +327,17 @@ class Trial:
                 e = json.loads(raw)
             except ValueError:
                 continue
-            if e.get("type") != "detection" or e.get("phase") != "start":
+            if e.get("type") != "detection":
                 continue
+            received += w0 <= float(recv) < w1
+            if e.get("phase") != "start":
+                continue  # "end" carries the best frame's capture time, not the latest one
             cap = parse_ts(e["ts"])
             if w0 <= cap < w1:
                 out.append(float(recv) - cap)
-        return out
+        return out, received
 
-    def _result(self, a: dict, b: dict, lat: list[float], written: int, lags: list[float],
+    def _result(self, a: dict, b: dict, lat: list[float], events: int, written: int, lags: list[float],
                 events_dropped: int, events_pending: int) -> dict[str, Any]:
         args = self.args
         dt = b["mono"] - a["mono"]
@@ -291,6 +349,8 @@ class Trial:
         rcpu = b["redis_cpu"] - a["redis_cpu"]
         target = self.n * args.fps
         workers = self.app[keys.POOL].workers
+        split = cpu_split(a["threads"], b["threads"])
+        mb = (b["machine"][0] - a["machine"][0]) / (b["machine"][1] - a["machine"][1])
         return {
             "n": self.n, "window_s": dt, "target": target,
             "analysed_fps": analysed / dt, "ratio": analysed / dt / target,
@@ -302,6 +362,8 @@ class Trial:
             "det_ms": 1000 * inf_s / infers if infers else None, "det_busy": inf_s / (dt * workers),
             "cpu_ms_frame": 1000 * cpu / analysed if analysed else None, "cpu_busy": cpu / (dt * C.cores()),
             "redis_ms_frame": 1000 * rcpu / analysed if analysed else None,
+            "machine_busy": mb, "events_fps": events / dt,
+            **{f"cpu_{k}_ms_frame": 1000 * v / analysed if analysed else None for k, v in split.items()},
             "lag_p95_ms": 1000 * pct(lags, 95) if lags else None, "lag_max_ms": 1000 * max(lags) if lags else None,
             "lat_p50_ms": 1000 * pct(lat, 50) if lat else None, "lat_p95_ms": 1000 * pct(lat, 95) if lat else None,
             "lat_max_ms": 1000 * max(lat) if lat else None,

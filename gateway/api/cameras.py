@@ -96,7 +96,8 @@ async def list_cameras(request: web.Request) -> web.Response:
     items: list[dict] = []
     while True:
         try:
-            cams, cursor = await store.list(node=node, page_size=limit, cursor=cursor)
+            # Never fetch past what this page can hold: the cursor must point at the last camera read.
+            cams, cursor = await store.list(node=node, page_size=limit - len(items), cursor=cursor)
         except ValueError as e:  # a cursor that is not ours
             raise ApiError(400, f"cursor: {e}") from None
         for cam in cams:
