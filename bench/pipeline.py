@@ -138,12 +138,14 @@ def measure_ceilings(args: argparse.Namespace) -> dict[str, Any]:
     dec: dict[str, list[C.DecodeResult]] = {k: [] for k, _ in decode_modes}
     inf: dict[tuple[int, int], list[C.InferResult]] = {lay: [] for lay in C.LAYOUTS}
     conv: list[tuple[float, float]] = []
+    stages: list[dict[str, float]] = []
     images = C.sample_images(args.clip)
     for r in range(args.repeats):
         for name, kw in decode_modes:
             progress(f"ceiling repeat {r + 1}/{args.repeats}: decode {name}, {n} threads, {args.ceiling_seconds:g} s")
             dec[name].append(C.decode_rate(args.clip, threads=n, seconds=args.ceiling_seconds, **kw))
         conv.append(C.convert_ms(args.clip))
+        stages.append(C.stage_ms(images))
         for sessions, intra in C.LAYOUTS:
             progress(f"ceiling repeat {r + 1}/{args.repeats}: inference {sessions} session(s) x {intra} thread(s)")
             inf[(sessions, intra)].append(C.infer_rate(args.model, images, sessions=sessions, intra_threads=intra,
@@ -157,7 +159,8 @@ def measure_ceilings(args: argparse.Namespace) -> dict[str, Any]:
     return {"cores": n, "clip": dataclasses.asdict(info),
             "decode": decode, "infer": infer, "best_layout": best, "infer_ceiling": infer[best]["per_s"],
             "convert_ms": median([c[0] for c in conv]), "convert_640_ms": median([c[1] for c in conv]),
-            "sample_every": every}
+            "sample_every": every, "motion_ms": median([x["motion_ms"] for x in stages]),
+            "snapshot_ms": median([x["snapshot_ms"] for x in stages])}
 
 
 # ---- pipeline --------------------------------------------------------------------------------------
@@ -430,12 +433,19 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
                    f"(scaled to 640x360 in the same call: {ceil['convert_640_ms']:.2f} ms)")
         ka = ceil["decode"]["key only"]["media_s_per_s"] / ceil["decode"]["all frames"]["media_s_per_s"]
         out.append(f"key frames only is {ka:.1f}x cheaper per second of video than decoding every frame")
+        dec_ms = 1000 * ceil["cores"] / ceil["decode"]["all frames"]["frames_per_s"]
         out.append("")
         out.append("Inference ceiling (Detector.detect = letterbox + ORT run + NMS, 8 clip frames, spinning off):")
         rows = [[k, _f(v["per_s"], 1), _f(v["ms"], 1)] for k, v in ceil["infer"].items()]
         out.append(_table(["layout", "inferences/s", "ms per call"], rows))
         out.append(f"ceiling = best layout: {ceil['best_layout']}, {ceil['infer_ceiling']:.1f} inferences/s "
                    f"(the gateway's DetectorPool default: {DetectorConfig().workers} sessions x {DetectorConfig().intra_threads} thread)")
+        det1 = ceil["infer"]["1 session x 1 thread"]["ms"]
+        k = ceil["sample_every"]
+        total = k * dec_ms + ceil["convert_ms"] + ceil["motion_ms"] + det1
+        out.append(f"CPU per analysed frame from these ({k} decoded per analysed, core-ms): decode {k} x {dec_ms:.2f} "
+                   f"+ bgr24 {ceil['convert_ms']:.2f} + motion gate {ceil['motion_ms']:.2f} + detect {det1:.1f} "
+                   f"= {total:.1f} ms; plus one event snapshot (JPEG) {ceil['snapshot_ms']:.1f} ms per detection event")
         out.append("")
     ceiling = ceil["infer_ceiling"] if ceil else None
     by_n: dict[int, list[dict]] = {}
@@ -445,18 +455,20 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
     out.append(f"Pipeline: in-process gateway + redis-server, N file cameras of the clip at {args.fps:g} fps analysis, "
                f"{args.seconds:g} s window after {args.warmup:g} s warm-up, {runs}"
                + ("" if all(v == args.repeats for v in done.values()) else f" (runs done per N: {done})"))
-    header = ["N", "target/s", "analysed/s", "ach/tgt", "decoded/s", "dec rt", "dropped", "drop %", "infer/s",
-              "infer/ceil", "det ms", "det busy", "CPU ms/frame", "CPU busy", "redis ms/frame", "loop lag p95",
-              "lat p50 ms", "lat p95 ms", "lat n"]
+    header = ["N", "target/s", "analysed/s", "ach/tgt", "dec rt", "dropped", "infer/s", "infer/ceil", "det ms",
+              "det busy", "events/s", "CPU ms/frame", "decode", "detect", "loop", "executor", "CPU busy",
+              "machine busy", "redis ms/frame", "loop lag p95", "lat p50 ms", "lat p95 ms", "lat n"]
     rows = []
     for n, rs in sorted(by_n.items()):
         m = {k: median([r[k] for r in rs]) for k in rs[0] if k != "repeat"}
         rows.append([
             str(n), _f(m["target"], 0), _f(m["analysed_fps"], 1), _f(100 * m["ratio"], 0, "%"),
-            _f(m["decoded_fps"], 0), _f(100 * m["decode_rt"], 0, "%"), _f(m["dropped"], 0), _f(m["drop_pct"], 1, "%"),
+            _f(100 * m["decode_rt"], 0, "%"), f"{_f(m['dropped'], 0)} ({_f(m['drop_pct'], 1, '%')})",
             _f(m["infer_fps"], 1), _f(100 * m["infer_fps"] / ceiling, 0, "%") if ceiling else "-",
-            _f(m["det_ms"], 1), _f(100 * m["det_busy"], 0, "%"), _f(m["cpu_ms_frame"], 1),
-            _f(100 * m["cpu_busy"], 0, "%"), _f(m["redis_ms_frame"], 2), _f(m["lag_p95_ms"], 0, " ms"),
+            _f(m["det_ms"], 1), _f(100 * m["det_busy"], 0, "%"), _f(m["events_fps"], 1), _f(m["cpu_ms_frame"], 1),
+            _f(m["cpu_decode_ms_frame"], 1), _f(m["cpu_detect_ms_frame"], 1), _f(m["cpu_loop_ms_frame"], 1),
+            _f(m["cpu_executor_ms_frame"], 1), _f(100 * m["cpu_busy"], 0, "%"), _f(100 * m["machine_busy"], 0, "%"),
+            _f(m["redis_ms_frame"], 2), _f(m["lag_p95_ms"], 0, " ms"),
             _f(m["lat_p50_ms"], 0), _f(m["lat_p95_ms"], 0), _f(m["lat_n"], 0),
         ])
     out.append(_table(header, rows))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -75,6 +75,18 @@ class _Rate:
         return round(sum(n for _, n in marks) / span, 2)
 
 
+@dataclass(slots=True)
+class _AnalysisState:
+    """Mutable per-camera analysis state, owned by the analysis task alone."""
+
+    tracker: IouTracker
+    gate: MotionGate
+    in_motion: bool = False
+    motion_frames: int = 0
+    last_motion: float = 0.0
+    last_detect: float = 0.0
+
+
 class CameraWorker:
     """Runs one camera: a decode thread per connection, an analysis task, status and events."""
 
@@ -129,6 +141,11 @@ class CameraWorker:
         if self._thread is not None:
             self._thread.analysis_fps = camera.analytics.fps
 
+    def mark_disabled(self, camera: Camera) -> None:
+        """After stop(): record that the camera was switched off, and announce it with a status event."""
+        self.camera = camera
+        self._set_state(CameraState.DISABLED, "disabled by an administrator")
+
     @property
     def analysis_source(self) -> str:
         """The URL analysis pulls: the substream when there is one."""
@@ -179,7 +196,11 @@ class CameraWorker:
                 error: str | None = str(e)
                 online_for = 0.0
             else:
-                error, online_for = await self._run_once(source, loop)
+                try:
+                    error, online_for = await self._run_once(source, loop)
+                except Exception as e:  # a bug here must not leave the camera unwatched
+                    log.exception("camera %s: ingest failed", self.camera.id)
+                    error, online_for = describe_error(e), 0.0
             if self._stopping:
                 return
             self.last_error = error
@@ -257,55 +278,61 @@ class CameraWorker:
 
     # ---- analysis ------------------------------------------------------------------------------
     async def _analyze(self) -> None:
-        pool = self.ctx.pool
-        tracker = IouTracker()
-        gate = MotionGate()
-        in_motion = False
-        motion_frames = 0
-        last_motion = 0.0
-        last_detect = 0.0
+        st = _AnalysisState(IouTracker(), MotionGate())
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             try:
-                frame = await asyncio.wait_for(self.slot.get(), timeout=tracker.max_age_s + 0.5)
+                frame = await asyncio.wait_for(self.slot.get(), timeout=st.tracker.max_age_s + 0.5)
             except asyncio.TimeoutError:
                 # No frames: the stream stalled or ended; objects in view are gone from our view.
-                for u in tracker.flush(time.time()):
+                for u in st.tracker.flush(time.time()):
                     await self._emit_track(u, loop)
-                if in_motion:
-                    in_motion = False
+                if st.in_motion:
+                    st.in_motion = False
                     self._emit_motion("end", None)
                 continue
-            self.frames_analyzed += 1
-            self._rate_an.add()
-            a = self.camera.analytics
-            if a.motion_threshold is not None:
-                gate.threshold = a.motion_threshold
-            moving = gate.update(frame.image) >= gate.threshold
-            now = frame.captured_at
-            if moving:
-                last_motion = now
-            if pool is not None:
-                # The motion gate saves inference on still scenes; tracks in view are still followed,
-                # and a periodic look catches objects that arrived while the gate was shut.
-                if moving or tracker.active or now - last_detect > 10.0:
-                    last_detect = now
-                    t0 = time.perf_counter()
-                    labels = frozenset(a.labels) if a.labels else None
-                    dets = await pool.detect(frame.image, a.min_score, labels)
-                    self.inference_s += time.perf_counter() - t0
-                    self.detections_run += 1
-                    for u in tracker.update(frame, dets):
-                        await self._emit_track(u, loop)
-            else:
-                motion_frames = motion_frames + 1 if moving else 0
-                if not in_motion and motion_frames >= 2:
-                    in_motion = True
-                    snap = await loop.run_in_executor(None, render_snapshot, frame.image)
-                    self._emit_motion("start", frame, snap)
-                elif in_motion and now - last_motion > 3.0:
-                    in_motion = False
-                    self._emit_motion("end", frame)
+            try:
+                await self._analyze_one(frame, st, loop)
+                failures = 0
+            except Exception:
+                # One bad frame or a detector hiccup must not end this camera's analysis.
+                failures += 1
+                if failures == 1 or failures % 100 == 0:
+                    log.exception("camera %s: analysis failed (%d in a row)", self.camera.id, failures)
+
+    async def _analyze_one(self, frame: Frame, st: "_AnalysisState", loop: asyncio.AbstractEventLoop) -> None:
+        pool = self.ctx.pool
+        self.frames_analyzed += 1
+        self._rate_an.add()
+        a = self.camera.analytics
+        if a.motion_threshold is not None:
+            st.gate.threshold = a.motion_threshold
+        moving = st.gate.update(frame.image) >= st.gate.threshold
+        now = frame.captured_at
+        if moving:
+            st.last_motion = now
+        if pool is not None:
+            # The motion gate saves inference on still scenes; tracks in view are still followed,
+            # and a periodic look catches objects that arrived while the gate was shut.
+            if moving or st.tracker.active or now - st.last_detect > 10.0:
+                st.last_detect = now
+                t0 = time.perf_counter()
+                labels = frozenset(a.labels) if a.labels else None
+                dets = await pool.detect(frame.image, a.min_score, labels)
+                self.inference_s += time.perf_counter() - t0
+                self.detections_run += 1
+                for u in st.tracker.update(frame, dets):
+                    await self._emit_track(u, loop)
+            return
+        st.motion_frames = st.motion_frames + 1 if moving else 0
+        if not st.in_motion and st.motion_frames >= 2:
+            st.in_motion = True
+            snap = await loop.run_in_executor(None, render_snapshot, frame.image)
+            self._emit_motion("start", frame, snap)
+        elif st.in_motion and now - st.last_motion > 3.0:
+            st.in_motion = False
+            self._emit_motion("end", frame)
 
     def _emit_motion(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> None:
         ts = frame.captured_at if frame else time.time()

@@ -187,14 +187,16 @@ class EventLog:
         rows = await self.redis.xrange(self.stream, min=f"({after}", max="+", count=count)
         return [self.decode(i, f) for i, f in rows]
 
-    async def history(self, flt: EventFilter, *, before: str | None = None, limit: int = 100,
-                      scan_cap: int = 20_000) -> tuple[list[Event], str | None]:
-        """Newest first; returns (events, cursor for the next page or None)."""
+    async def history(self, flt: EventFilter, *, before: str | None = None, after: str | None = None,
+                      limit: int = 100, scan_cap: int = 20_000) -> tuple[list[Event], str | None]:
+        """Newest first, strictly between `after` and `before` (entry ids) when given;
+        returns (events, cursor for the next page or None)."""
         out: list[Event] = []
         upper = f"({before}" if before else "+"
+        lower = f"({after}" if after else "-"
         scanned = 0
         while len(out) < limit and scanned < scan_cap:
-            rows = await self.redis.xrevrange(self.stream, max=upper, min="-", count=500)
+            rows = await self.redis.xrevrange(self.stream, max=upper, min=lower, count=500)
             if not rows:
                 return out, None
             for i, f in rows:

@@ -111,7 +111,16 @@ class DecodeThread(threading.Thread):
 
     def _decode(self) -> None:
         url = str(self.source.path) if self.source.kind == "file" else self.source.url
-        container = av.open(url, options=_av_options(self.source, self.opts))
+        opened_at = time.monotonic()
+        try:
+            container = av.open(url, options=_av_options(self.source, self.opts))
+        except av.InvalidDataError:
+            # FFmpeg reports an RTSP server that accepts the connection but never answers as
+            # "invalid data" once its socket timeout passes: say what actually happened.
+            waited = time.monotonic() - opened_at
+            if self.source.kind == "rtsp" and waited >= 0.9 * self.opts.open_timeout_s:
+                raise StreamError(f"no answer from the camera within {waited:.0f} s") from None
+            raise
         with contextlib.closing(container):
             if not container.streams.video:
                 raise StreamError("source has no video stream")

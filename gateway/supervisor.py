@@ -42,6 +42,8 @@ class StreamSupervisor:
                     worker.update(camera)
                     return
                 await self._stop(camera.id)
+                if not camera.enabled:
+                    worker.mark_disabled(camera)
             if camera.enabled:
                 worker = CameraWorker(camera, self.ctx)
                 self.workers[camera.id] = worker

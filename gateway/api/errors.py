@@ -45,6 +45,8 @@ async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON body: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
 
 
 class ApiError(Exception):

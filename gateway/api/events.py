@@ -65,10 +65,12 @@ def parse_since(request: web.Request) -> str | None:
 
 @routes.get("/api/v1/events")
 async def history(request: web.Request) -> web.Response:
-    """Past events, newest first, with the subscription filters; `before` pages back."""
+    """Past events, newest first, with the subscription filters; `before` pages back, `since` bounds below."""
     flt = parse_filter(request)
     before = request.query.get("before")
     before_entry = _entry(before, "before") if before else None
+    since = request.query.get("since")
+    since_entry = _entry(since, "since") if since else None  # only events after it
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError:
@@ -76,7 +78,7 @@ async def history(request: web.Request) -> web.Response:
     if not 1 <= limit <= 1000:
         raise ApiError(400, "limit must be between 1 and 1000")
     log_ = request.app[keys.EVENTS]
-    events, cursor = await log_.history(flt, before=before_entry, limit=limit)
+    events, cursor = await log_.history(flt, before=before_entry, after=since_entry, limit=limit)
     node = request.app[keys.SETTINGS].node
     return web.json_response({"events": [e.to_dict() for e in events],
                               "next_before": f"{node}-{cursor}" if cursor else None})
