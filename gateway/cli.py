@@ -387,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"sharp-eyes: {e}", file=sys.stderr)
         return 2
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        # A client command that cannot reach the gateway: one line, not a traceback.
+        where = getattr(args, "url", "the gateway")
+        print(f"sharp-eyes: cannot reach {where}: {e or type(e).__name__}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
