@@ -107,6 +107,7 @@ class CameraWorker:
         self.slot = FrameSlot()
         self.latest: Frame | None = None
         self._thread: DecodeThread | None = None
+        self._past_decode_errors = 0  # damaged packets skipped on earlier connections
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._stopping = False
@@ -163,6 +164,7 @@ class CameraWorker:
             "last_error": self.last_error,
             "frames_dropped": self.slot.dropped,
             "frames_analyzed": self.frames_analyzed,
+            "decode_errors": self._past_decode_errors + (self._thread.decode_errors if self._thread else 0),
             "width": self.info.width if self.info else None,
             "height": self.info.height if self.info else None,
             "codec": self.info.codec if self.info else None,
@@ -273,6 +275,7 @@ class CameraWorker:
             thread.quit.set()
             if thread.is_alive():
                 await asyncio.to_thread(thread.join, self.ctx.ingest.open_timeout_s + 2)
+            self._past_decode_errors += thread.decode_errors
             self._thread = None
         return scrub(reason), (time.monotonic() - online_since) if online_since else 0.0
 

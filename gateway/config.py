@@ -137,9 +137,28 @@ def _format(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+# Read by the client commands and the tests, not by the gateway's settings.
+_OTHER_ENV = {"SHARP_EYES_TOKEN", "SHARP_EYES_URL", "SHARP_EYES_TEST_ASSETS"}
+
+
+def _unknown_env() -> list[str]:
+    """SHARP_EYES_* variables that match no setting: a typo would otherwise be silently ignored."""
+    known = set(_OTHER_ENV)
+    for name, field in Settings.model_fields.items():
+        key = f"SHARP_EYES_{name.upper()}"
+        known.add(key)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            known.update(f"{key}__{sub.upper()}" for sub in field.annotation.model_fields)
+    return sorted(k for k in os.environ if k.upper().startswith("SHARP_EYES_") and k.upper() not in known)
+
+
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Build Settings; raise ConfigError naming every bad key path."""
     flags = {k: v for k, v in flags.items() if v is not None}
+    unknown = _unknown_env()
+    if unknown:
+        raise ConfigError("invalid settings (SHARP_EYES_* environment):\n"
+                          + "\n".join(f"  {k}: unknown setting" for k in unknown))
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist")
     token = _TOML_FILE.set(config_file)

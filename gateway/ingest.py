@@ -19,6 +19,9 @@ from registry.urls import Source, scrub
 log = logging.getLogger(__name__)
 
 
+MAX_BAD_PACKETS = 50  # this many undecodable packets in a row: the source is broken, not glitching
+
+
 class StreamError(Exception):
     """A stream failed; the message is safe to show (credentials stripped)."""
 
@@ -87,6 +90,7 @@ class DecodeThread(threading.Thread):
         self.quit = threading.Event()
         self._on_open, self._on_frame, self._on_tick, self._on_end = on_open, on_frame, on_tick, on_end
         self.analysis_fps = opts.analysis_fps  # may be changed live from the loop
+        self.decode_errors = 0  # damaged packets skipped (read from the loop for status)
 
     def _call(self, fn: Callable, *args) -> bool:
         try:
@@ -139,7 +143,7 @@ class DecodeThread(threading.Thread):
             t0: float | None = None
             while not self.quit.is_set():
                 got = False
-                for frame in container.decode(stream):
+                for frame in self._frames(container, stream):
                     got = True
                     if self.quit.is_set():
                         return
@@ -179,6 +183,21 @@ class DecodeThread(threading.Thread):
                 loop_offset += last_t + 1 / (fps or 25)
                 container.seek(0)
                 stream.codec_context.flush_buffers()
+
+    def _frames(self, container, stream):
+        """Decode packet by packet so that a damaged packet costs a frame, not the connection."""
+        bad = 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                bad += 1
+                self.decode_errors += 1
+                if bad >= MAX_BAD_PACKETS:
+                    raise StreamError(f"corrupt video: {bad} undecodable packets in a row") from None
+                continue
+            bad = 0
+            yield from frames
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
         # Scale and convert in one swscale call, only for frames we analyse.

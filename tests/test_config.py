@@ -247,3 +247,12 @@ def test_serve_flag_beats_a_bad_environment_value_and_stops_on_sigterm(tmp_path,
         _, err = proc.communicate()
     assert "Traceback" not in err
     assert "cli-token-123" not in err
+
+
+def test_a_mistyped_environment_variable_is_refused(monkeypatch):
+    monkeypatch.setenv("SHARP_EYES_NDOE", "450102")
+    monkeypatch.setenv("SHARP_EYES_DETECTOR__WORKRES", "2")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None)
+    assert "SHARP_EYES_NDOE: unknown setting" in str(err.value)
+    assert "SHARP_EYES_DETECTOR__WORKRES: unknown setting" in str(err.value)
