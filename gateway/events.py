@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -226,23 +227,33 @@ class EventLog:
         return rows[0][0].decode() if rows else "0-0"
 
 
+_OVERFLOW = object()  # queued in place of what a too-slow subscriber had not read yet
+
+
 class Subscription:
-    """A live subscriber's bounded queue; overflow is flagged, never waited on."""
+    """A live subscriber's bounded queue; on overflow it is emptied and marked, never waited on."""
 
     def __init__(self, flt: EventFilter, maxsize: int) -> None:
         self.filter = flt
-        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize)
-        self.overflowed = asyncio.Event()
+        # One slot more than the bound, for the overflow marker.
+        self.queue: asyncio.Queue[StoredEvent | object] = asyncio.Queue(maxsize + 1)
+        self.maxsize = maxsize
+        self.overflowed = False
         self.overflows = 0
 
     def offer(self, se: StoredEvent) -> None:
-        if self.overflowed.is_set() or not self.filter.match(se.event):
+        """Called by the hub for every entry; O(1), never blocks."""
+        if self.overflowed or not self.filter.match(se.event):
             return
-        try:
+        if self.queue.qsize() < self.maxsize:
             self.queue.put_nowait(se)
-        except asyncio.QueueFull:
-            self.overflows += 1
-            self.overflowed.set()
+            return
+        # Too slow: drop what is queued; the subscriber re-reads it from the stream.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(_OVERFLOW)
+        self.overflowed = True
+        self.overflows += 1
 
 
 class EventHub:
@@ -290,32 +301,21 @@ class EventHub:
         """History after `since` (entry id), then live, with nothing lost or repeated in between."""
         sub = self.register(flt)  # buffer live entries before reading history, so none fall between
         try:
-            last = since
-            if last is None:
-                last = await self.log.last_entry_id()
+            last = since if since is not None else await self.log.last_entry_id()
             while True:
-                if last is not None:
-                    async for se in self._catch_up(flt, last):
-                        last = se.entry_id
-                        yield se
-                # Live part: skip what the catch-up already sent.
-                while not sub.overflowed.is_set():
-                    get = asyncio.ensure_future(sub.queue.get())
-                    flag = asyncio.ensure_future(sub.overflowed.wait())
-                    done, _ = await asyncio.wait({get, flag}, return_when=asyncio.FIRST_COMPLETED)
-                    flag.cancel()
-                    if get not in done:
-                        get.cancel()
-                        break
-                    se = get.result()
-                    if entry_key(se.entry_id) <= entry_key(last):
-                        continue
+                async for se in self._catch_up(flt, last):
                     last = se.entry_id
                     yield se
-                # Too slow for the live queue: drop it and read what was missed from Redis instead.
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                sub.overflowed.clear()
+                while True:
+                    item = await sub.queue.get()
+                    if item is _OVERFLOW:
+                        sub.overflowed = False
+                        break  # read what was dropped from Redis, then back to live
+                    item = cast(StoredEvent, item)
+                    if entry_key(item.entry_id) <= entry_key(last):
+                        continue  # already sent by the catch-up
+                    last = item.entry_id
+                    yield item
         finally:
             self.unregister(sub)
 
