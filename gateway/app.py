@@ -87,7 +87,10 @@ def _events_ctx(settings: Settings):
         try:
             yield
         finally:
-            # Stage 1: stop the hub (subscribers are gone by now); stage 2: give the writer a last flush.
+            # Stage 1: let the hub's blocking read return, then stop it (subscribers are gone by now);
+            # stage 2: give the writer a last flush.
+            hub.stop()
+            await asyncio.wait(tasks[1:], timeout=hub.block_ms / 1000 + 2)
             await _cancel(tasks[1:])
             with contextlib.suppress(Exception):
                 await log_.flush(timeout=3.0)

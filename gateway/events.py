@@ -259,18 +259,25 @@ class Subscription:
 class EventHub:
     """One reader of the stream that fans entries out to every live subscriber."""
 
-    def __init__(self, log_: EventLog, *, queue_size: int = 1000, block_ms: int = 2000) -> None:
+    def __init__(self, log_: EventLog, *, queue_size: int = 1000, block_ms: int = 1000) -> None:
         self.log = log_
         self.queue_size = queue_size
         self.block_ms = block_ms
         self.subs: set[Subscription] = set()
         self.last_id = "$"
         self.delivered = 0
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ask run() to return once its current XREAD (at most block_ms) comes back."""
+        # Letting the blocking command finish, rather than cancelling it mid-read, keeps the
+        # connection sound (CVE-2023-28858/9) and was seen to make shutdown reliable.
+        self._stopping = True
 
     async def run(self) -> None:
-        """XREAD the stream forever, reconnecting with backoff when Redis goes away."""
+        """XREAD the stream until stopped, reconnecting with backoff when Redis goes away."""
         delay = 0.2
-        while True:
+        while not self._stopping:
             try:
                 if self.last_id == "$":
                     self.last_id = await self.log.last_entry_id()

@@ -19,6 +19,10 @@ def frame(i: int) -> Frame:
     return Frame(camera_id="cam", image=IMAGE, captured_at=T0 + i / FPS, media_ts=i / FPS, seq=i)
 
 
+def frame_at(t: float) -> Frame:
+    return Frame(camera_id="cam", image=IMAGE, captured_at=T0 + t, media_ts=t, seq=int(t * 100))
+
+
 def det(x: float, y: float, score: float, label: str = "person", w: float = 0.1, h: float = 0.2) -> Detection:
     return Detection(label=label, score=score, box=(x, y, x + w, y + h))
 
@@ -133,3 +137,25 @@ def test_unconfirmed_tracks_do_not_leave_on_flush():
     tr = IouTracker(min_hits=3)
     out = run(tr, [[det(0.1, 0.1, 0.5)], [det(0.1, 0.1, 0.5)]])
     assert out == [] and tr.flush(T0 + 1) == []
+
+
+def test_fast_object_at_low_rate_stays_one_track():
+    # 0.08 of the frame per analysed frame with a 0.1-wide box: consecutive boxes overlap with
+    # IoU ~0.11, below the IoU threshold. Prediction and the nearness pass keep it one object.
+    tracker = IouTracker()
+    reports = []
+    for i in range(10):
+        x = 0.05 + 0.08 * i
+        reports += tracker.update(frame_at(i * 0.66), [Detection("car", 0.8, (x, 0.4, x + 0.1, 0.5))])
+    reports += tracker.update(frame_at(10 * 0.66 + 3.0), [])
+    kinds = [(r.kind, r.track_id) for r in reports]
+    assert kinds == [("appear", 1), ("leave", 1)]
+
+
+def test_two_side_by_side_objects_are_not_merged_by_the_nearness_pass():
+    tracker = IouTracker()
+    reports = []
+    for i in range(6):
+        dets = [Detection("person", 0.8, (0.30, 0.3, 0.36, 0.6)), Detection("person", 0.8, (0.38, 0.3, 0.44, 0.6))]
+        reports += tracker.update(frame_at(i * 0.2), dets)
+    assert sorted(r.track_id for r in reports if r.kind == "appear") == [1, 2]
