@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -16,7 +17,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from analytics.detector import ModelError
 from gateway.config import ConfigError, Settings, load_settings, new_token
+from gateway.embedded_redis import EmbeddedRedisError
 
 log = logging.getLogger("sharp_eyes")
 
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, ModelError, EmbeddedRedisError) as e:
         print(f"sharp-eyes: {e}", file=sys.stderr)
         return 2
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
@@ -392,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(args, "url", "the gateway")
         print(f"sharp-eyes: cannot reach {where}: {e or type(e).__name__}", file=sys.stderr)
         return 1
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            print(f"sharp-eyes: cannot listen on the HTTP address: {e.strerror}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130
 
