@@ -165,6 +165,7 @@ class CameraWorker:
             "frames_dropped": self.slot.dropped,
             "frames_analyzed": self.frames_analyzed,
             "decode_errors": self._past_decode_errors + (self._thread.decode_errors if self._thread else 0),
+            "decode_mode": "key frames" if self._thread and self._thread.key_frames_only else "all frames",
             "width": self.info.width if self.info else None,
             "height": self.info.height if self.info else None,
             "codec": self.info.codec if self.info else None,

@@ -59,3 +59,32 @@ async def test_detector_stats_and_health(make_gateway, redis_url, model_path):
     async with make_gateway(redis_url, model=model_path) as gw:
         code, health = await gw.request("GET", "/healthz")
     assert code == 200 and health["redis"] is True and health["detector"] == "yolox:yolox_nano"
+
+
+async def test_low_analysis_rates_decode_key_frames_only(make_gateway, redis_url):
+    clip = clip_path("moving_objects")  # 15 fps, a key frame every 2 s
+    async with make_gateway(redis_url, media_dirs=[clip.parent]) as gw:
+        cam = await gw.add_camera(name="slow", node="450102", url=f"file:{clip.name}", analytics={"fps": 0.5})
+        cid = cam["id"]
+        await gw.wait_state(cid, "online", timeout=10)
+        deadline = asyncio.get_running_loop().time() + 10
+        while (st := (await gw.camera(cid))["status"])["decode_mode"] != "key frames":
+            assert asyncio.get_running_loop().time() < deadline, st
+            await asyncio.sleep(0.2)
+        n0 = st["frames_analyzed"]
+        await asyncio.sleep(6.5)
+        st = (await gw.camera(cid))["status"]
+        # Key frames still arrive at the analysis rate, and the camera's pulse (packets) is unchanged.
+        assert 2 <= st["frames_analyzed"] - n0 <= 4, st
+        assert st["fps_in"] > 10 and st["state"] == "online", st
+        # Raising the rate goes back to decoding every frame, with no reconnect.
+        status, _ = await gw.request("PATCH", f"/api/v1/cameras/{cid}", json={"analytics": {"fps": 5}})
+        assert status == 200
+        deadline = asyncio.get_running_loop().time() + 10
+        while (st := (await gw.camera(cid))["status"])["decode_mode"] != "all frames":
+            assert asyncio.get_running_loop().time() < deadline, st
+            await asyncio.sleep(0.2)
+        n1 = st["frames_analyzed"]
+        await asyncio.sleep(2)
+        st = (await gw.camera(cid))["status"]
+    assert st["frames_analyzed"] - n1 >= 7 and st["reconnects"] == 0, st
