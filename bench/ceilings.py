@@ -100,11 +100,11 @@ class DecodeResult:
 
 
 def decode_rate(path: Path, *, threads: int, seconds: float, key_only: bool = False,
-                convert_every: int = 0, codec_threads: int | None = None) -> DecodeResult:
+                convert_every: int = 0, frame_threads: bool = False) -> DecodeResult:
     """One file per thread, looped; decode as fast as possible (no pacing).
 
-    Decoder settings are the gateway's (DecodeThread): thread_type AUTO, i.e. FFmpeg adds its own
-    frame threads per decoder; `codec_threads=1` turns them off instead. `convert_every=k`
+    Decoder settings are the gateway's (DecodeThread, up to 1080p): one FFmpeg thread per decoder;
+    `frame_threads=True` lets FFmpeg add its own frame threads per decoder (thread_type AUTO) instead. `convert_every=k`
     converts every k-th decoded frame with to_ndarray("bgr24"), as the gateway does for the
     frames it samples (k = 5: a 5 fps analysis rate of a 25 fps camera).
     """
@@ -115,9 +115,10 @@ def decode_rate(path: Path, *, threads: int, seconds: float, key_only: bool = Fa
             c = av.open(str(path))
             try:
                 s = c.streams.video[0]
-                s.thread_type = "AUTO"
-                if codec_threads is not None:
-                    s.codec_context.thread_count = codec_threads
+                if frame_threads:
+                    s.thread_type = "AUTO"
+                else:
+                    s.codec_context.thread_count = 1
                 if key_only:
                     s.codec_context.skip_frame = "NONKEY"
                 fps = float(s.average_rate or 25)
@@ -150,8 +151,8 @@ def decode_rate(path: Path, *, threads: int, seconds: float, key_only: bool = Fa
     conv = sum(c[1] for c in counts)
     media = sum(c[2] for c in counts)
     mode = "key frames only" if key_only else "all frames"
-    if codec_threads is not None:
-        mode += f", {codec_threads} FFmpeg thread(s) per decoder"
+    if frame_threads:
+        mode += ", FFmpeg frame threads per decoder"
     if convert_every == 1:
         mode += " + bgr24 every frame"
     elif convert_every:

@@ -165,10 +165,10 @@ def measure_ceilings(args: argparse.Namespace) -> dict[str, Any]:
                     (f"all + bgr24 1/{every}", dict(threads=n, convert_every=every)),
                     ("all + bgr24 all", dict(threads=n, convert_every=1))]
     if many > n:
-        # the pipeline at its largest N runs this many decoders at once: compare FFmpeg's per-decoder
-        # frame threads (thread_type AUTO, what DecodeThread sets) with one thread per decoder
+        # the pipeline at its largest N runs this many decoders at once: compare one thread per decoder
+        # (what DecodeThread sets up to 1080p) with FFmpeg's per-decoder frame threads (thread_type AUTO)
         decode_modes += [(f"all frames, {many} files", dict(threads=many)),
-                         (f"all frames, {many} files, 1 FFmpeg thread each", dict(threads=many, codec_threads=1))]
+                         (f"all frames, {many} files, FFmpeg frame threads", dict(threads=many, frame_threads=True))]
     dec: dict[str, list[C.DecodeResult]] = {k: [] for k, _ in decode_modes}
     inf: dict[tuple[int, int], list[C.InferResult]] = {lay: [] for lay in C.LAYOUTS}
     conv: list[tuple[float, float]] = []
@@ -477,7 +477,7 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
         out.append(f"load average (1/5/15 min) at start {load(args.load_start)}, at end {load(args.load_end)}")
         out.append("")
         out.append(f"Decode ceiling (PyAV, {ceil['cores']} threads = cores unless named, one file per thread, "
-                   f"thread_type AUTO as in DecodeThread, unpaced):")
+                   f"one FFmpeg thread per decoder as in DecodeThread, unpaced):")
         rows = []
         base = ceil["decode"]["all frames"]["frames_per_s"]
         for k, v in ceil["decode"].items():

@@ -147,6 +147,17 @@ async def healthz(request: web.Request) -> web.Response:
     })
 
 
+async def index(request: web.Request) -> web.Response:
+    """What this address serves (open: no catalog data); the control-room page will live here."""
+    node = request.app[keys.SETTINGS].node
+    return web.json_response({
+        "service": "sharp-eyes gateway", "node": node,
+        "api": "/api/v1 (Authorization: Bearer <token>)",
+        "endpoints": ["/api/v1/cameras", "/api/v1/events", "/api/v1/events/ws", "/api/v1/events/stream",
+                      "/healthz"],
+    })
+
+
 def build_app(settings: Settings, admin_token: str) -> web.Application:
     """The gateway application for one tier node."""
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=8 << 20)
@@ -155,6 +166,7 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     app.cleanup_ctx.extend([
         _redis_ctx(settings), _detector_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings),
     ])
+    app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(cameras.routes)
     app.router.add_routes(events.routes)

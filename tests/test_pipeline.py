@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -88,3 +89,17 @@ async def test_low_analysis_rates_decode_key_frames_only(make_gateway, redis_url
         await asyncio.sleep(2)
         st = (await gw.camera(cid))["status"]
     assert st["frames_analyzed"] - n1 >= 7 and st["reconnects"] == 0, st
+
+
+async def test_root_and_health_answer_without_a_token(make_gateway, redis_url):
+    async with make_gateway(redis_url) as gw:
+        async with aiohttp.ClientSession() as anonymous:
+            async with anonymous.get(gw.url("/")) as r:
+                root = (r.status, await r.json())
+            async with anonymous.get(gw.url("/healthz")) as r:
+                health = (r.status, await r.json())
+            async with anonymous.get(gw.url("/api/v1/cameras")) as r:
+                denied = r.status
+    assert root[0] == 200 and root[1]["node"] == "450102" and "/api/v1/events/ws" in root[1]["endpoints"]
+    assert health[0] == 200 and health[1]["status"] == "ok" and health[1]["detector"] is None
+    assert denied == 401
