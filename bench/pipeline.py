@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -123,32 +122,6 @@ def cpu_split(a: dict[int, tuple[str, float]], b: dict[int, tuple[str, float]]) 
 
 def parse_ts(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-class BenchRedis(RedisServer):
-    """tests.servers.RedisServer started in its own session: a terminal Ctrl-C reaches only the
-    benchmark, which stops the gateway while Redis is still up and then stops Redis itself."""
-
-    def start(self) -> None:
-        binary = redis_binary()
-        assert binary, "no redis-server binary"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 10
-        with redis.Redis(port=self.port, socket_timeout=1) as client:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        self.stop()
-                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
-                    time.sleep(0.05)
 
 
 # ---- ceilings --------------------------------------------------------------------------------------
@@ -579,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = failed = False
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sharp-eyes-bench-") as tmp:
-        redis_srv = BenchRedis(Path(tmp) / "redis")
+        # In its own session: a terminal's Ctrl-C reaches only the benchmark, which stops the gateway
+        # while Redis is still up and then stops Redis itself.
+        redis_srv = RedisServer(Path(tmp) / "redis", new_session=True)
         try:
             if not args.skip_ceilings:
                 ceil = measure_ceilings(args)

@@ -38,6 +38,7 @@ class RedisServer:
 
     workdir: Path
     port: int = field(default_factory=free_port)
+    new_session: bool = False  # start it in its own session, out of reach of a terminal's Ctrl-C
     proc: subprocess.Popen | None = None
 
     @property
@@ -51,7 +52,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
              "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.new_session,
         )
         client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 10
@@ -61,7 +62,8 @@ class RedisServer:
                 break
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on {self.port}")
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on {self.port}") from None
                 time.sleep(0.05)
         client.close()
 

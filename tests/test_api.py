@@ -22,24 +22,13 @@ import pytest
 from gateway import keys
 from registry.ids import node_of_camera_id, validate_camera_id
 from sample_streams import CLIPS_DIR
-from tests.gateway_fixtures import TOKEN
+from tests.gateway_fixtures import TOKEN, until
 from tests.servers import free_port
 
 CLIP = "file:moving_objects.mp4"  # 640x360, 15 fps, H.264
 STATUS_KEYS = {"state", "fps_in", "fps_analyzed", "last_frame_at", "reconnects", "last_error",
                "width", "height", "codec"}
 
-
-async def until(pred, timeout: float, what: str, interval: float = 0.1):
-    """Poll an async predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def assert_status_shape(view: dict) -> None:

@@ -8,7 +8,6 @@ and a real TCP server that never speaks RTSP.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -23,21 +22,12 @@ import pytest
 from gateway import keys
 from sample_streams import CLIPS_DIR
 from sample_streams.generate import corrupt_copy, garbage_file, make_clip
+from tests.gateway_fixtures import until
 from tests.servers import free_port
 
 BASE = {"name": "cam", "node": "450102"}
 JSON = {"Content-Type": "application/json"}
 
-
-async def until(pred, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def assert_error(status: int, body: Any, expected: int, *words: str) -> str:

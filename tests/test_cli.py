@@ -7,14 +7,12 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
-import pytest
 
 from gateway import keys
 from sample_streams import CLIPS_DIR
-from tests.gateway_fixtures import TOKEN
+from tests.gateway_fixtures import TOKEN, until
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,16 +34,6 @@ async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
         raise AssertionError(f"sharp-eyes {' '.join(args)} did not finish in {timeout}s: {out!r} {err!r}")
     return proc.returncode, out.decode(), err.decode()
 
-
-async def until(pred, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def test_cameras_add_list_rm(redis_url, make_gateway):
