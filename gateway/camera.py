@@ -105,12 +105,12 @@ class CameraWorker:
         self._rate_in = _Rate()
         self._rate_an = _Rate()
         self.slot = FrameSlot()
-        self.latest: Frame | None = None
         self._thread: DecodeThread | None = None
         self._past_decode_errors = 0  # damaged packets skipped on earlier connections
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._stopping = False
+        self._analysis = _AnalysisState(IouTracker(), MotionGate())
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -135,6 +135,10 @@ class CameraWorker:
         if thread is not None:
             # The thread notices quit between packets; FFmpeg's socket timeout bounds a blocked read.
             await asyncio.to_thread(thread.join, timeout)
+        # Every object reported in view gets its "end", so consumers can pair starts and ends.
+        loop = asyncio.get_running_loop()
+        for u in self._analysis.tracker.flush(time.time()):
+            await self._emit_track(u, loop)
 
     def update(self, camera: Camera) -> None:
         """Apply changes that need no reconnect (name, node, analytics settings)."""
@@ -166,6 +170,8 @@ class CameraWorker:
             "frames_analyzed": self.frames_analyzed,
             "decode_errors": self._past_decode_errors + (self._thread.decode_errors if self._thread else 0),
             "decode_mode": "key frames" if self._thread and self._thread.key_frames_only else "all frames",
+            "inferences": self.detections_run,
+            "inference_ms": round(1000 * self.inference_s / self.detections_run, 1) if self.detections_run else None,
             "width": self.info.width if self.info else None,
             "height": self.info.height if self.info else None,
             "codec": self.info.codec if self.info else None,
@@ -236,7 +242,6 @@ class CameraWorker:
         def on_frame(frame: Frame) -> None:
             nonlocal online_since
             self.last_frame_at = frame.captured_at
-            self.latest = frame
             if online_since is None:
                 online_since = time.monotonic()
                 self.last_error = None
@@ -282,7 +287,7 @@ class CameraWorker:
 
     # ---- analysis ------------------------------------------------------------------------------
     async def _analyze(self) -> None:
-        st = _AnalysisState(IouTracker(), MotionGate())
+        st = self._analysis
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
@@ -360,9 +365,6 @@ class CameraWorker:
             phase=_PHASE[u.kind],
         ), snap)
 
-    def wake(self) -> None:
-        """Cut a reconnect wait short."""
-        self._wake.set()
 
 
 def describe_error(e: BaseException) -> str:

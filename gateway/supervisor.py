@@ -66,6 +66,7 @@ class StreamSupervisor:
             state = CameraState.DISABLED if not camera.enabled else CameraState.CONNECTING
             return {"state": state.value, "fps_in": 0.0, "fps_analyzed": 0.0, "last_frame_at": None,
                     "reconnects": 0, "last_error": None, "frames_dropped": 0, "frames_analyzed": 0, "decode_errors": 0, "decode_mode": "all frames",
+                    "inferences": 0, "inference_ms": None,
                     "width": None, "height": None, "codec": None,
                     "source": "substream" if camera.substream_url else "main"}
         return worker.status()

@@ -88,3 +88,22 @@ async def test_filters_apply_to_live_and_history(make_gateway, redis_url, model_
     assert len(hist["events"]) <= 3
     stamps = [e["id"] for e in hist["events"]]
     assert stamps == sorted(stamps, key=lambda i: tuple(int(x) for x in i.split("-")[1:]), reverse=True)
+
+
+async def test_every_start_gets_its_end_when_a_camera_is_removed(make_gateway, redis_url, model_path, street_clip):
+    async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent]) as gw:
+        async with gw.subscribe(type="detection") as sub:
+            cam = await gw.add_camera(name="street file", node="450102", url=f"file:{street_clip.name}",
+                                      analytics={"fps": 5})
+            await sub.wait_for(lambda ev: any(e["phase"] == "start" for e in ev), what="a first object")
+            status, _ = await gw.request("DELETE", f"/api/v1/cameras/{cam['id']}")
+            assert status == 200
+
+            def balanced(ev):
+                starts = {e["track_id"] for e in ev if e["phase"] == "start"}
+                ends = {e["track_id"] for e in ev if e["phase"] == "end"}
+                return starts and starts == ends
+
+            await sub.wait_for(balanced, timeout=10, what="an end for every start")
+    ends = [e for e in sub.events if e["phase"] == "end"]
+    assert all(e["snapshot"] for e in ends)
