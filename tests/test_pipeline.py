@@ -10,6 +10,7 @@ import pytest
 
 from sample_streams import clip_path
 from sample_streams.generate import make_clip
+from tests.gateway_fixtures import until
 
 
 async def test_without_a_model_motion_events_are_raised(make_gateway, redis_url):
@@ -62,16 +63,18 @@ async def test_detector_stats_and_health(make_gateway, redis_url, model_path):
     assert code == 200 and health["redis"] is True and health["detector"] == "yolox:yolox_nano"
 
 
+async def _status_in_mode(gw, cid: str, mode: str) -> dict | None:
+    st = (await gw.camera(cid))["status"]
+    return st if st["decode_mode"] == mode else None
+
+
 async def test_low_analysis_rates_decode_key_frames_only(make_gateway, redis_url):
     clip = clip_path("moving_objects")  # 15 fps, a key frame every 2 s
     async with make_gateway(redis_url, media_dirs=[clip.parent]) as gw:
         cam = await gw.add_camera(name="slow", node="450102", url=f"file:{clip.name}", analytics={"fps": 0.5})
         cid = cam["id"]
         await gw.wait_state(cid, "online", timeout=10)
-        deadline = asyncio.get_running_loop().time() + 10
-        while (st := (await gw.camera(cid))["status"])["decode_mode"] != "key frames":
-            assert asyncio.get_running_loop().time() < deadline, st
-            await asyncio.sleep(0.2)
+        st = await until(lambda: _status_in_mode(gw, cid, "key frames"), 10, "decode mode key frames")
         n0 = st["frames_analyzed"]
         await asyncio.sleep(6.5)
         st = (await gw.camera(cid))["status"]
@@ -81,10 +84,7 @@ async def test_low_analysis_rates_decode_key_frames_only(make_gateway, redis_url
         # Raising the rate goes back to decoding every frame, with no reconnect.
         status, _ = await gw.request("PATCH", f"/api/v1/cameras/{cid}", json={"analytics": {"fps": 5}})
         assert status == 200
-        deadline = asyncio.get_running_loop().time() + 10
-        while (st := (await gw.camera(cid))["status"])["decode_mode"] != "all frames":
-            assert asyncio.get_running_loop().time() < deadline, st
-            await asyncio.sleep(0.2)
+        st = await until(lambda: _status_in_mode(gw, cid, "all frames"), 10, "decode mode all frames")
         n1 = st["frames_analyzed"]
         await asyncio.sleep(2)
         st = (await gw.camera(cid))["status"]
