@@ -75,6 +75,43 @@ class _Rate:
         return round(sum(n for _, n in marks) / span, 2)
 
 
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """A camera's run-time status as the API shows it; the defaults describe a camera not running."""
+
+    state: str
+    source: str  # "main" | "substream": which stream analysis pulls
+    fps_in: float = 0.0
+    fps_analyzed: float = 0.0
+    last_frame_at: str | None = None
+    reconnects: int = 0
+    last_error: str | None = None
+    frames_dropped: int = 0
+    frames_analyzed: int = 0
+    decode_errors: int = 0
+    decode_mode: str = "all frames"
+    inferences: int = 0
+    inference_ms: float | None = None
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+
+    @classmethod
+    def idle(cls, camera: Camera) -> "CameraStatus":
+        """Status of a camera with no worker: disabled, or about to start."""
+        state = CameraState.CONNECTING if camera.enabled else CameraState.DISABLED
+        return cls(state=state.value, source=_source_kind(camera))
+
+
+def _label_set(camera: Camera) -> frozenset[str] | None:
+    """The labels a camera reports, built once per settings change rather than per frame."""
+    return frozenset(camera.analytics.labels) if camera.analytics.labels else None
+
+
+def _source_kind(camera: Camera) -> str:
+    return "substream" if camera.substream_url else "main"
+
+
 @dataclass(slots=True)
 class _AnalysisState:
     """Mutable per-camera analysis state, owned by the analysis task alone."""
@@ -111,6 +148,7 @@ class CameraWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._analysis = _AnalysisState(IouTracker(), MotionGate())
+        self._labels = _label_set(camera)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +181,7 @@ class CameraWorker:
     def update(self, camera: Camera) -> None:
         """Apply changes that need no reconnect (name, node, analytics settings)."""
         self.camera = camera
+        self._labels = _label_set(camera)
         if self._thread is not None:
             self._thread.analysis_fps = camera.analytics.fps
 
@@ -157,27 +196,28 @@ class CameraWorker:
         return self.camera.substream_url or self.camera.url
 
     # ---- status --------------------------------------------------------------------------------
-    def status(self) -> dict:
+    def status(self) -> CameraStatus:
         """The camera's run-time status for the API."""
-        d = {
-            "state": self.state.value,
-            "fps_in": self._rate_in.value() if self.state == CameraState.ONLINE else 0.0,
-            "fps_analyzed": self._rate_an.value() if self.state == CameraState.ONLINE else 0.0,
-            "last_frame_at": iso_ms(self.last_frame_at) if self.last_frame_at else None,
-            "reconnects": self.reconnects,
-            "last_error": self.last_error,
-            "frames_dropped": self.slot.dropped,
-            "frames_analyzed": self.frames_analyzed,
-            "decode_errors": self._past_decode_errors + (self._thread.decode_errors if self._thread else 0),
-            "decode_mode": "key frames" if self._thread and self._thread.key_frames_only else "all frames",
-            "inferences": self.detections_run,
-            "inference_ms": round(1000 * self.inference_s / self.detections_run, 1) if self.detections_run else None,
-            "width": self.info.width if self.info else None,
-            "height": self.info.height if self.info else None,
-            "codec": self.info.codec if self.info else None,
-            "source": "substream" if self.camera.substream_url else "main",
-        }
-        return d
+        online = self.state == CameraState.ONLINE
+        thread = self._thread
+        return CameraStatus(
+            state=self.state.value,
+            source=_source_kind(self.camera),
+            fps_in=self._rate_in.value() if online else 0.0,
+            fps_analyzed=self._rate_an.value() if online else 0.0,
+            last_frame_at=iso_ms(self.last_frame_at) if self.last_frame_at else None,
+            reconnects=self.reconnects,
+            last_error=self.last_error,
+            frames_dropped=self.slot.dropped,
+            frames_analyzed=self.frames_analyzed,
+            decode_errors=self._past_decode_errors + (thread.decode_errors if thread else 0),
+            decode_mode="key frames" if thread and thread.key_frames_only else "all frames",
+            inferences=self.detections_run,
+            inference_ms=round(1000 * self.inference_s / self.detections_run, 1) if self.detections_run else None,
+            width=self.info.width if self.info else None,
+            height=self.info.height if self.info else None,
+            codec=self.info.codec if self.info else None,
+        )
 
     def _set_state(self, state: CameraState, reason: str | None = None) -> None:
         if state == self.state:
@@ -327,8 +367,7 @@ class CameraWorker:
             if moving or st.tracker.active or now - st.last_detect > 10.0:
                 st.last_detect = now
                 t0 = time.perf_counter()
-                labels = frozenset(a.labels) if a.labels else None
-                dets = await pool.detect(frame.image, a.min_score, labels)
+                dets = await pool.detect(frame.image, a.min_score, self._labels)
                 self.inference_s += time.perf_counter() - t0
                 self.detections_run += 1
                 for u in st.tracker.update(frame, dets):

@@ -310,9 +310,12 @@ class EventHub:
         try:
             last = since if since is not None else await self.log.last_entry_id()
             while True:
-                async for se in self._catch_up(flt, last):
+                async for se in self._catch_up(last):
+                    # Advance past every entry read, matching or not, so a re-read after an
+                    # overflow does not scan the same non-matching entries again.
                     last = se.entry_id
-                    yield se
+                    if flt.match(se.event):
+                        yield se
                 while True:
                     item = await sub.queue.get()
                     if item is _OVERFLOW:
@@ -326,7 +329,8 @@ class EventHub:
         finally:
             self.unregister(sub)
 
-    async def _catch_up(self, flt: EventFilter, after: str) -> AsyncIterator[StoredEvent]:
+    async def _catch_up(self, after: str) -> AsyncIterator[StoredEvent]:
+        """Every entry after `after`, oldest first, waiting out Redis outages."""
         delay = 0.2
         while True:
             try:
@@ -337,8 +341,7 @@ class EventHub:
                 continue
             for se in rows:
                 after = se.entry_id
-                if flt.match(se.event):
-                    yield se
+                yield se
             if len(rows) < 500:
                 return
 

@@ -136,7 +136,7 @@ class DecodeThread(threading.Thread):
                 stream.thread_type = "AUTO"
             else:
                 # Parallelism comes from one thread per camera; frame threads per decoder only add
-                # latency and contention (bench: 16 files, 1,045 vs 990 frames/s with AUTO).
+                # latency and contention (bench, 16 files on 2 cores: 1,094 vs 872 frames/s with AUTO).
                 ctx.thread_count = 1
             fps = float(stream.average_rate) if stream.average_rate else None
             self._call(self._on_open, StreamInfo(ctx.width, ctx.height, ctx.name, fps))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway.camera import CameraState, CameraWorker, RunContext
+from gateway.camera import CameraStatus, CameraWorker, RunContext
 from registry.models import Camera
 from registry.store import CameraStore
 
@@ -59,17 +59,10 @@ class StreamSupervisor:
         if worker is not None:
             await worker.stop()
 
-    def status(self, camera: Camera) -> dict:
+    def status(self, camera: Camera) -> CameraStatus:
         """Run-time status of a camera (disabled ones have no worker)."""
         worker = self.workers.get(camera.id)
-        if worker is None:
-            state = CameraState.DISABLED if not camera.enabled else CameraState.CONNECTING
-            return {"state": state.value, "fps_in": 0.0, "fps_analyzed": 0.0, "last_frame_at": None,
-                    "reconnects": 0, "last_error": None, "frames_dropped": 0, "frames_analyzed": 0, "decode_errors": 0, "decode_mode": "all frames",
-                    "inferences": 0, "inference_ms": None,
-                    "width": None, "height": None, "codec": None,
-                    "source": "substream" if camera.substream_url else "main"}
-        return worker.status()
+        return worker.status() if worker is not None else CameraStatus.idle(camera)
 
     async def stop_all(self, timeout: float = 10.0) -> None:
         """Stop every worker, in parallel, bounded by timeout."""

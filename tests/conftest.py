@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import RedisServer, redis_binary
-
-
-def missing(reason: str) -> None:
-    """Skip with the reason; in CI, where every part is installed, fail instead (nothing is skipped there)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must have every test part: {reason}")
-    pytest.skip(reason)
 from tests.gateway_fixtures import make_gateway  # noqa: F401  (fixture: in-process gateway)
 from tests.rtsp_fixtures import rtsp_server, rtsp_street, rtsp_support  # noqa: F401  (fixtures: real RTSP camera)
+from tests.servers import RedisServer, missing, redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARP_EYES_TEST_ASSETS", ROOT.parent / "shared"))

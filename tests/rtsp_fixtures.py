@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sample_streams.rtsp import RtspServer, RtspServerError, find_rtsp_support
-from tests.servers import free_port
+from tests.servers import free_port, missing
 
 #: FFmpeg/PyAV options for reading the test server: TCP (no UDP port juggling), 5 s socket timeout.
 RTSP_OPTIONS = {"rtsp_transport": "tcp", "timeout": "5000000"}
@@ -34,8 +34,6 @@ def rtsp_support() -> None:
     """Skips the test, printing why, when this machine cannot run GStreamer's RTSP server."""
     reason = find_rtsp_support()
     if reason:
-        from tests.conftest import missing
-
         missing(f"RTSP server unavailable: {reason}")
 
 

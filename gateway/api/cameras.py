@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +26,7 @@ _STATES = {"connecting", "online", "offline", "disabled"}
 
 def _view(app: web.Application, cam: Camera) -> dict[str, Any]:
     out = cam.public_dict()
-    out["status"] = app[keys.SUPERVISOR].status(cam)
+    out["status"] = asdict(app[keys.SUPERVISOR].status(cam))
     return out
 
 
