@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -122,6 +123,9 @@ class _AnalysisState:
     motion_frames: int = 0
     last_motion: float = 0.0
     last_detect: float = 0.0
+    # Track updates not yet published. A cancel (camera removed) can land while a snapshot is
+    # being rendered; what is left here is published by stop(), so no start loses its end.
+    pending: collections.deque[TrackUpdate] = field(default_factory=collections.deque)
 
 
 class CameraWorker:
@@ -175,8 +179,8 @@ class CameraWorker:
             await asyncio.to_thread(thread.join, timeout)
         # Every object reported in view gets its "end", so consumers can pair starts and ends.
         loop = asyncio.get_running_loop()
-        for u in self._analysis.tracker.flush(time.time()):
-            await self._emit_track(u, loop)
+        st = self._analysis
+        await self._emit_tracks(st, st.tracker.flush(time.time()), loop)
 
     def update(self, camera: Camera) -> None:
         """Apply changes that need no reconnect (name, node, analytics settings)."""
@@ -335,8 +339,7 @@ class CameraWorker:
                 frame = await asyncio.wait_for(self.slot.get(), timeout=st.tracker.max_age_s + 0.5)
             except asyncio.TimeoutError:
                 # No frames: the stream stalled or ended; objects in view are gone from our view.
-                for u in st.tracker.flush(time.time()):
-                    await self._emit_track(u, loop)
+                await self._emit_tracks(st, st.tracker.flush(time.time()), loop)
                 if st.in_motion:
                     st.in_motion = False
                     self._emit_motion("end", None)
@@ -370,8 +373,7 @@ class CameraWorker:
                 dets = await pool.detect(frame.image, a.min_score, self._labels)
                 self.inference_s += time.perf_counter() - t0
                 self.detections_run += 1
-                for u in st.tracker.update(frame, dets):
-                    await self._emit_track(u, loop)
+                await self._emit_tracks(st, st.tracker.update(frame, dets), loop)
             return
         st.motion_frames = st.motion_frames + 1 if moving else 0
         if not st.in_motion and st.motion_frames >= 2:
@@ -393,6 +395,19 @@ class CameraWorker:
     def _media_ts(frame: Frame | None) -> float | None:
         # File sources: position in the file; live streams: seconds since this connection opened.
         return frame.media_ts if frame is not None else None
+
+    async def _emit_tracks(self, st: "_AnalysisState", updates: list[TrackUpdate],
+                           loop: asyncio.AbstractEventLoop) -> None:
+        st.pending.extend(updates)
+        while st.pending:
+            try:
+                await self._emit_track(st.pending[0], loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                st.pending.popleft()  # a snapshot that cannot be rendered must not block the rest
+                raise
+            st.pending.popleft()
 
     async def _emit_track(self, u: TrackUpdate, loop: asyncio.AbstractEventLoop) -> None:
         d = u.detection
