@@ -14,7 +14,8 @@ from redis.exceptions import RedisError
 from analytics.pool import DetectorPool
 from gateway import keys
 from gateway.api import cameras, events
-from gateway.api.errors import auth_middleware, error_middleware, hash_token
+from gateway.api.auth import auth_middleware
+from gateway.api.errors import error_middleware, hash_token
 from gateway.camera import RunContext
 from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis

@@ -15,7 +15,7 @@ from analytics.motion import MotionGate
 from analytics.pool import DetectorPool
 from analytics.snapshot import render_snapshot
 from analytics.tracker import IouTracker
-from analytics.types import Frame, TrackUpdate
+from analytics.types import Detection, Frame, TrackUpdate
 from gateway.backoff import Backoff
 from gateway.config import IngestConfig
 from gateway.events import EventLog
@@ -146,6 +146,10 @@ class CameraWorker:
         self._rate_in = _Rate()
         self._rate_an = _Rate()
         self.slot = FrameSlot()
+        # Newest sampled frame and the detections last drawn from it: thumbnails, live view and
+        # upper tiers read these; nothing decodes a second time for them.
+        self.latest: Frame | None = None
+        self.latest_detections: tuple[Detection, ...] = ()
         self._thread: DecodeThread | None = None
         self._past_decode_errors = 0  # damaged packets skipped on earlier connections
         self._tasks: list[asyncio.Task] = []
@@ -290,6 +294,7 @@ class CameraWorker:
                 online_since = time.monotonic()
                 self.last_error = None
                 self._set_state(CameraState.ONLINE)
+            self.latest = frame
             self.slot.put(frame)
 
         def on_end(err: BaseException | None) -> None:
@@ -371,6 +376,7 @@ class CameraWorker:
                 st.last_detect = now
                 t0 = time.perf_counter()
                 dets = await pool.detect(frame.image, a.min_score, self._labels)
+                self.latest_detections = tuple(dets)
                 self.inference_s += time.perf_counter() - t0
                 self.detections_run += 1
                 await self._emit_tracks(st, st.tracker.update(frame, dets), loop)

@@ -10,6 +10,8 @@ from gateway.config import Settings
 from gateway.events import EventHub, EventLog
 from gateway.supervisor import StreamSupervisor
 from registry.store import CameraStore
+from registry.tokens import TokenStore
+from tiers.access import Principal
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -19,3 +21,7 @@ HUB = web.AppKey("hub", EventHub)
 POOL = web.AppKey("pool", DetectorPool)  # absent when no model is configured
 SUPERVISOR = web.AppKey("supervisor", StreamSupervisor)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
+TOKENS = web.AppKey("tokens", TokenStore)
+
+# Per request: who is calling (set by the auth middleware).
+PRINCIPAL = web.RequestKey("principal", Principal)

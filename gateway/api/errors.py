@@ -1,9 +1,8 @@
-"""JSON errors, bearer-token auth and an access log that never prints query strings."""
+"""JSON errors and an access log that never prints query strings."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 from typing import Any
@@ -83,24 +82,6 @@ async def error_middleware(request: web.Request, handler):
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error(500, "internal error")
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler):
-    """Every /api/v1 call needs the admin bearer token (roles and jurisdictions come with tiers)."""
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    token = None
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        token = header[7:].strip()
-    elif request.method == "GET" and request.path.startswith("/api/v1/events"):
-        # Browsers cannot set headers on WebSocket/EventSource/<img>; the access log drops queries.
-        token = request.query.get("token")
-    expected = request.app[keys.ADMIN_TOKEN_HASH]
-    if not token or not hmac.compare_digest(hash_token(token), expected):
-        return error(401, "missing or invalid bearer token", hint="send 'Authorization: Bearer <token>'")
-    return await handler(request)
 
 
 class AccessLogger(AbstractAccessLogger):
