@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -13,15 +14,25 @@ from redis.exceptions import RedisError
 
 from analytics.pool import DetectorPool
 from gateway import keys
-from gateway.api import cameras, events
+from gateway import web as web_ui
+from gateway.api import audit as audit_api
+from gateway.api import bridge as bridge_api
+from gateway.api import cameras, events, live, metrics, nodes
+from gateway.api import tokens as tokens_api
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import error_middleware, hash_token
+from gateway.audit import AuditLog
 from gateway.camera import RunContext
 from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.events import EventHub, EventLog
 from gateway.supervisor import StreamSupervisor
+from gateway.status_pub import StatusPublisher
 from registry.store import CameraStore
+from tiers.bridge import Bridge, EventPolicy
+from tiers.rpc import FrameFetcher
+from registry.tokens import RevocationWatch, TokenStore
+from tiers.names import NodeEntry, NodeNames, bundled_node_file, load_node_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,55 @@ def _redis_ctx(settings: Settings):
             await client.aclose()
             if embedded is not None:
                 await embedded.stop()
+    return ctx
+
+
+def _access_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        a = settings.access
+        store = TokenStore(app[keys.REDIS])
+        watch = RevocationWatch(store, interval_s=a.stream_recheck_s)
+        audit = AuditLog(app[keys.REDIS], settings.node, settings.gateway_id, retention=a.audit_retention,
+                         buffer_size=a.audit_buffer, trust_forwarded_for=a.trust_x_forwarded_for)
+        app[keys.TOKENS] = store
+        app[keys.REVOCATIONS] = watch
+        app[keys.AUDIT] = audit
+        tasks = [asyncio.create_task(audit.run(), name="audit:writer"),
+                 asyncio.create_task(watch.run(), name="tokens:revocations")]
+        try:
+            yield
+        finally:
+            await _cancel(tasks[1:])
+            with contextlib.suppress(Exception):
+                await audit.flush(timeout=3.0)
+            if audit.pending:
+                log.warning("%d audit entries not written at shutdown (Redis unavailable)", audit.pending)
+            await _cancel(tasks[:1])
+    return ctx
+
+
+def _nodes_ctx(path: Path, entries: tuple[NodeEntry, ...]):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        names = NodeNames(app[keys.REDIS])
+        app[keys.NODE_NAMES] = names
+
+        async def load(entries: tuple[NodeEntry, ...]) -> None:
+            delay = 0.5
+            while True:
+                try:
+                    n = await names.put(entries)
+                    log.info("%d node names loaded from %s", n, path)
+                    return
+                except (RedisError, OSError) as e:
+                    log.warning("node names not stored yet (%s); retrying", type(e).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10)
+
+        loader = asyncio.create_task(load(entries), name="nodes:load")
+        try:
+            yield
+        finally:
+            await _cancel([loader])
     return ctx
 
 
@@ -132,6 +192,55 @@ def _supervisor_ctx(settings: Settings):
     return ctx
 
 
+def _status_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        e = settings.events
+        pub = StatusPublisher(app[keys.REDIS], app[keys.STORE], app[keys.SUPERVISOR], settings.node,
+                              info={"retention": e.retention, "audit_retention": settings.access.audit_retention,
+                                    "snapshot_ttl_s": e.snapshot_ttl_s, "index_ttl_s": e.index_ttl_s})
+        task = asyncio.create_task(pub.run(), name="status:publisher")
+        try:
+            yield
+        finally:
+            pub.stop()  # returns within one tick; a pass in flight finishes its round trip
+            await asyncio.wait([task], timeout=pub.tick + 3)
+            await _cancel([task])
+    return ctx
+
+
+def _bridge_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        fetcher = FrameFetcher(app[keys.REDIS], settings.node, app[keys.STORE], app[keys.SUPERVISOR].workers)
+        app[keys.FETCHER] = fetcher  # own cameras' frames are served with or without an uplink
+        if settings.uplink is None:
+            yield
+            return
+        b, e = settings.bridge, settings.events
+        bridge = Bridge(
+            app[keys.REDIS], settings.uplink, settings.node, settings.gateway_id, store=app[keys.STORE],
+            fetcher=fetcher, policy=EventPolicy(frozenset(b.types) if b.types else None,
+                                                frozenset(b.labels) if b.labels else None, b.min_score),
+            batch=b.batch, backoff_initial_s=b.backoff_initial_s, backoff_max_s=b.backoff_max_s,
+            timeout_s=b.timeout_s, heartbeat_s=b.heartbeat_s, retention=e.retention,
+            audit_retention=settings.access.audit_retention, snapshot_ttl_s=e.snapshot_ttl_s,
+            index_ttl_s=e.index_ttl_s,
+        )
+        app[keys.BRIDGE] = bridge
+        log.info("bridge to the parent tier at %s", bridge.uplink_display)
+        tasks = [asyncio.create_task(bridge.run(), name="bridge:forward"),
+                 asyncio.create_task(bridge.serve_rpc(), name="bridge:rpc")]
+        try:
+            yield
+        finally:
+            # Stage 1: let the loops return after their current step (blocking reads last ≤ 1 s);
+            # stage 2: cancel what is left, then drop the uplink connections.
+            bridge.stop()
+            await asyncio.wait(tasks, timeout=b.timeout_s + 2)
+            await _cancel(tasks)
+            await bridge.close()
+    return ctx
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and Redis reachability (open: no catalog data in it)."""
     app = request.app
@@ -145,17 +254,20 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok" if redis_ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
         "cameras_running": len(app[keys.SUPERVISOR].workers), "events_buffered": ev.pending,
         "events_dropped": ev.dropped, "detector": app[keys.POOL].name if keys.POOL in app else None,
+        "bridge": await bridge_api.health(app) if redis_ok else bridge_api.health_offline(app),
     })
 
 
-async def index(request: web.Request) -> web.Response:
-    """What this address serves (open: no catalog data); the control-room page will live here."""
-    node = request.app[keys.SETTINGS].node
+async def describe(request: web.Request) -> web.Response:
+    """What this tier serves and who the caller is (the page checks a token with it)."""
+    p = request[keys.PRINCIPAL]
     return web.json_response({
-        "service": "sharp-eyes gateway", "node": node,
-        "api": "/api/v1 (Authorization: Bearer <token>)",
-        "endpoints": ["/api/v1/cameras", "/api/v1/events", "/api/v1/events/ws", "/api/v1/events/stream",
-                      "/healthz"],
+        "service": "sharp-eyes gateway", "node": request.app[keys.SETTINGS].node,
+        "you": {"name": p.name, "role": p.role.label, "node": p.node},
+        "page": "/", "api": "/api/v1 (Authorization: Bearer <token>)",
+        "endpoints": ["/api/v1/cameras", "/api/v1/cameras/{id}/snapshot.jpg", "/api/v1/cameras/{id}/live.mjpeg",
+                      "/api/v1/events", "/api/v1/events/ws", "/api/v1/events/stream", "/api/v1/tokens",
+                      "/api/v1/audit", "/api/v1/whoami", "/healthz"],
     })
 
 
@@ -164,11 +276,22 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=8 << 20)
     app[keys.SETTINGS] = settings
     app[keys.ADMIN_TOKEN_HASH] = hash_token(admin_token)
+    # Read here, before anything starts: a bad node file stops the gateway naming its lines (NodeFileError).
+    nodes_file = settings.nodes_file or bundled_node_file()
+    node_names = load_node_file(nodes_file)
     app.cleanup_ctx.extend([
-        _redis_ctx(settings), _detector_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings),
+        _redis_ctx(settings), _access_ctx(settings), _nodes_ctx(nodes_file, node_names), _detector_ctx(settings),
+        _events_ctx(settings), _supervisor_ctx(settings), _status_ctx(settings), _bridge_ctx(settings),
     ])
-    app.router.add_get("/", index)
+    web_ui.setup(app)  # the control-room page at /
+    app.router.add_get("/api/v1", describe)
     app.router.add_get("/healthz", healthz)
+    live.setup(app)
     app.router.add_routes(cameras.routes)
     app.router.add_routes(events.routes)
+    app.router.add_routes(bridge_api.routes)
+    app.router.add_routes(nodes.routes)
+    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_routes(tokens_api.routes)
+    app.router.add_routes(audit_api.routes)
     return app

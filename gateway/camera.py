@@ -13,6 +13,7 @@ from pathlib import Path
 from analytics.events import Event, Origin, iso_ms
 from analytics.motion import MotionGate
 from analytics.pool import DetectorPool
+from analytics.quality import FAULTS, QualityChange, QualityConfig, QualityDiagnoser, Thumbs
 from analytics.snapshot import render_snapshot
 from analytics.tracker import IouTracker
 from analytics.types import Detection, Frame, TrackUpdate
@@ -96,6 +97,9 @@ class CameraStatus:
     width: int | None = None
     height: int | None = None
     codec: str | None = None
+    # Active video-quality faults of the last picture seen (analytics/quality.py FAULTS); a camera
+    # is intact when it is online and this is empty.
+    quality: tuple[str, ...] = ()
 
     @classmethod
     def idle(cls, camera: Camera) -> "CameraStatus":
@@ -107,6 +111,18 @@ class CameraStatus:
 def _label_set(camera: Camera) -> frozenset[str] | None:
     """The labels a camera reports, built once per settings change rather than per frame."""
     return frozenset(camera.analytics.labels) if camera.analytics.labels else None
+
+
+def _quality_config(camera: Camera) -> QualityConfig:
+    """The diagnoser's thresholds from the camera's settings, built once per settings change."""
+    q = camera.analytics.quality
+    return QualityConfig(**q.model_dump(exclude={"enabled", "disabled"}), disabled=tuple(q.disabled))
+
+
+def _diagnose(diagnoser: QualityDiagnoser, frame: Frame) -> tuple[Thumbs, list[QualityChange]]:
+    """Shrink a frame once and diagnose it (runs in a worker thread: OpenCV releases the GIL)."""
+    thumbs = Thumbs.of(frame.image)
+    return thumbs, diagnoser.update(thumbs, frame.captured_at)
 
 
 def _source_kind(camera: Camera) -> str:
@@ -126,6 +142,9 @@ class _AnalysisState:
     # Track updates not yet published. A cancel (camera removed) can land while a snapshot is
     # being rendered; what is left here is published by stop(), so no start loses its end.
     pending: collections.deque[TrackUpdate] = field(default_factory=collections.deque)
+    quality: QualityDiagnoser = field(default_factory=QualityDiagnoser)
+    # Faults whose start was published: only these get an end (a start lost to a cancel gets none).
+    quality_open: set[str] = field(default_factory=set)
 
 
 class CameraWorker:
@@ -156,6 +175,7 @@ class CameraWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._analysis = _AnalysisState(IouTracker(), MotionGate())
+        self._analysis.quality.config = _quality_config(camera)
         self._labels = _label_set(camera)
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -185,11 +205,16 @@ class CameraWorker:
         loop = asyncio.get_running_loop()
         st = self._analysis
         await self._emit_tracks(st, st.tracker.flush(time.time()), loop)
+        # Likewise every quality fault reported gets its end.
+        ends = {c.fault: c for c in st.quality.flush(time.time(), "camera stopped")}
+        self._publish_quality(st, [ends.get(f) or QualityChange(f, "end", 0.0, {"cause": "camera stopped"})
+                                   for f in FAULTS if f in st.quality_open], None)
 
     def update(self, camera: Camera) -> None:
         """Apply changes that need no reconnect (name, node, analytics settings)."""
         self.camera = camera
         self._labels = _label_set(camera)
+        self._analysis.quality.config = _quality_config(camera)  # read once per frame by the diagnoser
         if self._thread is not None:
             self._thread.analysis_fps = camera.analytics.fps
 
@@ -202,6 +227,12 @@ class CameraWorker:
     def analysis_source(self) -> str:
         """The URL analysis pulls: the substream when there is one."""
         return self.camera.substream_url or self.camera.url
+
+    @property
+    def decode_thread_id(self) -> int | None:
+        """OS thread id of the current connection's decode thread (metrics read its CPU time), or None."""
+        thread = self._thread
+        return thread.native_id if thread is not None else None
 
     # ---- status --------------------------------------------------------------------------------
     def status(self) -> CameraStatus:
@@ -225,6 +256,7 @@ class CameraWorker:
             width=self.info.width if self.info else None,
             height=self.info.height if self.info else None,
             codec=self.info.codec if self.info else None,
+            quality=tuple(f for f in FAULTS if f in self._analysis.quality_open),
         )
 
     def _set_state(self, state: CameraState, reason: str | None = None) -> None:
@@ -363,9 +395,17 @@ class CameraWorker:
         self.frames_analyzed += 1
         self._rate_an.add()
         a = self.camera.analytics
+        small = frame.image
+        if a.quality.enabled:
+            # Thumbnails made once per frame serve the quality checks and the motion gate alike.
+            thumbs, changes = await loop.run_in_executor(None, _diagnose, st.quality, frame)
+            small = thumbs.small
+            await self._emit_quality(st, changes, frame, loop)
+        elif st.quality_open:
+            self._publish_quality(st, st.quality.flush(frame.captured_at, "diagnosis switched off"), frame)
         if a.motion_threshold is not None:
             st.gate.threshold = a.motion_threshold
-        moving = st.gate.update(frame.image) >= st.gate.threshold
+        moving = st.gate.update(small) >= st.gate.threshold
         now = frame.captured_at
         if moving:
             st.last_motion = now
@@ -389,6 +429,33 @@ class CameraWorker:
         elif st.in_motion and now - st.last_motion > 3.0:
             st.in_motion = False
             self._emit_motion("end", frame)
+
+    async def _emit_quality(self, st: "_AnalysisState", changes: list[QualityChange], frame: Frame,
+                            loop: asyncio.AbstractEventLoop) -> None:
+        # Ends first, at once: a cancel during a start's snapshot must not lose them.
+        self._publish_quality(st, [c for c in changes if c.phase == "end"], frame)
+        for change in changes:
+            if change.phase == "start":
+                # A start carries the picture that shows the fault.
+                snap = await loop.run_in_executor(None, render_snapshot, frame.image)
+                self._publish_quality(st, [change], frame, snap)
+
+    def _publish_quality(self, st: "_AnalysisState", changes: list[QualityChange], frame: Frame | None,
+                         snapshot: bytes | None = None) -> None:
+        for change in changes:
+            if change.phase == "start":
+                st.quality_open.add(change.fault)
+            elif change.fault in st.quality_open:
+                st.quality_open.discard(change.fault)
+            else:
+                continue
+            log.info("camera %s: quality %s %s (score %.2f)", self.camera.id, change.fault, change.phase,
+                     change.score)
+            self.ctx.events.publish(Event(
+                type="quality", camera_id=self.camera.id, node=self.camera.node,
+                ts=iso_ms(frame.captured_at if frame else time.time()), origin=self.ctx.origin, phase=change.phase,
+                reason=change.fault, score=change.score, extra=change.extra, media_ts=self._media_ts(frame),
+            ), snapshot)
 
     def _emit_motion(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> None:
         ts = frame.captured_at if frame else time.time()

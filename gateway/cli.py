@@ -19,7 +19,9 @@ from aiohttp import web
 
 from analytics.detector import ModelError
 from gateway.config import ConfigError, Settings, load_settings, new_token
-from gateway.embedded_redis import EmbeddedRedisError
+from gateway.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from registry.urls import redact_url
+from tiers.names import NodeFileError
 
 log = logging.getLogger("sharp_eyes")
 
@@ -72,7 +74,7 @@ async def run_gateway(settings: Settings, on_started: Callable[[web.Application,
 def _settings_from(args: argparse.Namespace, **defaults) -> Settings:
     # Command defaults (demo's) rank below SHARP_EYES_* variables; given flags rank above them.
     flags = {k: v for k, v in defaults.items() if f"SHARP_EYES_{k.upper()}" not in os.environ}
-    for name in ("node", "http", "redis", "data_dir", "model", "gateway_id", "log_level"):
+    for name in ("node", "http", "redis", "uplink", "data_dir", "model", "gateway_id", "log_level"):
         value = getattr(args, name, None)
         if value is not None:
             flags[name] = value
@@ -85,13 +87,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     _setup_logging(settings.log_level)
     token, origin = _admin_token(settings)
-    print(f"sharp-eyes: node {settings.node}, http://{settings.http}, admin token from {origin}", flush=True)
+    print(f"sharp-eyes: node {settings.node}, http://{settings.http}, admin token from {origin}"
+          + (f", uplink {redact_url(settings.uplink)}" if settings.uplink else ""), flush=True)
     asyncio.run(run_gateway(settings))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sample_streams import CLIPS_DIR
+
+    if args.tiers:
+        from gateway.demo_tiers import run_chain
+
+        _setup_logging(args.log_level or "WARNING")  # five gateways' logs would bury the progress lines
+        asyncio.run(run_chain(args, _self_command()))
+        return 0
 
     videos = [Path(v).resolve() for v in args.video or []]
     for v in videos:
@@ -111,6 +121,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from registry.store import CameraExists
 
         store = app[keys.STORE]
+        if keys.POOL in app:
+            _say(f"detector {app[keys.POOL].name} ready ({settings.detector.workers} workers)")
+        _say(f"gateway for node {settings.node} listening on http://{settings.http}")
         for serial, (name, path) in enumerate(sources, start=1):
             cid = generate_camera_id(settings.node, serial)
             cam = Camera.from_create(CameraCreate(name=f"demo {name}", node=settings.node, url=f"file:{path}"),
@@ -121,6 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             except CameraExists:
                 cam = await store.get(cid) or cam
                 print(f"  camera {cid}  {name}  already registered", flush=True)
+            _say(f"starting camera {cid} ({name})")
             await app[keys.SUPERVISOR].apply(cam)
         base = f"http://{settings.http}"
         detector = app[keys.POOL].name if keys.POOL in app else None
@@ -137,8 +151,30 @@ Watch events arrive (from the first one this demo kept, then live):
 Stop with Ctrl-C.
 """, flush=True)
 
-    asyncio.run(run_gateway(settings, started))
+    async def main() -> None:
+        # Started here rather than inside the app, so the demo can say what it starts as it starts it.
+        s = settings
+        embedded = None
+        if s.redis is None:
+            _say(f"starting Redis (embedded redis-server, data in {(s.data_dir / 'redis').resolve()})")
+            embedded = EmbeddedRedis(s.data_dir / "redis")
+            s = s.model_copy(update={"redis": await embedded.start()})
+            _say(f"Redis ready at {s.redis}")
+        try:
+            if s.model is not None:
+                _say(f"loading the detector {s.model.name}")
+            await run_gateway(s, started)
+        finally:
+            if embedded is not None:
+                await embedded.stop()
+
+    asyncio.run(main())
     return 0
+
+
+def _say(what: str) -> None:
+    """One line of the demo's progress: what it is starting now."""
+    print(f"  - {what}", flush=True)
 
 
 def _self_command() -> str:
@@ -181,7 +217,62 @@ def _fail(status: int, body: object) -> int:
     return 1
 
 
+async def _import(args: argparse.Namespace) -> int:
+    """POST a CSV or JSON file to the bulk endpoint, showing rows done on stderr as the gateway reports them."""
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        print(f"sharp-eyes: cannot read {path}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {_client_token(args)}", "Accept": "application/x-ndjson",
+               "Content-Type": "application/json" if path.suffix.lower() == ".json" else "text/csv"}
+    tty = sys.stderr.isatty()
+    result: dict | None = None
+    # No total limit: a large file takes as long as it takes; progress lines keep the socket busy.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        async with s.post(args.url.rstrip("/") + "/api/v1/cameras/bulk", data=data, headers=headers) as r:
+            if r.status != 200:
+                try:
+                    body: object = await r.json(content_type=None)
+                except ValueError:
+                    body = await r.text()
+                return _fail(r.status, body)
+            if r.content_type != "application/x-ndjson":  # a gateway without progress: one JSON answer
+                result = await r.json()
+            else:
+                async for raw in r.content:
+                    msg = json.loads(raw) if raw.strip() else {}
+                    if "progress" in msg:
+                        p = msg["progress"]
+                        line = (f"{path.name}: {p['done']}/{p['total']} rows "
+                                f"({p['created']} created, {p['failed']} failed)")
+                        print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                    elif "result" in msg:
+                        result = msg["result"]
+                    elif "error" in msg:
+                        print(("\n" if tty else "") + f"error {msg['error']['status']}: {msg['error']['message']}",
+                              file=sys.stderr)
+                        return 1
+    if tty:
+        print(file=sys.stderr)
+    if result is None:
+        print("error: the gateway ended the import without a result", file=sys.stderr)
+        return 1
+    for row in result["results"]:
+        if row["ok"]:
+            print(f"row {row['row']}  {row['id']}")
+        else:
+            print(f"row {row['row']}  error {row['status']}: {row['error']}")
+    print(f"{path.name}: {result['rows']}/{result['rows']} rows ({result['created']} created, "
+          f"{result['failed']} failed)", file=sys.stderr)
+    return 0 if result["failed"] == 0 else 1
+
+
 def cmd_cameras(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        return asyncio.run(_import(args))
     if args.action == "add":
         body: dict = {"name": args.name, "node": args.node, "url": args.camera_url, "enabled": not args.disabled}
         if args.id:
@@ -222,6 +313,37 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     if status != 200:
         return _fail(status, resp)
     print(f"deleted {args.camera_id}")
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        body = {"name": args.name, "role": args.role}
+        if args.node:
+            body["node"] = args.node
+        status, resp = asyncio.run(_request(args, "POST", "/api/v1/tokens", json=body))
+        if status != 201:
+            return _fail(status, resp)
+        print(f"{resp['id']}  {resp['role']:<8} node {resp['node']}  {resp['name']}")
+        # The secret is shown here once; the gateway keeps only its hash.
+        print(f"token: {resp['token']}")
+        print("(store it now: it cannot be shown again)", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        params = {"node": args.node} if args.node else {}
+        if not args.all:
+            params["active"] = "true"
+        status, resp = asyncio.run(_request(args, "GET", "/api/v1/tokens", params=params))
+        if status != 200:
+            return _fail(status, resp)
+        for t in resp["tokens"]:
+            state = "active" if t["active"] else f"revoked {t['revoked_at']}"
+            print(f"{t['id']}  {t['role']:<8} {t['node']:<12} {state:<8}  {t['name']}  (by {t['created_by_name']})")
+        return 0
+    status, resp = asyncio.run(_request(args, "DELETE", f"/api/v1/tokens/{args.token_id}"))
+    if status != 200:
+        return _fail(status, resp)
+    print(f"revoked {args.token_id}")
     return 0
 
 
@@ -305,6 +427,7 @@ def _gateway_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML settings file")
     p.add_argument("--http", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
     p.add_argument("--redis", help="Redis URL; absent: an embedded redis-server in the data folder")
+    p.add_argument("--uplink", help="the parent tier's Redis URL: forward catalog, status and events up to it")
     p.add_argument("--data-dir", type=Path, help="data folder (embedded Redis AOF, admin token)")
     p.add_argument("--node", help="node code this tier owns, e.g. 450102")
     p.add_argument("--model", type=Path, help="ONNX detector (YOLOX or YOLOv8/YOLO11 export)")
@@ -330,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run a gateway with an embedded Redis and sample cameras")
     _gateway_flags(p)
     p.add_argument("--video", action="append", help="also register this video file as a camera (repeatable)")
+    p.add_argument("--tiers", action="store_true",
+                   help="run a five-tier chain (region 45 ... village 450102001001), one Redis and HTTP port each "
+                        "(--http is the region's; the tiers below take the next four ports)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("events", help="watch events")
@@ -369,6 +495,28 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(rm)
     rm.add_argument("camera_id")
     rm.set_defaults(func=cmd_cameras)
+    im = csub.add_parser("import", help="register many cameras from a CSV or JSON file, showing progress")
+    _client_flags(im)
+    im.add_argument("file", help="CSV with a header row (id,name,node,url,...) or a JSON array of cameras")
+    im.set_defaults(func=cmd_cameras)
+
+    p = sub.add_parser("tokens", help="manage access tokens (admin)")
+    tsub = p.add_subparsers(dest="action", required=True)
+    tc = tsub.add_parser("create", help="create a token; prints the secret once")
+    _client_flags(tc)
+    tc.add_argument("--name", required=True, help="who or what the token is for")
+    tc.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+    tc.add_argument("--node", help="jurisdiction (node code); default: the caller's")
+    tc.set_defaults(func=cmd_tokens)
+    tl = tsub.add_parser("list", help="list tokens in your jurisdiction")
+    _client_flags(tl)
+    tl.add_argument("--node")
+    tl.add_argument("--all", action="store_true", help="include revoked tokens")
+    tl.set_defaults(func=cmd_tokens)
+    tr = tsub.add_parser("revoke", help="revoke a token at once")
+    _client_flags(tr)
+    tr.add_argument("token_id")
+    tr.set_defaults(func=cmd_tokens)
 
     p = sub.add_parser("samples", help="sample clips for testers")
     ssub = p.add_subparsers(dest="action", required=True)
@@ -387,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ModelError, EmbeddedRedisError) as e:
+    except (ConfigError, ModelError, EmbeddedRedisError, NodeFileError) as e:
         print(f"sharp-eyes: {e}", file=sys.stderr)
         return 2
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:

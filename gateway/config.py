@@ -8,9 +8,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from analytics.events import EVENT_TYPES
 from tiers.nodes import NodeCodeError, normalize_node
 
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sharp_eyes_toml", default=None)
@@ -54,6 +55,39 @@ class EventsConfig(_Section):
     snapshot_ttl_s: int = Field(7 * 86400, ge=60, le=365 * 86400, description="how long snapshots are kept")
     buffer_size: int = Field(10_000, ge=100, le=1_000_000, description="events held in memory while Redis is away")
     subscriber_queue: int = Field(1000, ge=10, le=100_000, description="live events queued per subscriber")
+    index_ttl_s: int = Field(7 * 86400, ge=3600, le=365 * 86400,
+                             description="how long a forwarded event's id stays resolvable and deduplicated here")
+
+
+class BridgeConfig(_Section):
+    """What this tier forwards to its parent tier (--uplink), and how it retries; status events always go."""
+
+    types: list[str] | None = Field(None, max_length=8, description="event types to forward; absent: all")
+    labels: list[str] | None = Field(None, max_length=200, description="detection labels to forward; absent: all")
+    min_score: float | None = Field(None, ge=0, le=1, description="lowest detection score to forward; absent: all")
+    batch: int = Field(256, ge=1, le=5000, description="entries per stream sent in one round trip")
+    backoff_initial_s: float = Field(0.5, ge=0.05, le=60, description="first wait after the uplink failed")
+    backoff_max_s: float = Field(30.0, ge=0.1, le=3600, description="cap of the wait between uplink retries")
+    timeout_s: float = Field(10.0, ge=1, le=120, description="socket timeout of uplink commands")
+    heartbeat_s: float = Field(5.0, ge=0.5, le=300, description="how often this tier re-registers with its parent")
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v: list[str] | None) -> list[str] | None:
+        bad = [t for t in v or [] if t not in EVENT_TYPES]
+        if bad:
+            raise ValueError(f"unknown event types {bad}; expected among {list(EVENT_TYPES)}")
+        return v
+
+
+class AccessConfig(_Section):
+    """Token checks on open streams and the audit trail."""
+
+    stream_recheck_s: float = Field(2.0, ge=0.2, le=60, description="open streams re-check their token this often")
+    audit_retention: int = Field(1_000_000, ge=1000, le=100_000_000, description="audit entries kept (approx.)")
+    audit_buffer: int = Field(10_000, ge=100, le=1_000_000, description="audit entries held while Redis is away")
+    trust_x_forwarded_for: bool = Field(
+        False, description="behind a reverse proxy: audit the address it saw (last X-Forwarded-For hop)")
 
 
 class Settings(BaseSettings):
@@ -66,9 +100,12 @@ class Settings(BaseSettings):
     node: str = Field("45", description="the node code this tier deployment owns (DESIGN §3)")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT the HTTP API listens on")
     redis: str | None = Field(None, description="redis:// or unix:// URL; absent: an embedded redis-server")
+    uplink: str | None = Field(None, description="the parent tier's Redis URL; absent: this is a top tier")
     data_dir: Path = Field(Path("data"), description="where the embedded Redis keeps its AOF")
     model: Path | None = Field(None, description="ONNX detector model; absent: motion events only")
     media_dirs: list[Path] = Field(default_factory=list, max_length=64, description="folders file: sources may live in")
+    nodes_file: Path | None = Field(
+        None, description="node names (CSV or JSON: code, name) loaded at start-up; absent: the bundled Guangxi file")
     admin_token: SecretStr | None = Field(None, description="bearer token of the built-in admin")
     gateway_id: str = Field(
         default_factory=lambda: os.uname().nodename[:32] or "gateway",
@@ -78,6 +115,8 @@ class Settings(BaseSettings):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig)
 
     @field_validator("node")
     @classmethod
@@ -95,12 +134,19 @@ class Settings(BaseSettings):
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
         return v
 
-    @field_validator("redis")
+    @field_validator("redis", "uplink")
     @classmethod
     def _redis(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return v
+
+    @model_validator(mode="after")
+    def _uplink_not_self(self) -> "Settings":
+        # Forwarding into this tier's own Redis would loop every event back into its own stream.
+        if self.uplink is not None and self.uplink == self.redis:
+            raise ValueError("uplink must be the parent tier's Redis, not this tier's own (--redis)")
+        return self
 
     @property
     def http_host(self) -> str:

@@ -35,8 +35,10 @@ def redis_executable() -> str:
 class EmbeddedRedis:
     """redis-server on a unix socket in the data folder, AOF persistence, stopped with the gateway."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, own_session: bool = False) -> None:
         self.data_dir = data_dir.resolve()
+        # own_session: out of reach of the terminal's Ctrl-C, so the owner stops it after its last write.
+        self.own_session = own_session
         self.socket = self.data_dir / "redis.sock"
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -54,7 +56,7 @@ class EmbeddedRedis:
             "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
             "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
             "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=self.own_session,
         )
         client = aioredis.Redis.from_url(self.url, socket_timeout=1)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import random
@@ -16,17 +15,24 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from analytics.events import Event
+from gateway.outbox import Outbox
+from tiers.catalog import EVCOUNT_TTL_S, evcount_field, evcount_key, event_minute
 
 log = logging.getLogger(__name__)
 
 # One atomic step per event: idempotent on the client's token (a retried batch whose reply was lost
-# is not written twice), stream entry and snapshot written together or not at all.
+# is not written twice), stream entry, snapshot and the per-minute count written together or not at all.
+# KEYS: stream, token, count hash   ARGV: maxlen, json, snapshot, snapshot ttl, snapshot prefix, count field, count ttl
 _APPEND = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return prev end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 's', ARGV[3] ~= '' and '1' or '0')
 redis.call('SET', KEYS[2], id, 'EX', 86400)
 if ARGV[3] ~= '' then redis.call('SET', ARGV[5] .. id, ARGV[3], 'EX', ARGV[4]) end
+if ARGV[6] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
 return id
 """
 
@@ -91,86 +97,40 @@ class _Pending:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class EventLog:
+class EventLog(Outbox[_Pending]):
     """Writes events to this tier's Redis stream; reads history and snapshots."""
+
+    what = "events"
 
     def __init__(self, redis: aioredis.Redis, node: str, *, prefix: str = "se", retention: int = 100_000,
                  snapshot_ttl_s: int = 7 * 86400, buffer_size: int = 10_000, batch: int = 256) -> None:
+        super().__init__(buffer_size=buffer_size, batch=batch)
         self.redis = redis
         self.node = node
         self.stream = f"{prefix}:events"
         self.prefix = prefix
         self.retention = retention
         self.snapshot_ttl_s = snapshot_ttl_s
-        self.batch = batch
-        self._outbox: collections.deque[_Pending] = collections.deque()
-        self.buffer_size = buffer_size
-        self._wake = asyncio.Event()
         self._script = redis.register_script(_APPEND)
-        self.written = 0
-        self.dropped = 0  # events lost because the outage buffer overflowed (oldest first)
-        self.redis_up = True
 
     # ---- writing -------------------------------------------------------------------------------
     def publish(self, event: Event, snapshot: bytes | None = None) -> None:
         """Queue an event for writing; never waits, never raises."""
-        if len(self._outbox) >= self.buffer_size:
-            self._outbox.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("event buffer full (%d): dropped %d oldest events so far", self.buffer_size, self.dropped)
-        self._outbox.append(_Pending(event, snapshot))
-        self._wake.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._outbox)
-
-    async def run(self) -> None:
-        """Flush the outbox in order, in batches, retrying with backoff while Redis is away."""
-        delay = 0.2
-        while True:
-            if not self._outbox:
-                self._wake.clear()
-                await self._wake.wait()
-            batch = [self._outbox[i] for i in range(min(self.batch, len(self._outbox)))]
-            try:
-                await self._write(batch)
-            except (RedisError, OSError) as e:
-                if self.redis_up:
-                    log.warning("redis unavailable, buffering events (%s)", type(e).__name__)
-                self.redis_up = False
-                await asyncio.sleep(delay * (1 + random.random() / 2))
-                delay = min(delay * 2, 5.0)
-                continue
-            if not self.redis_up:
-                log.info("redis back; flushing %d buffered events", len(self._outbox))
-            self.redis_up = True
-            delay = 0.2
-            # Remove exactly what was written; publish() may have dropped from the head meanwhile.
-            for p in batch:
-                if self._outbox and self._outbox[0] is p:
-                    self._outbox.popleft()
-            self.written += len(batch)
+        self._enqueue(_Pending(event, snapshot))
 
     async def _write(self, batch: list[_Pending]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in batch:
+                e = p.event
+                minute = event_minute(e.ts)
                 await self._script(
-                    keys=[self.stream, f"{self.prefix}:evtok:{p.token}"],
-                    args=[self.retention, p.event.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
-                          f"{self.prefix}:snap:"],
+                    keys=[self.stream, f"{self.prefix}:evtok:{p.token}", evcount_key(minute or 0, self.prefix)],
+                    args=[self.retention, e.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
+                          f"{self.prefix}:snap:", evcount_field(e.node, e.type, e.label) if minute else "",
+                          EVCOUNT_TTL_S],
                     client=pipe,
                 )
             await pipe.execute()
-
-    async def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the outbox is empty (or the timeout passes)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._outbox and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        return not self._outbox
 
     # ---- reading -------------------------------------------------------------------------------
     def decode(self, entry_id: str | bytes, fields: dict) -> StoredEvent:
@@ -179,7 +139,8 @@ class EventLog:
             entry_id = entry_id.decode()
         raw = json.loads(fields[b"e"])
         ev = Event.from_dict(raw)
-        event_id = f"{ev.origin.node}-{entry_id}"
+        # A forwarded event keeps the id it got where it was first written; an own one gets it here.
+        event_id = ev.id or f"{ev.origin.node}-{entry_id}"
         snap = f"/api/v1/events/{event_id}/snapshot.jpg" if fields.get(b"s") == b"1" else None
         return StoredEvent(entry_id, ev.with_id(event_id, snap))
 
@@ -211,6 +172,16 @@ class EventLog:
             if len(rows) < 500:
                 return out, None
         return out, upper[1:]
+
+    async def resolve(self, event_id: str) -> str | None:
+        """The local stream entry id of any event id (own or forwarded), or None when unknown here.
+
+        Raises EventIdError for a malformed id."""
+        node, entry = parse_event_id(event_id)
+        if node == self.node:
+            return entry
+        raw = await self.redis.get(f"{self.prefix}:ev:{event_id}")
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     async def get(self, entry_id: str) -> StoredEvent | None:
         """One event by stream entry id."""

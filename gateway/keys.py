@@ -6,12 +6,17 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from analytics.pool import DetectorPool
+from gateway.audit import AuditLog
 from gateway.config import Settings
 from gateway.events import EventHub, EventLog
 from gateway.supervisor import StreamSupervisor
+from gateway.web.frames import LiveFrames
 from registry.store import CameraStore
-from registry.tokens import TokenStore
+from registry.tokens import RevocationWatch, TokenStore
 from tiers.access import Principal
+from tiers.bridge import Bridge
+from tiers.rpc import FrameFetcher
+from tiers.names import NodeNames
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -22,6 +27,13 @@ POOL = web.AppKey("pool", DetectorPool)  # absent when no model is configured
 SUPERVISOR = web.AppKey("supervisor", StreamSupervisor)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 TOKENS = web.AppKey("tokens", TokenStore)
+REVOCATIONS = web.AppKey("revocations", RevocationWatch)  # open streams of revoked tokens are closed
+AUDIT = web.AppKey("audit", AuditLog)
+NODE_NAMES = web.AppKey("node_names", NodeNames)  # se:nodes, shared by the tier
+LIVE = web.AppKey("live", LiveFrames)  # thumbnails and live views: shared encodes, open views
+
+FETCHER = web.AppKey("fetcher", FrameFetcher)  # newest frame of any camera of the subtree, as JPEG
+BRIDGE = web.AppKey("bridge", Bridge)  # absent when no uplink is configured (a top tier)
 
 # Per request: who is calling (set by the auth middleware).
 PRINCIPAL = web.RequestKey("principal", Principal)

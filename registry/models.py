@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from registry.ids import validate_camera_id
 from registry.urls import MAX_URL_LENGTH, SourceError, check_url, parse_source, redact_url, scrub
@@ -20,6 +20,8 @@ __all__ = [
     "CameraCreate",
     "CameraPatch",
     "Location",
+    "QualityPatch",
+    "QualitySettings",
     "error_details",
     "validate_sources",
 ]
@@ -76,6 +78,114 @@ def _check_url(value: str | None) -> str | None:
     return None if value is None else check_url(value)
 
 
+#: Video quality checks (analytics/quality.py FAULTS); a camera may switch single ones off.
+QualityCheck = Literal[
+    "signal_loss", "frozen", "blur", "too_dark", "overexposed", "low_contrast", "colour_cast", "occlusion",
+    "scene_change",
+]
+
+_Hold = Annotated[float, Field(ge=0.5, le=600)]
+_Share = Annotated[float, Field(ge=0.05, le=1)]
+_Luma = Annotated[float, Field(ge=0, le=255)]
+_Checks = Annotated[list[QualityCheck], Field(max_length=9)]
+
+# Defaults mirror analytics.quality.QualityConfig (a test pins them together).
+_QDESC = {
+    "enabled": "run video quality diagnosis on this camera",
+    "disabled": "checks not run on this camera (signal_loss, frozen, blur, ...)",
+    "min_duration_s": "seconds a fault must show (in 80 % of analysed frames) before its start event (0.5..600)",
+    "clear_s": "seconds a fault must be gone before its end event (0.5..600)",
+    "solid_fraction": "signal loss: share of the picture within 10 levels of one colour (0.5..1)",
+    "frozen_s": "frozen: seconds in which every analysed frame is practically identical to the one before; "
+                "keep it above the camera's key-frame interval (1..3600)",
+    "frozen_delta": "frozen: mean change of full-resolution sample pixels (grey levels) below which two frames "
+                    "are identical; a live sensor's noise stays above it (0..20)",
+    "blur_index": "blur: re-blur index (0 sharp .. 1 featureless) at or above which the picture is blurred (0.05..1)",
+    "dark_luma": "too dark: mean luma (0..255) below which the picture is too dark",
+    "bright_luma": "overexposed: mean luma (0..255) above which the picture is overexposed",
+    "clipped_fraction": "overexposed: or this share of pixels clipped white (0..1)",
+    "min_contrast": "low contrast: (p95 - p5) / (p95 + p5) of luma below which contrast is low (0..1)",
+    "cast_factor": "colour cast: mean chroma over chroma spread (CIELAB) above which the picture has a cast (0.1..20)",
+    "occlusion_fraction": "occlusion: share of the baseline's textured areas gone flat (0.05..1)",
+    "scene_change_fraction": "scene change: share of the reference view's textured areas that no longer match "
+                             "(0.05..1)",
+    "scene_confirm_s": "scene change: seconds the new view must hold before the start event (1..3600)",
+    "scene_accept_s": "scene change: seconds after which the new view becomes the reference and the fault ends "
+                      "(1..86400)",
+}
+_DESC["quality"] = "video quality diagnosis: which checks run and their thresholds"
+
+
+def _dedupe_checks(checks: list[str] | None) -> list[str] | None:
+    return None if checks is None else list(dict.fromkeys(checks))
+
+
+class QualitySettings(BaseModel):
+    """Video quality diagnosis of a camera: which checks run, and their thresholds."""
+
+    model_config = _CONFIG
+
+    enabled: bool = Field(True, description=_QDESC["enabled"])
+    disabled: _Checks = Field(default_factory=list, description=_QDESC["disabled"])
+    min_duration_s: _Hold = Field(3.0, description=_QDESC["min_duration_s"])
+    clear_s: _Hold = Field(3.0, description=_QDESC["clear_s"])
+    solid_fraction: Annotated[float, Field(ge=0.5, le=1)] = Field(0.97, description=_QDESC["solid_fraction"])
+    frozen_s: Annotated[float, Field(ge=1, le=3600)] = Field(10.0, description=_QDESC["frozen_s"])
+    frozen_delta: Annotated[float, Field(ge=0, le=20)] = Field(0.35, description=_QDESC["frozen_delta"])
+    blur_index: _Share = Field(0.36, description=_QDESC["blur_index"])
+    dark_luma: _Luma = Field(40.0, description=_QDESC["dark_luma"])
+    bright_luma: _Luma = Field(200.0, description=_QDESC["bright_luma"])
+    clipped_fraction: Threshold = Field(0.15, description=_QDESC["clipped_fraction"])
+    min_contrast: Threshold = Field(0.30, description=_QDESC["min_contrast"])
+    cast_factor: Annotated[float, Field(ge=0.1, le=20)] = Field(1.20, description=_QDESC["cast_factor"])
+    occlusion_fraction: _Share = Field(0.5, description=_QDESC["occlusion_fraction"])
+    scene_change_fraction: _Share = Field(0.6, description=_QDESC["scene_change_fraction"])
+    scene_confirm_s: Annotated[float, Field(ge=1, le=3600)] = Field(6.0, description=_QDESC["scene_confirm_s"])
+    scene_accept_s: Annotated[float, Field(ge=1, le=86400)] = Field(120.0, description=_QDESC["scene_accept_s"])
+
+    _dedupe_disabled = field_validator("disabled")(_dedupe_checks)
+
+    @model_validator(mode="after")
+    def _dark_below_bright(self) -> "QualitySettings":
+        if self.dark_luma >= self.bright_luma:
+            raise ValueError("dark_luma must be below bright_luma")
+        return self
+
+
+class QualityPatch(BaseModel):
+    """A partial change to QualitySettings; only the keys present are changed."""
+
+    model_config = _CONFIG
+
+    enabled: bool | None = Field(None, description=_QDESC["enabled"])
+    disabled: _Checks | None = Field(None, description=_QDESC["disabled"])
+    min_duration_s: _Hold | None = Field(None, description=_QDESC["min_duration_s"])
+    clear_s: _Hold | None = Field(None, description=_QDESC["clear_s"])
+    solid_fraction: Annotated[float, Field(ge=0.5, le=1)] | None = Field(None, description=_QDESC["solid_fraction"])
+    frozen_s: Annotated[float, Field(ge=1, le=3600)] | None = Field(None, description=_QDESC["frozen_s"])
+    frozen_delta: Annotated[float, Field(ge=0, le=20)] | None = Field(None, description=_QDESC["frozen_delta"])
+    blur_index: _Share | None = Field(None, description=_QDESC["blur_index"])
+    dark_luma: _Luma | None = Field(None, description=_QDESC["dark_luma"])
+    bright_luma: _Luma | None = Field(None, description=_QDESC["bright_luma"])
+    clipped_fraction: Threshold | None = Field(None, description=_QDESC["clipped_fraction"])
+    min_contrast: Threshold | None = Field(None, description=_QDESC["min_contrast"])
+    cast_factor: Annotated[float, Field(ge=0.1, le=20)] | None = Field(None, description=_QDESC["cast_factor"])
+    occlusion_fraction: _Share | None = Field(None, description=_QDESC["occlusion_fraction"])
+    scene_change_fraction: _Share | None = Field(None, description=_QDESC["scene_change_fraction"])
+    scene_confirm_s: Annotated[float, Field(ge=1, le=3600)] | None = Field(None, description=_QDESC["scene_confirm_s"])
+    scene_accept_s: Annotated[float, Field(ge=1, le=86400)] | None = Field(None, description=_QDESC["scene_accept_s"])
+
+    _dedupe_disabled = field_validator("disabled")(_dedupe_checks)
+
+    @field_validator("*")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for keys the client sent: an explicit null cannot mean "unset" here.
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
 class AnalyticsSettings(BaseModel):
     """How a camera's frames are analysed."""
 
@@ -85,6 +195,7 @@ class AnalyticsSettings(BaseModel):
     labels: Labels | None = Field(None, description=_DESC["labels"])
     min_score: Score = Field(0.4, description=_DESC["min_score"])
     motion_threshold: Threshold | None = Field(None, description=_DESC["motion_threshold"])
+    quality: QualitySettings = Field(default_factory=QualitySettings, description=_DESC["quality"])
 
     _dedupe_labels = field_validator("labels")(_dedupe)
 
@@ -98,10 +209,11 @@ class AnalyticsPatch(BaseModel):
     labels: Labels | None = Field(None, description=_DESC["labels"])
     min_score: Score | None = Field(None, description=_DESC["min_score"])
     motion_threshold: Threshold | None = Field(None, description=_DESC["motion_threshold"])
+    quality: QualityPatch | None = Field(None, description=_DESC["quality"] + "; only keys present change")
 
     _dedupe_labels = field_validator("labels")(_dedupe)
 
-    @field_validator("fps", "min_score")
+    @field_validator("fps", "min_score", "quality")
     @classmethod
     def _not_null(cls, value: float | None) -> float:
         # Runs only for keys the client sent: an explicit null cannot mean "unset" here.
@@ -240,7 +352,10 @@ class CameraPatch(BaseModel):
         current = camera.model_dump()
         change = self.model_dump(exclude_unset=True)
         analytics_change = change.pop("analytics", None) or {}
-        merged = {**current, **change, "analytics": {**current["analytics"], **analytics_change}}
+        quality_change = analytics_change.pop("quality", None) or {}
+        analytics = {**current["analytics"], **analytics_change,
+                     "quality": {**current["analytics"]["quality"], **quality_change}}
+        merged = {**current, **change, "analytics": analytics}
         ts = time.time() if now is None else now
         # Never move updated_at backwards (clock steps, a stale `now`): readers compare it.
         merged["updated_at"] = max(ts, camera.updated_at)

@@ -1,19 +1,262 @@
-"""Access tokens stored hashed in Redis, each with a role and a jurisdiction. (Being built: issue 3.)"""
+"""Access tokens stored hashed in Redis, each with a role and a jurisdiction (DESIGN §6).
+
+Keys (prefix "se" by default):
+
+- ``{p}:token:{id}``      string, the token's record as JSON (hash of the secret, never the secret)
+- ``{p}:tokh:{sha256}``   string, the principal (id, name, role, node) of an *active* token; deleted
+                          on revocation, so verification is one GET and revocation is immediate
+- ``{p}:tokens``          sorted set, score 0, member ``{node}/{id}``: lexical range = subtree
+
+Raw tokens are ``se_`` + 43 random URL-safe characters (256 bits from `secrets`). Storing their
+plain SHA-256 is enough: a slow salted hash (bcrypt, scrypt) protects guessable passwords, but
+nobody can brute-force a 256-bit random secret from its hash, and a fast hash keeps the lookup
+by hash (one GET per request) possible.
+
+Verification reads Redis on every request, with no process-local cache, so a revocation made
+through any gateway process sharing this Redis takes effect at the next request everywhere.
+Open streams are re-checked by `RevocationWatch`, one pipelined round trip for all of them.
+"""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
 
-from tiers.access import Principal
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError, WatchError
+
+from analytics.events import iso_ms
+from tiers.access import Principal, Role
+from tiers.nodes import normalize_node
+
+log = logging.getLogger(__name__)
+
+PREFIX = "se_"
+_RAW = re.compile(r"^se_[A-Za-z0-9_-]{43}$")
+_ID = re.compile(r"^[0-9a-f]{16}$")
+NAME_MAX = 64
+
+
+def token_hash(raw: str) -> str:
+    """Hex SHA-256 of a raw token: what is stored and looked up."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def valid_token_id(value: str) -> bool:
+    """True for the shape of a token id (16 lower-case hex digits)."""
+    return bool(_ID.match(value))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token as stored: who it is for, what it may do, where, and its life cycle (no secret)."""
+
+    id: str
+    name: str
+    role: Role
+    node: str
+    hash: str
+    created_at: str
+    created_by: str  # token id of the creator ("bootstrap" for SHARP_EYES_ADMIN_TOKEN)
+    created_by_name: str
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def principal(self) -> Principal:
+        """The caller this token authenticates."""
+        return Principal(self.id, self.name, self.role, self.node)
+
+    def public_dict(self) -> dict:
+        """Wire form: the record without its hash."""
+        d = asdict(self)
+        d.pop("hash")
+        d["role"] = self.role.label
+        d["active"] = self.active
+        return d
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["role"] = self.role.label
+        return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "TokenRecord":
+        d = json.loads(raw)
+        d["role"] = Role.parse(d["role"])
+        return cls(**d)
+
+
+def _principal_json(rec: TokenRecord) -> str:
+    return json.dumps({"id": rec.id, "name": rec.name, "role": rec.role.label, "node": rec.node},
+                      separators=(",", ":"), ensure_ascii=False)
 
 
 class TokenStore:
-    """Creates, lists, verifies and revokes tokens; only SHA-256 hashes are stored."""
+    """Creates, lists, verifies and revokes tokens; only SHA-256 hashes of the secrets are stored."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "se") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "se", *, verify_timeout_s: float = 3.0) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.verify_timeout_s = verify_timeout_s
+        self._k_index = f"{prefix}:tokens"
+
+    def _k_record(self, token_id: str) -> str:
+        return f"{self.prefix}:token:{token_id}"
+
+    def _k_hash(self, digest: str) -> str:
+        return f"{self.prefix}:tokh:{digest}"
+
+    # ---- writes --------------------------------------------------------------------------------
+    async def create(self, name: str, role: Role, node: str, created_by: Principal) -> tuple[TokenRecord, str]:
+        """A new token; returns its record and the raw token, which is shown once and never stored."""
+        node = normalize_node(node)
+        raw = PREFIX + secrets.token_urlsafe(32)
+        rec = TokenRecord(id=secrets.token_hex(8), name=name, role=role, node=node, hash=token_hash(raw),
+                          created_at=iso_ms(time.time()), created_by=created_by.token_id,
+                          created_by_name=created_by.name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # Record, lookup and index together or not at all.
+            pipe.set(self._k_record(rec.id), rec.to_json())
+            pipe.set(self._k_hash(rec.hash), _principal_json(rec))
+            pipe.zadd(self._k_index, {f"{node}/{rec.id}": 0})
+            await pipe.execute()
+        return rec, raw
+
+    async def revoke(self, token_id: str, by: Principal, *, retries: int = 20) -> TokenRecord | None:
+        """Revoke a token at once (idempotent); None when there is no such token."""
+        if not valid_token_id(token_id):
+            return None
+        key = self._k_record(token_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(retries):
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    rec = TokenRecord.from_json(raw)
+                    if not rec.active:
+                        return rec
+                    new = replace(rec, revoked_at=iso_ms(time.time()), revoked_by=by.token_id)
+                    pipe.multi()
+                    pipe.delete(self._k_hash(rec.hash))
+                    pipe.set(key, new.to_json())
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+        raise RedisError(f"token {token_id} kept changing; gave up after {retries} tries")
+
+    # ---- reads ---------------------------------------------------------------------------------
+    async def get(self, token_id: str) -> TokenRecord | None:
+        """A token's record, or None."""
+        if not valid_token_id(token_id):
+            return None
+        raw = await self.redis.get(self._k_record(token_id))
+        return None if raw is None else TokenRecord.from_json(raw)
+
+    async def list(self, node: str) -> list[TokenRecord]:
+        """Every token whose jurisdiction lies in `node`'s subtree, ordered by node then id."""
+        node = normalize_node(node)
+        members = await self.redis.zrangebylex(self._k_index, f"[{node}", f"({node}:")
+        ids = [(m.decode() if isinstance(m, bytes) else m).rpartition("/")[2] for m in members]
+        if not ids:
+            return []
+        raws = await self.redis.mget([self._k_record(i) for i in ids])
+        return [TokenRecord.from_json(r) for r in raws if r is not None]
 
     async def verify(self, raw: str) -> Principal | None:
-        """The principal for a raw token, or None when unknown or revoked."""
-        return None
+        """The principal for a raw token, or None when unknown or revoked.
+
+        Raises RedisError (a 503 to the caller, not a 401) when Redis cannot answer in time.
+        """
+        if not _RAW.match(raw):
+            return None  # not one of ours: no need to ask Redis
+        try:
+            async with asyncio.timeout(self.verify_timeout_s):
+                value = await self.redis.get(self._k_hash(token_hash(raw)))
+        except TimeoutError:
+            raise RedisTimeoutError("token lookup timed out") from None
+        if value is None:
+            return None
+        d = json.loads(value)
+        return Principal(d["id"], d["name"], Role.parse(d["role"]), d["node"])
+
+    async def active(self, digests: Iterable[str]) -> dict[str, bool]:
+        """For each token hash, whether it still authenticates (one round trip)."""
+        digests = list(digests)
+        if not digests:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in digests:
+                pipe.exists(self._k_hash(d))
+            found = await pipe.execute()
+        return {d: bool(n) for d, n in zip(digests, found)}
+
+
+class RevocationWatch:
+    """Notices revocations for open streams: every `interval_s`, one pipelined check of every watched token.
+
+    Streams (WebSocket, SSE, MJPEG) authenticate once at the start; `until_revoked` lets them end
+    within about one interval of a revocation, at a cost independent of how many are open.
+    While Redis cannot be read, open streams are left running (a revocation needs Redis too).
+    """
+
+    def __init__(self, store: TokenStore, interval_s: float = 2.0) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self._watched: dict[str, set[asyncio.Event]] = {}
+
+    @property
+    def watched(self) -> int:
+        return sum(len(v) for v in self._watched.values())
+
+    async def until_revoked(self, raw: str) -> None:
+        """Return once the raw token no longer authenticates (revoked or gone)."""
+        digest = token_hash(raw)
+        gone = asyncio.Event()
+        self._watched.setdefault(digest, set()).add(gone)
+        try:
+            await gone.wait()
+        finally:
+            waiters = self._watched.get(digest)
+            if waiters is not None:
+                waiters.discard(gone)
+                if not waiters:
+                    del self._watched[digest]
+
+    async def check(self) -> int:
+        """One round of checks; returns how many waiters were released."""
+        if not self._watched:
+            return 0
+        state = await self.store.active(list(self._watched))
+        released = 0
+        for digest, ok in state.items():
+            if not ok:
+                for ev in self._watched.get(digest, ()):
+                    ev.set()
+                    released += 1
+        return released
+
+    async def run(self) -> None:
+        """Check every interval until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                async with asyncio.timeout(max(self.interval_s, 2.0)):
+                    n = await self.check()
+                if n:
+                    log.info("closing %d stream(s) of revoked tokens", n)
+            except (RedisError, OSError, TimeoutError) as e:
+                log.debug("revocation check failed: %s", e)

@@ -1,6 +1,7 @@
 """Make the small synthetic H.264 sample clips, and faulty files for tests.
 
     python -m sample_streams.generate [--out DIR] [--only NAME ...]
+    python -m sample_streams.generate --faults VIDEO --out DIR [--only NAME ...]
 
 Clips (deterministic: drawn with numpy/cv2 from fixed seeds, encoded single-threaded):
 
@@ -14,6 +15,9 @@ Helpers other code reuses (test generators of faulty clips):
 - :func:`make_clip` — encode any iterable of frames to an H.264/yuv420p MP4.
 - :func:`corrupt_copy` — a copy of a video with garbage bytes over its middle.
 - :func:`garbage_file` — random bytes under a ``.mp4`` name.
+- :func:`make_fault_clips` — clips made from a real recording that each show one video-quality
+  fault (blurred, dark, overexposed, low contrast, colour cast, covered, black, blue screen, frozen,
+  camera moved), clean before it starts: ``python -m sample_streams.generate --faults VIDEO --out DIR``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -347,11 +351,193 @@ def generate(out: Path = CLIPS_DIR, only: Iterable[str] | None = None, log=print
     return infos
 
 
+# --------------------------------------------------------------------------- faulty cameras (video quality)
+
+
+@dataclass(frozen=True)
+class FaultClip:
+    """A clip made from a real recording that shows one video-quality fault for part of its length."""
+
+    name: str
+    fault: str | None  # the quality check it must raise (analytics.quality.FAULTS); None: none at all
+    onset: float  # seconds: the picture is clean before this
+    until: float | None  # seconds: clean again from here; None: faulty to the end
+    seconds: float  # length of the clip
+    note: str
+
+
+#: Fault clips are made at this size and rate from the source (the checks work on thumbnails anyway).
+FAULT_W, FAULT_H, FAULT_FPS = 640, 360, 12.5
+
+FAULT_CLIPS: dict[str, FaultClip] = {c.name: c for c in (
+    FaultClip("blurred", "blur", 3.0, None, 16.0, "out of focus: Gaussian blur, sigma 2.5 px at 640 wide"),
+    FaultClip("dark", "too_dark", 3.0, 10.0, 16.0, "exposure drops to 12 % for 7 s, then recovers"),
+    FaultClip("overexposed", "overexposed", 3.0, None, 16.0, "gain 2.6 plus offset: most of the picture clips"),
+    FaultClip("low_contrast", "low_contrast", 3.0, None, 16.0, "a fog veil: 30 % picture, 70 % light grey"),
+    FaultClip("colour_cast", "colour_cast", 3.0, None, 16.0, "white balance off: red x1.35, blue x0.7"),
+    FaultClip("covered", "occlusion", 3.0, None, 16.0, "a brown cover over about 60 % of the lens"),
+    FaultClip("black", "signal_loss", 3.0, None, 16.0, "the picture goes black"),
+    FaultClip("blue", "signal_loss", 3.0, None, 16.0, "a DVR's blue 'NO VIDEO' screen"),
+    FaultClip("frozen", "frozen", 3.0, 18.0, 24.0, "the encoder repeats the frame at 3 s for 15 s, then goes on"),
+    FaultClip("moved", "scene_change", 6.0, 16.0, 22.0,
+              "a camera panning back and forth over one view is knocked aside (shift, 6 degree roll, zoom) "
+              "for 10 s, then put back"),
+    FaultClip("bus", None, 5.0, 9.0, 14.0,
+              "no fault: a bus close to the camera (about 45 % of the picture) crosses the same view in 4 s"),
+)}
+
+
+def read_frames(src: str | os.PathLike, width: int = FAULT_W, height: int = FAULT_H,
+                fps: float | None = FAULT_FPS) -> Iterator[np.ndarray]:
+    """Frames of a video at ``fps`` (None: every frame), scaled and converted to BGR in one call."""
+    with av.open(str(src)) as container:
+        due = 0.0
+        for frame in container.decode(video=0):
+            if fps is not None:
+                if frame.time is not None and frame.time + 0.25 / fps < due:
+                    continue
+                due += 1 / fps
+            yield frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
+
+
+def _lut(gain, offset: float = 0.0) -> np.ndarray:
+    """A per-channel lookup table (256x1x3) for x * gain + offset, clipped: cheaper than float maths."""
+    x = np.arange(256, dtype=np.float32)[:, None] * np.broadcast_to(np.asarray(gain, np.float32), (3,)) + offset
+    return np.clip(np.round(x), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+
+
+_COVER: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _covered(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    if (h, w) not in _COVER:
+        mask = np.zeros((h, w), np.float32)
+        cv2.ellipse(mask, (int(w * 0.3), int(h * 0.75)), (int(w * 0.55), int(h * 0.7)), -20, 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), w * 0.02)  # a soft edge, as a cover near the lens has
+        shade = np.array((40, 55, 75), np.float32) + 25 * np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+        _COVER[(h, w)] = (cv2.merge([mask] * 3), shade * mask[..., None])
+    mask3, cover = _COVER[(h, w)]
+    return cv2.convertScaleAbs(img * (1 - mask3) + cover)
+
+
+def _blue_screen(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    out = np.empty_like(img)
+    out[:] = (170, 40, 10)
+    cv2.putText(out, "NO VIDEO", (w // 2 - 60, h // 2 + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2,
+                cv2.LINE_AA)
+    return out
+
+
+def _moved(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 6.0, 1.15)
+    m[0, 2] += 0.18 * w
+    m[1, 2] += 0.05 * h
+    return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def _bus_sprite(source: Sequence[np.ndarray]) -> np.ndarray:
+    """The purple bus of the source's third scene (8.2 s), cut out at 75 % of its size."""
+    img = source[min(round(8.2 * FAULT_FPS), len(source) - 1)]
+    h, w = img.shape[:2]
+    crop = img[round(h * 0.055): round(h * 0.97), round(w * 0.07): round(w * 0.955)]
+    return cv2.resize(crop, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+
+
+def _with_bus(img: np.ndarray, bus: np.ndarray, progress: float) -> np.ndarray:
+    """The view with the bus driven from the right edge (progress 0) out past the left edge (progress 1)."""
+    if not 0 <= progress <= 1:
+        return img
+    h, w = img.shape[:2]
+    bh, bw = bus.shape[:2]
+    x = round(w - progress * (w + bw))  # left edge of the bus
+    y = h - bh - 4
+    out = img.copy()
+    a, b = max(x, 0), min(x + bw, w)
+    if b > a:
+        out[y:y + bh, a:b] = bus[:, a - x: b - x]
+    return out
+
+
+_FAULT_FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "blurred": lambda img: cv2.GaussianBlur(img, (0, 0), 2.5),
+    "dark": lambda img, lut=_lut(0.12): cv2.LUT(img, lut),
+    "overexposed": lambda img, lut=_lut(2.6, 40.0): cv2.LUT(img, lut),
+    "low_contrast": lambda img, lut=_lut(0.3, 0.7 * 170): cv2.LUT(img, lut),
+    "colour_cast": lambda img, lut=_lut((0.7, 1.0, 1.35)): cv2.LUT(img, lut),
+    "covered": _covered,
+    "black": np.zeros_like,
+    "blue": _blue_screen,
+    "moved": _moved,
+}
+
+
+def fault_clip_frames(name: str, source: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    """Frames of fault clip ``name`` made from ``source``, a recording's frames at FAULT_FPS (see FAULT_CLIPS)."""
+    spec = FAULT_CLIPS[name]
+    n = round(spec.seconds * FAULT_FPS)
+
+    def faulty(i: int) -> bool:
+        t = i / FAULT_FPS
+        return spec.onset <= t and (spec.until is None or t < spec.until)
+
+    if name == "frozen":
+        # The encoder keeps sending the frame of the onset; afterwards the source goes on where it stopped.
+        held = round(spec.onset * FAULT_FPS)
+        lost = round((spec.until - spec.onset) * FAULT_FPS)  # type: ignore[operator]
+        for i in range(n):
+            yield source[(held if faulty(i) else (i if i < held else i - lost)) % len(source)]
+        return
+    if name in ("moved", "bus"):
+        # A camera panning back and forth over one view (the source's first 4 s, forth and back).
+        view = source[: round(4 * FAULT_FPS)]
+        order = list(range(len(view))) + list(range(len(view) - 2, 0, -1))
+        bus = _bus_sprite(source)
+        for i in range(n):
+            img = view[order[i % len(order)]]
+            if name == "moved":
+                yield _moved(img) if faulty(i) else img
+            else:
+                yield _with_bus(img, bus, (i / FAULT_FPS - spec.onset) / (spec.until - spec.onset))  # type: ignore
+        return
+    fn = _FAULT_FILTERS[name]
+    for i in range(n):
+        img = source[i % len(source)]  # a shorter source loops
+        yield fn(img) if faulty(i) else img
+
+
+def make_fault_clips(src: str | os.PathLike, out: Path, names: Iterable[str] | None = None,
+                     log=None) -> dict[str, ClipInfo]:
+    """Write the fault clips (all, or ``names``) made from the video ``src`` into ``out`` as ``<name>.mp4``."""
+    names = list(names or FAULT_CLIPS)
+    for name in names:
+        if name not in FAULT_CLIPS:
+            raise SystemExit(f"unknown fault clip {name!r}; known: {', '.join(FAULT_CLIPS)}")
+    source = list(read_frames(src))  # decoded once for all clips (about 70 MB at 640x360, 12.5 fps, 16 s)
+    infos = {}
+    for name in names:
+        info = make_clip(out / f"{name}.mp4", fault_clip_frames(name, source), FAULT_FPS, FAULT_W, FAULT_H,
+                         crf=23, preset="veryfast")
+        if log:
+            log(f"{info.path.name}: {FAULT_CLIPS[name].note} ({info.frames} frames, {info.size / 1024:.0f} KiB)",
+                flush=True)
+        infos[name] = info
+    return infos
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sample_streams.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=CLIPS_DIR, help=f"output folder (default {CLIPS_DIR})")
-    parser.add_argument("--only", action="append", metavar="NAME", help=f"only this clip ({', '.join(SCENES)})")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help=f"only this clip ({', '.join(SCENES)}; with --faults: {', '.join(FAULT_CLIPS)})")
+    parser.add_argument("--faults", type=Path, metavar="VIDEO",
+                        help="make the video-quality fault clips from this recording instead (into --out)")
     args = parser.parse_args(argv)
+    if args.faults:
+        make_fault_clips(args.faults, args.out, args.only, log=print)
+        return 0
     generate(args.out, args.only)
     return 0
 

@@ -10,6 +10,7 @@ import pytest
 from tests.gateway_fixtures import make_gateway  # noqa: F401  (fixture: in-process gateway)
 from tests.rtsp_fixtures import rtsp_server, rtsp_street, rtsp_support  # noqa: F401  (fixtures: real RTSP camera)
 from tests.servers import RedisServer, missing, redis_binary
+from tests.tier_fixtures import tier_chain  # noqa: F401  (fixture: a chain of tier deployments)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARP_EYES_TEST_ASSETS", ROOT.parent / "shared"))

@@ -56,7 +56,8 @@ async def analysed_rate(gw, cid: str, seconds: float) -> float:
 
 # ---- create, read -------------------------------------------------------------------------------
 async def test_create_generates_gbt28181_id_and_every_read_has_status(redis_url, make_gateway):
-    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR]) as gw:
+    # A region tier: its admin may register cameras in any county and city of it.
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45") as gw:
         status, created = await gw.request("POST", "/api/v1/cameras", json={
             "name": "Minzu Avenue east", "node": "450102", "url": CLIP, "analytics": {"fps": 5}})
         assert status == 201, created
@@ -115,7 +116,7 @@ async def test_create_generates_gbt28181_id_and_every_read_has_status(redis_url,
 async def test_list_filters_by_subtree_and_state_and_pages_with_cursor(redis_url, make_gateway):
     nodes = ["450102", "450102001", "450103", "4502"]
     closed = free_port()  # nothing listens: enabled cameras go offline at once
-    async with make_gateway(redis_url) as gw:
+    async with make_gateway(redis_url, node="45") as gw:
         expected: dict[str, dict[str, Any]] = {}
         for i in range(25):
             enabled = i % 3 == 0
@@ -276,7 +277,7 @@ async def test_delete_removes_the_camera_and_stops_its_worker(redis_url, make_ga
 
 # ---- bulk import ---------------------------------------------------------------------------------------
 async def test_bulk_import_json_and_csv_report_every_row(redis_url, make_gateway):
-    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR]) as gw:
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45") as gw:
         rows = [
             {"name": "north gate", "node": "450102", "url": "rtsp://10.1.2.3/ch1", "enabled": False},
             {"id": "45010200001320000500", "name": "south gate", "node": "450102001",
@@ -360,10 +361,13 @@ async def test_every_api_endpoint_needs_the_bearer_token(redis_url, make_gateway
             ("GET", "/api/v1/events", None), ("GET", "/api/v1/events/stream", None),
             ("GET", "/api/v1/events/ws", None), ("GET", "/api/v1/events/450102-1-0", None),
             ("GET", "/api/v1/events/450102-1-0/snapshot.jpg", None), ("GET", "/api/v1/nonexistent", None),
+            ("GET", "/api/v1/tokens", None), ("POST", "/api/v1/tokens", {"name": "x", "role": "admin"}),
+            ("DELETE", "/api/v1/tokens/0123456789abcdef", None), ("GET", "/api/v1/audit", None),
+            ("GET", "/api/v1/whoami", None),
         ]
         bad_headers = [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Bearer "},
                        {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN},
-                       {"Authorization": f"Bearer {TOKEN}x"}]
+                       {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer se_" + "A" * 43}]
         async with aiohttp.ClientSession() as anon:
             for method, path, body in endpoints:
                 for headers in bad_headers:
@@ -392,6 +396,8 @@ async def test_every_api_endpoint_needs_the_bearer_token(redis_url, make_gateway
         assert cam_now["name"] == "secret cam"
         _, listing = await gw.request("GET", "/api/v1/cameras")
         assert listing["total"] == 1
+        _, tokens = await gw.request("GET", "/api/v1/tokens")
+        assert tokens["tokens"] == []
 
 
 # ---- credentials never shown, never logged ------------------------------------------------------------

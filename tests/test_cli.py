@@ -38,7 +38,8 @@ async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
 
 async def test_cameras_add_list_rm(redis_url, make_gateway):
     closed = free_port()
-    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR]) as gw:
+    # A region tier: its admin registers cameras in two counties (a county tier would refuse the other).
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45") as gw:
         conn = ("--url", gw.base, "--token", TOKEN)
 
         rc, out, err = await cli("cameras", "add", *conn, "--name", "north gate", "--node", "450102",
@@ -114,7 +115,8 @@ async def test_client_errors_are_one_clear_line(redis_url, make_gateway):
 
 
 async def test_events_tail_prints_history_after_since_then_live_events(redis_url, make_gateway):
-    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR]) as gw:
+    # A city tier: cameras in two of its counties, so that --node leaves one out.
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="4501") as gw:
         conn = ("--url", gw.base, "--token", TOKEN)
         a = await gw.add_camera(name="a", node="450102", url="file:moving_objects.mp4", analytics={"fps": 5})
         b = await gw.add_camera(name="b", node="450102001", url="file:day_night.mp4", analytics={"fps": 5})
@@ -135,7 +137,7 @@ async def test_events_tail_prints_history_after_since_then_live_events(redis_url
         assert printed == stored[1:4]
 
         # Human-readable lines, with filters, from the start of the stream.
-        rc, out, err = await cli("events", "tail", *conn, "--since", "450102-0-0", "--limit", "2",
+        rc, out, err = await cli("events", "tail", *conn, "--since", "4501-0-0", "--limit", "2",
                                  "--type", "status", "--node", "450102")
         assert rc == 0, err
         want = [e for e in stored if e["type"] == "status" and e["node"].startswith("450102")][:2]

@@ -91,15 +91,20 @@ async def test_low_analysis_rates_decode_key_frames_only(make_gateway, redis_url
     assert st["frames_analyzed"] - n1 >= 7 and st["reconnects"] == 0, st
 
 
-async def test_root_and_health_answer_without_a_token(make_gateway, redis_url):
+async def test_page_and_health_answer_without_a_token(make_gateway, redis_url):
     async with make_gateway(redis_url) as gw:
         async with aiohttp.ClientSession() as anonymous:
             async with anonymous.get(gw.url("/")) as r:
-                root = (r.status, await r.json())
+                page = (r.status, r.content_type, await r.text())
             async with anonymous.get(gw.url("/healthz")) as r:
                 health = (r.status, await r.json())
             async with anonymous.get(gw.url("/api/v1/cameras")) as r:
                 denied = r.status
-    assert root[0] == 200 and root[1]["node"] == "450102" and "/api/v1/events/ws" in root[1]["endpoints"]
+            async with anonymous.get(gw.url("/api/v1")) as r:
+                described_anonymously = r.status
+        status, about = await gw.request("GET", "/api/v1")
+    assert page[0] == 200 and page[1] == "text/html" and "<title>" in page[2]
     assert health[0] == 200 and health[1]["status"] == "ok" and health[1]["detector"] is None
-    assert denied == 401
+    assert denied == 401 and described_anonymously == 401
+    assert status == 200 and about["node"] == "450102" and "/api/v1/events/ws" in about["endpoints"]
+    assert about["you"]["role"] == "admin"

@@ -71,7 +71,8 @@ async def test_sse_resumes_from_last_event_id(make_gateway, redis_url, model_pat
 
 
 async def test_filters_apply_to_live_and_history(make_gateway, redis_url, model_path, street_clip):
-    async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent]) as gw:
+    # A city tier, so that a sibling county is inside its jurisdiction to subscribe to.
+    async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent], node="4501") as gw:
         async with gw.subscribe(type="detection", label="bus,person", min_score=0.5) as sub:
             cam = await gw.add_camera(name="street file", node="450102001", url=f"file:{street_clip.name}",
                                       analytics={"fps": 5})

@@ -1,7 +1,23 @@
-"""Bearer-token authentication and the role/jurisdiction checks handlers call (DESIGN §6)."""
+"""Bearer-token authentication and the role/jurisdiction checks handlers call (DESIGN §6).
+
+Every /api/v1 handler states what it needs, before it reads or changes anything:
+
+- ``require(request, Role.X)``: the caller's role is at least X, else 403.
+- ``require_node(request, node, Role.X)``: role X *and* `node` in the caller's jurisdiction. Use it
+  on a single resource (a camera, an event, a token): outside the jurisdiction it answers 404
+  ("hide", the default), so a token cannot probe what exists elsewhere; ``hide=False`` gives a 403
+  naming the jurisdiction, for a *target* the caller chose (the node of a camera being created).
+- ``scope_node(request, node_param)``: the subtree a listing or a subscription covers. No filter:
+  the caller's own subtree; a filter at or below the jurisdiction: the filter; a filter above it
+  (an ancestor, e.g. "45" for a county token): narrowed to the jurisdiction; a disjoint filter: 403.
+- ``until_revoked(request)``: for streams (WebSocket, SSE, MJPEG) that outlive the request's
+  authentication: returns once the caller's token is revoked (never for the bootstrap token), so
+  the handler races it and closes the stream.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from aiohttp import web
@@ -9,6 +25,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.api.errors import ApiError, error, hash_token
 from tiers.access import Principal, Role
+from tiers.nodes import NodeCodeError, normalize_node
 
 BOOTSTRAP_ID = "bootstrap"
 _MEDIA = (".jpg", ".mjpeg")  # what <img> tags load
@@ -24,21 +41,29 @@ def _raw_token(request: web.Request) -> str | None:
     return None
 
 
+async def authenticate(request: web.Request) -> Principal | None:
+    """The caller behind the request's token, or None; RedisError (a 503) when tokens cannot be read.
+
+    For paths outside /api/ that need a token too (e.g. /metrics); /api/ paths get it from the middleware.
+    """
+    token = _raw_token(request)
+    if not token:
+        return None
+    app = request.app
+    if hmac.compare_digest(hash_token(token), app[keys.ADMIN_TOKEN_HASH]):
+        # SHARP_EYES_ADMIN_TOKEN: the tier's own administrator, over the tier's node.
+        return Principal(BOOTSTRAP_ID, "admin (SHARP_EYES_ADMIN_TOKEN)", Role.ADMIN, app[keys.SETTINGS].node)
+    if keys.TOKENS in app:
+        return await app[keys.TOKENS].verify(token)
+    return None
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     """Every /api/v1 call needs a valid bearer token; the caller's Principal is put on the request."""
     if not request.path.startswith("/api/"):
         return await handler(request)
-    token = _raw_token(request)
-    principal: Principal | None = None
-    if token:
-        app = request.app
-        if hmac.compare_digest(hash_token(token), app[keys.ADMIN_TOKEN_HASH]):
-            # SHARP_EYES_ADMIN_TOKEN: the tier's own administrator, over the whole tier.
-            principal = Principal(BOOTSTRAP_ID, "admin (SHARP_EYES_ADMIN_TOKEN)", Role.ADMIN,
-                                  app[keys.SETTINGS].node)
-        elif keys.TOKENS in app:
-            principal = await app[keys.TOKENS].verify(token)
+    principal = await authenticate(request)
     if principal is None:
         return error(401, "missing, invalid or revoked bearer token", hint="send 'Authorization: Bearer <token>'")
     request[keys.PRINCIPAL] = principal
@@ -58,11 +83,41 @@ def require(request: web.Request, role: Role) -> Principal:
     return p
 
 
-def require_node(request: web.Request, node: str, role: Role = Role.VIEWER, *, hide: bool = True) -> Principal:
-    """The caller, checked for `role` over `node`: outside its jurisdiction is a 404 (hide) or a 403."""
+def require_node(request: web.Request, node: str, role: Role = Role.VIEWER, *, hide: bool = True,
+                 missing: str = "not found") -> Principal:
+    """The caller, checked for `role` over `node`: outside its jurisdiction is a 404 (hide) or a 403.
+
+    With hide, give `missing` the very message the handler uses when the thing does not exist
+    (e.g. f"no camera {cid}"), so the answer does not tell "elsewhere" from "nowhere".
+    """
     p = require(request, role)
     if not p.covers(node):
         if hide:
-            raise ApiError(404, "not found in this token's jurisdiction")
+            raise ApiError(404, missing)
         raise ApiError(403, f"node {node} is outside this token's jurisdiction ({p.node})")
     return p
+
+
+def scope_node(request: web.Request, node: str | None, role: Role = Role.VIEWER) -> str:
+    """The subtree a listing or subscription covers: `node` (a raw query value or None) within the jurisdiction."""
+    p = require(request, role)
+    if not node:
+        return p.node
+    try:
+        node = normalize_node(node)
+    except NodeCodeError as e:
+        raise ApiError(400, f"node: {e}") from None
+    if p.covers(node):
+        return node
+    if node and p.node.startswith(node):
+        return p.node  # an ancestor of the jurisdiction: everything this token may see below it
+    raise ApiError(403, f"node {node} is outside this token's jurisdiction ({p.node})")
+
+
+async def until_revoked(request: web.Request) -> None:
+    """Return once the token that opened this stream stops authenticating; never for the bootstrap token."""
+    p = request[keys.PRINCIPAL]
+    raw = _raw_token(request)
+    if p.token_id == BOOTSTRAP_ID or raw is None or keys.REVOCATIONS not in request.app:
+        await asyncio.Event().wait()  # forever (until the stream's task is cancelled)
+    await request.app[keys.REVOCATIONS].until_revoked(raw)

@@ -12,7 +12,6 @@ from aiohttp.abc import AbstractAccessLogger
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from gateway import keys
 from registry.urls import scrub
 
 log = logging.getLogger(__name__)

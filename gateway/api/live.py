@@ -1,0 +1,244 @@
+"""A camera's picture over HTTP: its newest frame as JPEG, and a live MJPEG view with detections drawn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from analytics.events import iso_ms
+from gateway import keys
+from gateway.api.auth import require_node, until_revoked
+from gateway.api.errors import ApiError
+from gateway.camera import CameraWorker
+from gateway.web.frames import MAX_WIDTH, MIN_WIDTH, LiveFrames, fit_jpeg
+from registry.ids import CameraIdError, validate_camera_id
+from tiers.access import Role
+from tiers.catalog import TierKeys
+from tiers.rpc import FetchError, UnknownCamera, fetch_latest_jpeg
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+BOUNDARY = "frame"
+MAX_FPS = 10.0
+DEFAULT_FPS = 5.0
+WRITE_TIMEOUT_S = 10.0  # a client that takes longer than this to take one frame is dropped
+REMOTE_TIMEOUT_S = 5.0
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _fps(request: web.Request) -> float:
+    raw = request.query.get("fps")
+    if raw is None or raw == "":
+        return DEFAULT_FPS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "fps must be a number") from None
+    if not 0.2 <= value <= MAX_FPS:  # also refuses nan and inf
+        raise ApiError(400, f"fps must be between 0.2 and {MAX_FPS:g}")
+    return value
+
+
+async def _camera(request: web.Request) -> tuple[str, str, bool]:
+    """(camera id, its node, whether this tier runs it); 404 when unknown or outside the caller's tree."""
+    try:
+        cid = validate_camera_id(request.match_info["camera_id"])
+    except CameraIdError as e:
+        raise ApiError(400, f"bad camera id: {e}") from None
+    app = request.app
+    cam = await app[keys.STORE].get(cid)
+    if cam is not None:
+        node, local = cam.node, True
+    else:
+        # A camera owned by a tier below, known from the catalog its bridge forwarded.
+        raw = await app[keys.REDIS].hget(TierKeys().rcat, cid)
+        if raw is None:
+            raise ApiError(404, f"no camera {cid}")
+        try:
+            node, local = str(json.loads(raw)["node"]), False
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(404, f"no camera {cid}") from None
+    require_node(request, node, Role.OPERATOR)
+    return cid, node, local
+
+
+def _audit(request: web.Request, action: str, cid: str, node: str, detail: dict) -> None:
+    if keys.AUDIT in request.app:
+        request.app[keys.AUDIT].record_request(request, action, cid, node, detail)
+
+
+@routes.get("/api/v1/cameras/{camera_id}/snapshot.jpg")
+async def snapshot(request: web.Request) -> web.Response:
+    """The camera's newest frame as a JPEG thumbnail (`?width=` 64..1280, default 640)."""
+    width = _int(request, "width", 640, MIN_WIDTH, MAX_WIDTH)
+    cid, _, local = await _camera(request)
+    app = request.app
+    worker = app[keys.SUPERVISOR].workers.get(cid)
+    if worker is not None:
+        frame = worker.latest
+        if frame is None:
+            raise ApiError(503, "no frame from this camera yet", state=worker.state.value, retry_after=2)
+        jpeg = await app[keys.LIVE].jpeg(cid, frame, (), width=width, boxes=False)
+        taken = frame.captured_at
+    elif local:
+        raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
+    else:
+        # A camera of a tier below: its frame comes up the chain of bridges, full size; scaled here.
+        try:
+            jpeg = await fetch_latest_jpeg(app, cid, REMOTE_TIMEOUT_S)
+        except FetchError as e:
+            raise ApiError(e.status, e.reason) from None
+        jpeg = await asyncio.to_thread(fit_jpeg, jpeg, width)
+        taken = None
+    headers = {"Cache-Control": "no-store"}
+    if taken is not None:
+        headers["X-Captured-At"] = iso_ms(taken)
+    return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
+
+
+def _part(jpeg: bytes, captured_at: float | None, detections: int) -> bytes:
+    head = [f"--{BOUNDARY}", "Content-Type: image/jpeg", f"Content-Length: {len(jpeg)}"]
+    if captured_at is not None:
+        head.append(f"X-Captured-At: {iso_ms(captured_at)}")
+    head.append(f"X-Detections: {detections}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + jpeg + b"\r\n"
+
+
+def _gone(request: web.Request, live: LiveFrames) -> bool:
+    transport = request.transport
+    return live.closing.is_set() or transport is None or transport.is_closing()
+
+
+@routes.get("/api/v1/cameras/{camera_id}/live.mjpeg")
+async def live_view(request: web.Request) -> web.StreamResponse:
+    """Live view: multipart JPEG of the newest frames with detections drawn, at most `?fps=` (≤ 10) a second."""
+    fps = _fps(request)
+    width = _int(request, "width", 960, MIN_WIDTH, MAX_WIDTH)
+    cid, node, local = await _camera(request)
+    app = request.app
+    live = app[keys.LIVE]
+    sup = app[keys.SUPERVISOR]
+    if local and cid not in sup.workers:
+        raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
+    if live.viewers >= live.max_viewers:
+        raise ApiError(503, f"too many live views open on this gateway ({live.max_viewers})", retry_after=5)
+    resp = web.StreamResponse(headers={
+        "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        "Cache-Control": "no-store", "X-Accel-Buffering": "no",
+    })
+    live.viewers += 1
+    live.opened += 1
+    try:
+        await resp.prepare(request)
+        _audit(request, "camera.live_view", cid, node, {"fps": fps, "width": width})
+        stream = (_stream_local(request, resp, live, cid, fps, width) if local
+                  else _stream_remote(request, resp, live, cid, fps, width))
+        await _until_revoked(request, stream)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass  # the client went away or stopped reading: end its stream
+    except Exception:  # headers are sent: a failure can only end the stream, never become an error page
+        log.exception("live view of %s failed", cid)
+    finally:
+        live.viewers -= 1
+    with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+        # The closing boundary tells a reader the stream ended on purpose (camera removed, token revoked).
+        await asyncio.wait_for(resp.write(f"--{BOUNDARY}--\r\n".encode()), 2.0)
+        await resp.write_eof()
+    return resp
+
+
+async def _until_revoked(request: web.Request, stream: Coroutine[Any, Any, None]) -> None:
+    """Run the stream until it ends, or until the token that opened it is revoked."""
+    send = asyncio.create_task(stream, name="live:send")
+    watch = asyncio.create_task(until_revoked(request), name="live:revocation")
+    try:
+        await asyncio.wait({send, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (watch, send):
+            t.cancel()
+        await asyncio.wait({send, watch})
+    if not send.cancelled():
+        send.result()  # the stream's own end: a departed client, or a failure to log
+
+
+async def _stream_local(request: web.Request, resp: web.StreamResponse, live: LiveFrames, cid: str, fps: float,
+                        width: int) -> None:
+    """Send this tier's camera: a frame only when a new one (or new boxes) exists, never above fps."""
+    interval = 1.0 / fps
+    poll = min(interval, 0.05)  # how soon a new frame, a removed camera or a departed client is noticed
+    sup = request.app[keys.SUPERVISOR]
+    loop = asyncio.get_running_loop()
+    last = None
+    next_at = loop.time()
+    while not _gone(request, live):
+        worker: CameraWorker | None = sup.workers.get(cid)
+        if worker is None:
+            break  # camera removed or disabled: the view ends
+        frame = worker.latest
+        if frame is not None and loop.time() >= next_at:
+            dets = worker.latest_detections
+            version = live.version(frame, dets, True)
+            if version != last:
+                jpeg = await live.jpeg(cid, frame, dets, width=width, boxes=True)
+                # One frame in flight per client: a slow reader makes us skip frames (newest wins), not queue them.
+                await asyncio.wait_for(resp.write(_part(jpeg, frame.captured_at, len(dets))), WRITE_TIMEOUT_S)
+                last = version
+                live.frames_sent += 1
+                next_at = loop.time() + interval
+                continue
+        await asyncio.sleep(poll)
+
+
+async def _stream_remote(request: web.Request, resp: web.StreamResponse, live: LiveFrames, cid: str,
+                         fps: float, width: int) -> None:
+    """Send a camera of a tier below, fetched up the chain of bridges at most fps times a second (no boxes)."""
+    interval = 1.0 / fps
+    loop = asyncio.get_running_loop()
+    last: bytes | None = None
+    while not _gone(request, live):
+        t0 = loop.time()
+        try:
+            jpeg: bytes | None = await fetch_latest_jpeg(request.app, cid, REMOTE_TIMEOUT_S)
+        except UnknownCamera:
+            break  # removed down there: the view ends
+        except (FetchError, RedisError, OSError):
+            jpeg = None  # no frame now, or the chain is slow: keep the last picture and ask again
+        if jpeg is not None and jpeg != last:
+            last = jpeg
+            jpeg = await asyncio.to_thread(fit_jpeg, jpeg, width)
+            await asyncio.wait_for(resp.write(_part(jpeg, None, 0)), WRITE_TIMEOUT_S)
+            live.frames_sent += 1
+        await asyncio.sleep(max(0.0, interval - (loop.time() - t0)))
+
+
+async def _close_views(app: web.Application) -> None:
+    # Shutdown waits for handlers; live views would otherwise hold it for its whole timeout.
+    if keys.LIVE in app:
+        app[keys.LIVE].closing.set()
+
+
+def setup(app: web.Application) -> None:
+    """Routes, the shared frame renderer, and ending live views at shutdown."""
+    app[keys.LIVE] = LiveFrames()
+    app.on_shutdown.append(_close_views)
+    app.router.add_routes(routes)

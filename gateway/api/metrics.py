@@ -1,0 +1,311 @@
+"""`GET /metrics`: Prometheus text format, read from the live state at scrape time.
+
+Nothing is counted for the scrape's sake on the hot path: a collector reads the camera workers'
+own counters, the event log and hub, and the node rollup (the same figures as /api/v1/nodes)
+when Prometheus asks. Access needs a bearer token with at least the viewer role, and a token
+sees the cameras and nodes of its jurisdiction only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric,
+                                    SummaryMetricFamily)
+# The classic text format every Prometheus version reads (all names here are plain ASCII).
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from redis.exceptions import RedisError
+
+from gateway import keys
+from gateway.api.auth import authenticate
+from gateway.api.errors import error
+from gateway.api.nodes import camera_views, subtree_root
+from gateway.camera import CameraWorker
+from tiers.access import Principal
+from tiers.rollup import NodeTree, build_tree, events_last_hour
+
+log = logging.getLogger(__name__)
+
+_P = "sharp_eyes_"
+_STATES = ("connecting", "online", "offline", "disabled")
+_PING_TIMEOUT_S = 5.0
+try:
+    _CLK_TCK = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # not Linux: no per-thread CPU figures
+    _CLK_TCK = 0
+
+
+def thread_cpu_seconds(tid: int | None) -> float | None:
+    """CPU seconds (user + system) an OS thread of this process has used, from /proc; None when unknown."""
+    if tid is None or not _CLK_TCK:
+        return None
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # the thread ended (a reconnect) between the look-up and the read
+        return None
+    # The command name may hold spaces and parentheses: fields are counted after its last ')'.
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A running camera's figures, read on the event loop (the collector may run in a thread)."""
+
+    fps_in: float
+    fps_analyzed: float
+    frames_in: int
+    frames_analyzed: int
+    frames_dropped: int
+    reconnects: int
+    decode_errors: int
+    decode_cpu_s: float | None
+    inferences: int
+    inference_s: float
+    last_frame_at: float | None
+
+    @classmethod
+    def of(cls, w: CameraWorker) -> "_Run":
+        st = w.status()
+        return cls(st.fps_in, st.fps_analyzed, w.frames_in, st.frames_analyzed, st.frames_dropped, st.reconnects,
+                   st.decode_errors, thread_cpu_seconds(w.decode_thread_id), w.detections_run, w.inference_s,
+                   w.last_frame_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Camera:
+    """One camera this gateway owns, as the scrape saw it; `run` is None when no worker runs it here."""
+
+    id: str
+    node: str
+    state: str
+    quality: tuple[str, ...]
+    run: _Run | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """Everything one scrape reports, read from the live state; the collector only formats it."""
+
+    node: str
+    gateway_id: str
+    detector: str | None
+    redis_up: bool
+    cameras: tuple[_Camera, ...]
+    tree: NodeTree | None
+    events_last_hour: dict[tuple[str, str], int]  # (type, label) -> count, over the tier's subtree
+    events_written: int
+    events_dropped: int
+    events_buffered: int
+    events_delivered: int
+    subscribers: int
+
+
+class ScrapeCollector:
+    """A prometheus_client collector over one Scrape."""
+
+    def __init__(self, scrape: Scrape) -> None:
+        self.s = scrape
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        yield from self._gateway(s)
+        yield from self._cameras(s.cameras)
+        if s.tree is not None:
+            yield from self._nodes(s.tree)
+            yield from self._events(s.events_last_hour)
+
+    @staticmethod
+    def _gateway(s: Scrape) -> Iterator[Metric]:
+        info = InfoMetricFamily(_P + "gateway", "This gateway: its tier node, instance name and detector model.")
+        info.add_metric([], {"node": s.node, "gateway": s.gateway_id, "detector": s.detector or ""})
+        yield info
+        yield GaugeMetricFamily(_P + "redis_up", "1 when this tier's Redis answered a PING within 5 s.",
+                                value=1 if s.redis_up else 0)
+        yield CounterMetricFamily(_P + "events_written", "Events this gateway wrote to the tier's event stream.",
+                                  value=s.events_written)
+        yield CounterMetricFamily(_P + "events_dropped",
+                                  "Events lost because the outage buffer overflowed while Redis was away.",
+                                  value=s.events_dropped)
+        yield GaugeMetricFamily(_P + "events_buffered", "Events waiting in memory to be written to Redis.",
+                                value=s.events_buffered)
+        yield CounterMetricFamily(_P + "events_delivered",
+                                  "Stream entries the hub read and offered to live subscribers.",
+                                  value=s.events_delivered)
+        yield GaugeMetricFamily(_P + "event_subscribers", "Live WebSocket and SSE event subscribers.",
+                                value=s.subscribers)
+
+    @staticmethod
+    def _cameras(cameras: Iterable[_Camera]) -> Iterator[Metric]:
+        lab = ["camera", "node"]
+        state = GaugeMetricFamily(_P + "camera_state", "1 for the camera's current state, 0 for the others.",
+                                  labels=lab + ["state"])
+        fault = GaugeMetricFamily(_P + "camera_quality_fault", "1 for each video quality fault active now.",
+                                  labels=lab + ["fault"])
+        fps_in = GaugeMetricFamily(_P + "camera_fps_in", "Frames per second received from the source.", labels=lab)
+        fps_an = GaugeMetricFamily(_P + "camera_fps_analyzed", "Frames per second analysed.", labels=lab)
+        frames_in = CounterMetricFamily(_P + "camera_frames_in", "Frames (packets) received from the source.",
+                                        labels=lab)
+        analysed = CounterMetricFamily(_P + "camera_frames_analyzed", "Frames analysed.", labels=lab)
+        dropped = CounterMetricFamily(_P + "camera_frames_dropped",
+                                      "Sampled frames replaced before analysis took them (analysis behind).",
+                                      labels=lab)
+        reconnects = CounterMetricFamily(_P + "camera_reconnects", "Times the stream was reopened.", labels=lab)
+        decode_err = CounterMetricFamily(_P + "camera_decode_errors", "Damaged packets skipped by the decoder.",
+                                         labels=lab)
+        decode_cpu = CounterMetricFamily(
+            _P + "camera_decode_cpu_seconds",
+            "CPU time of the decode thread (demux, decode, scaling) of the current connection; resets on reconnect.",
+            labels=lab)
+        inference = SummaryMetricFamily(_P + "camera_inference_seconds",
+                                        "Detector time per analysed frame, waiting for a worker included.",
+                                        labels=lab)
+        last_frame = GaugeMetricFamily(_P + "camera_last_frame_timestamp_seconds",
+                                       "Unix time of the newest frame received.", labels=lab)
+        for c in cameras:
+            v = [c.id, c.node]
+            for st in _STATES:
+                state.add_metric(v + [st], 1 if c.state == st else 0)
+            for f in c.quality:
+                fault.add_metric(v + [f], 1)
+            r = c.run
+            if r is None:
+                continue
+            fps_in.add_metric(v, r.fps_in)
+            fps_an.add_metric(v, r.fps_analyzed)
+            frames_in.add_metric(v, r.frames_in)
+            analysed.add_metric(v, r.frames_analyzed)
+            dropped.add_metric(v, r.frames_dropped)
+            reconnects.add_metric(v, r.reconnects)
+            decode_err.add_metric(v, r.decode_errors)
+            if r.decode_cpu_s is not None:
+                decode_cpu.add_metric(v, r.decode_cpu_s)
+            inference.add_metric(v, count_value=r.inferences, sum_value=r.inference_s)
+            if r.last_frame_at is not None:
+                last_frame.add_metric(v, r.last_frame_at)
+        yield from (state, fault, fps_in, fps_an, frames_in, analysed, dropped, reconnects, decode_err, decode_cpu,
+                    inference, last_frame)
+
+    @staticmethod
+    def _nodes(tree: NodeTree) -> Iterator[Metric]:
+        info = InfoMetricFamily(_P + "node", "A node of the tree below this tier: its name and tier.",
+                                labels=["node"])
+        cams = GaugeMetricFamily(_P + "node_cameras",
+                                 "Cameras in the node's subtree by state (connecting, online, offline, disabled).",
+                                 labels=["node", "state"])
+        enabled = GaugeMetricFamily(_P + "node_cameras_enabled", "Enabled cameras in the node's subtree.",
+                                    labels=["node"])
+        intact = GaugeMetricFamily(_P + "node_cameras_intact",
+                                   "Enabled cameras online with no video quality fault, in the node's subtree.",
+                                   labels=["node"])
+        online_r = GaugeMetricFamily(_P + "node_online_ratio",
+                                     "Online rate (在线率): online / enabled cameras of the subtree; absent when none is "
+                                     "enabled.", labels=["node"])
+        intact_r = GaugeMetricFamily(_P + "node_intact_ratio",
+                                     "Intact rate (完好率): intact / enabled cameras of the subtree; absent when none "
+                                     "is enabled.", labels=["node"])
+        for n in tree.walk():
+            d = n.to_dict(0)
+            info.add_metric([n.code], {"name": n.name or "", "tier": d["tier"]})
+            for st in _STATES:
+                cams.add_metric([n.code, st], d["cameras"][st])
+            enabled.add_metric([n.code], n.enabled)
+            intact.add_metric([n.code], n.intact)
+            if n.online_rate is not None:
+                online_r.add_metric([n.code], n.online_rate)
+            if n.intact_rate is not None:
+                intact_r.add_metric([n.code], n.intact_rate)
+        yield from (info, cams, enabled, intact, online_r, intact_r)
+
+    @staticmethod
+    def _events(counts: dict[tuple[str, str], int]) -> Iterator[Metric]:
+        ev = GaugeMetricFamily(
+            _P + "events_last_hour",
+            "Events of the last 60 minutes in this tier's subtree (forwarded ones included), by type and label "
+            "(empty for events without one).", labels=["type", "label"])
+        for (t, label), n in sorted(counts.items()):
+            ev.add_metric([t, label], n)
+        yield ev
+
+
+async def _redis_up(app: web.Application) -> bool:
+    try:
+        await asyncio.wait_for(app[keys.REDIS].ping(), _PING_TIMEOUT_S)
+        return True
+    except (RedisError, OSError, asyncio.TimeoutError):
+        return False
+
+
+async def gather(app: web.Application, p: Principal) -> Scrape:
+    """Read everything a scrape reports; Redis being away costs the node figures, never the scrape."""
+    settings = app[keys.SETTINGS]
+    sup = app[keys.SUPERVISOR]
+    root = subtree_root(settings.node, p)
+    redis_up = await _redis_up(app)
+    tree: NodeTree | None = None
+    by_pair: dict[tuple[str, str], int] = {}
+    cameras: list[_Camera] = []
+    seen: set[str] = set()
+    if root is not None and redis_up:
+        try:
+            # Bounded by the client's socket timeout; not cancelled mid-command (DESIGN §7, redis-py CVEs).
+            views, names, events = await asyncio.gather(
+                camera_views(app, root), app[keys.NODE_NAMES].subtree(root), events_last_hour(app[keys.REDIS], root))
+        except (RedisError, OSError) as e:
+            log.warning("metrics: node figures unavailable (%s)", type(e).__name__)
+        else:
+            tree = build_tree(root, names, views, events)
+            for (_node, t, label), n in events.items():
+                by_pair[(t, label)] = by_pair.get((t, label), 0) + n
+            for v in views:
+                if v.local:
+                    w = sup.workers.get(v.id)
+                    cameras.append(_Camera(v.id, v.node, v.state, tuple(v.quality), _Run.of(w) if w else None))
+                    seen.add(v.id)
+    # Cameras running here that the catalog read did not cover (Redis away): figures from the worker alone.
+    for cid, w in list(sup.workers.items()):
+        if cid not in seen and p.covers(w.camera.node):
+            st = w.status()
+            cameras.append(_Camera(cid, w.camera.node, st.state, tuple(getattr(st, "quality", ())), _Run.of(w)))
+    ev, hub = app[keys.EVENTS], app[keys.HUB]
+    return Scrape(
+        node=settings.node, gateway_id=settings.gateway_id,
+        detector=app[keys.POOL].name if keys.POOL in app else None, redis_up=redis_up,
+        cameras=tuple(sorted(cameras, key=lambda c: c.id)), tree=tree, events_last_hour=by_pair,
+        events_written=ev.written, events_dropped=ev.dropped, events_buffered=ev.pending,
+        events_delivered=hub.delivered, subscribers=len(hub.subs),
+    )
+
+
+def render(scrape: Scrape) -> bytes:
+    """The scrape in Prometheus text format (0.0.4)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ScrapeCollector(scrape))
+    return generate_latest(registry)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Prometheus scrape endpoint (token with the viewer role or above, sent as a bearer token)."""
+    p = await authenticate(request)
+    if p is None:
+        return error(401, "missing, invalid or revoked bearer token",
+                     hint="scrape with 'authorization: {credentials: <token>}' (viewer role or above)")
+    t0 = time.perf_counter()
+    scrape = await gather(request.app, p)
+    body = await asyncio.to_thread(render, scrape) if len(scrape.cameras) > 500 else render(scrape)
+    log.debug("metrics: %d cameras in %.1f ms", len(scrape.cameras), 1000 * (time.perf_counter() - t0))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+__all__ = ["Scrape", "ScrapeCollector", "gather", "handle", "render", "thread_cpu_seconds"]

@@ -1,0 +1,116 @@
+"""Access tokens over HTTP: create (secret shown once), list, read, revoke; and who the caller is."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from gateway import keys
+from gateway.api.auth import BOOTSTRAP_ID, principal, require, require_node, scope_node
+from gateway.api.errors import ApiError, read_json
+from registry.tokens import NAME_MAX, TokenRecord
+from tiers.access import Role
+from tiers.nodes import NodeCodeError, normalize_node
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+_FIELDS = {"name", "role", "node"}
+
+
+def _parse_create(body: Any, default_node: str) -> tuple[str, Role, str]:
+    """(name, role, node) from a create body; 422 naming the bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "expected a JSON object: {\"name\", \"role\", \"node\"}")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise ApiError(422, f"invalid token: unknown field(s) {unknown}")
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > NAME_MAX \
+            or not name.strip().isprintable():
+        raise ApiError(422, f"invalid token: name must be 1..{NAME_MAX} printable characters")
+    try:
+        role = Role.parse(body.get("role"))
+    except ValueError as e:
+        raise ApiError(422, f"invalid token: role: {e}") from None
+    node = body.get("node", default_node)
+    if not isinstance(node, str):
+        raise ApiError(422, "invalid token: node must be a string of digits")
+    try:
+        node = normalize_node(node)
+    except NodeCodeError as e:
+        raise ApiError(422, f"invalid token: node: {e}") from None
+    return name.strip(), role, node
+
+
+async def _load(request: web.Request) -> TokenRecord:
+    """The token named in the path, if in the caller's jurisdiction (else 404)."""
+    tid = request.match_info["token_id"]
+    if tid == BOOTSTRAP_ID:
+        raise ApiError(400, "the bootstrap token is set by SHARP_EYES_ADMIN_TOKEN (or the data folder's "
+                            "admin_token file); change it there")
+    rec = await request.app[keys.TOKENS].get(tid)
+    if rec is None:
+        raise ApiError(404, f"no token {tid[:32]}")
+    require_node(request, rec.node, Role.ADMIN)
+    return rec
+
+
+@routes.post("/api/v1/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    """Create a token within the caller's jurisdiction, at most the caller's role; the secret is shown once."""
+    p = require(request, Role.ADMIN)
+    name, role, node = _parse_create(await read_json(request, max_bytes=4096), p.node)
+    if not p.covers(node):
+        raise ApiError(403, f"node {node} is outside this token's jurisdiction ({p.node})")
+    if not p.can(role):
+        raise ApiError(403, f"cannot create a {role.label} token with a {p.role.label} token")
+    rec, raw = await request.app[keys.TOKENS].create(name, role, node, p)
+    request.app[keys.AUDIT].record_request(request, "token.create", rec.id, rec.node,
+                                           {"name": rec.name, "role": rec.role.label})
+    log.info("token %s (%s, %s over %s) created by %s", rec.id, rec.name, rec.role.label, rec.node, p.token_id)
+    return web.json_response({**rec.public_dict(), "token": raw}, status=201)
+
+
+@routes.get("/api/v1/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    """Tokens whose jurisdiction lies in the caller's (optionally narrowed with ?node=); ?active=true hides revoked."""
+    node = scope_node(request, request.query.get("node"), Role.ADMIN)
+    active = request.query.get("active")
+    if active not in (None, "", "true", "false"):
+        raise ApiError(400, "active must be true or false")
+    recs = await request.app[keys.TOKENS].list(node)
+    if active:
+        recs = [r for r in recs if r.active == (active == "true")]
+    return web.json_response({"tokens": [r.public_dict() for r in recs]})
+
+
+@routes.get("/api/v1/tokens/{token_id}")
+async def get_token(request: web.Request) -> web.Response:
+    """One token's record (never its secret)."""
+    return web.json_response((await _load(request)).public_dict())
+
+
+@routes.delete("/api/v1/tokens/{token_id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke a token: its next request is refused, its open streams close within seconds."""
+    rec = await _load(request)
+    p = principal(request)
+    if not rec.active:
+        return web.json_response({"revoked": rec.id, "token": rec.public_dict()})
+    new = await request.app[keys.TOKENS].revoke(rec.id, p)
+    if new is None:
+        raise ApiError(404, f"no token {rec.id}")
+    request.app[keys.AUDIT].record_request(request, "token.revoke", new.id, new.node,
+                                           {"name": new.name, "role": new.role.label})
+    log.info("token %s revoked by %s", new.id, p.token_id)
+    return web.json_response({"revoked": new.id, "token": new.public_dict()})
+
+
+@routes.get("/api/v1/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's token id, name, role and jurisdiction (any role)."""
+    p = principal(request)
+    return web.json_response({"id": p.token_id, "name": p.name, "role": p.role.label, "node": p.node})

@@ -1,0 +1,224 @@
+"""The audit trail: an append-only Redis stream of who did what, to what, when and from where (DESIGN §6).
+
+Stream ``{p}:audit``: one entry per action, field ``a`` = the entry's JSON. An entry's id is
+``<tier node>-<stream entry id>`` (the tier that recorded it), so ids stay unique when the tier
+bridge forwards entries up the tree; a forwarded entry carries its original ``id`` in its JSON and
+keeps it. Recording never waits on Redis and never fails a request: entries go to a bounded
+in-memory outbox that a named background task writes, idempotently, as EventLog does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from analytics.events import iso_ms
+from gateway.outbox import Outbox
+from registry.urls import scrub
+from tiers.access import Principal
+
+log = logging.getLogger(__name__)
+
+# Idempotent on the writer's token: a retried batch whose reply was lost is not written twice.
+_APPEND = """
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', ARGV[2])
+redis.call('SET', KEYS[2], id, 'EX', 86400)
+return id
+"""
+
+ACTIONS = (
+    "camera.create", "camera.update", "camera.delete", "camera.bulk",
+    "token.create", "token.revoke",
+    "snapshot.view",  # an event's stored snapshot
+    "camera.snapshot",  # a camera's latest frame
+    "live.view",  # a live view opened
+)
+_RAW_TOKEN = re.compile(r"se_[A-Za-z0-9_-]{20,}")
+_SECRET_KEY = re.compile(r"pass|secret|credential|authorization|^(raw_?)?token$", re.I)
+_MAX_STR = 512
+_MAX_ITEMS = 50
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """Detail values made safe to keep: credentials scrubbed, raw tokens masked, sizes bounded."""
+    if isinstance(value, str):
+        return _RAW_TOKEN.sub("se_***", scrub(value))[:_MAX_STR]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth >= 3:
+        return "…"
+    if isinstance(value, dict):
+        return {str(k)[:64]: ("***" if _SECRET_KEY.search(str(k)) else _clean(v, depth + 1))
+                for k, v in list(value.items())[:_MAX_ITEMS]}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_clean(v, depth + 1) for v in list(value)[:_MAX_ITEMS]]
+    return _clean(str(value), depth)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One action: who (token id, name, role, jurisdiction), what, on which target in which node, when, from where."""
+
+    action: str
+    target: str
+    node: str  # the target's node: what jurisdiction filtering uses
+    ts: str  # UTC ISO 8601 with ms
+    actor_id: str
+    actor_name: str
+    actor_role: str
+    actor_node: str
+    remote: str | None  # "from" on the wire
+    tier: str  # node of the tier that recorded it
+    gateway: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Wire form."""
+        out = {"id": self.id, "ts": self.ts, "action": self.action, "target": self.target, "node": self.node,
+               "actor": {"id": self.actor_id, "name": self.actor_name, "role": self.actor_role,
+                         "node": self.actor_node},
+               "from": self.remote, "tier": self.tier, "gateway": self.gateway, "detail": self.detail}
+        if self.id is None:
+            del out["id"]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AuditEntry":
+        a = d.get("actor") or {}
+        return cls(action=d["action"], target=d["target"], node=d["node"], ts=d["ts"], actor_id=a.get("id", ""),
+                   actor_name=a.get("name", ""), actor_role=a.get("role", ""), actor_node=a.get("node", ""),
+                   remote=d.get("from"), tier=d.get("tier", ""), gateway=d.get("gateway", ""),
+                   detail=d.get("detail") or {}, id=d.get("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """What an audit reader asks for; `node` is already narrowed to the reader's jurisdiction."""
+
+    node: str
+    actions: frozenset[str] | None = None  # exact names, or "camera.*" prefixes
+    actor: str | None = None  # token id
+    target: str | None = None
+
+    def match(self, e: AuditEntry) -> bool:
+        if not e.node.startswith(self.node):
+            return False
+        if self.actor and e.actor_id != self.actor:
+            return False
+        if self.target and e.target != self.target:
+            return False
+        if self.actions and e.action not in self.actions and not any(
+                a.endswith(".*") and e.action.startswith(a[:-1]) for a in self.actions):
+            return False
+        return True
+
+
+@dataclass(slots=True)
+class _Pending:
+    entry: AuditEntry
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class AuditLog(Outbox[_Pending]):
+    """Appends audit entries through a bounded outbox; reads them back newest first."""
+
+    what = "audit entries"
+
+    def __init__(self, redis: aioredis.Redis, node: str, gateway: str, *, prefix: str = "se",
+                 retention: int = 1_000_000, buffer_size: int = 10_000, batch: int = 256,
+                 trust_forwarded_for: bool = False) -> None:
+        super().__init__(buffer_size=buffer_size, batch=batch)
+        self.redis = redis
+        self.node = node
+        self.gateway = gateway
+        self.prefix = prefix
+        self.stream = f"{prefix}:audit"
+        self.retention = retention
+        self.trust_forwarded_for = trust_forwarded_for
+        self._script = redis.register_script(_APPEND)
+
+    # ---- recording -----------------------------------------------------------------------------
+    def record(self, principal: Principal, action: str, target: str, node: str, remote: str | None,
+               detail: dict[str, Any] | None = None) -> None:
+        """Queue one entry; never waits, never raises into the caller."""
+        try:
+            entry = AuditEntry(action=action, target=str(target)[:128], node=node, ts=iso_ms(time.time()),
+                               actor_id=principal.token_id, actor_name=principal.name,
+                               actor_role=principal.role.label, actor_node=principal.node, remote=remote,
+                               tier=self.node, gateway=self.gateway, detail=_clean(detail or {}))
+        except Exception:  # an audit call must never break the action it records
+            log.exception("could not build audit entry for %s", action)
+            return
+        self._enqueue(_Pending(entry))
+
+    def record_request(self, request: web.Request, action: str, target: str, node: str,
+                       detail: dict[str, Any] | None = None) -> None:
+        """Queue one entry for the caller of `request` (who and from where taken from the request)."""
+        from gateway import keys  # here, not at the top: gateway.keys imports this module
+
+        self.record(request[keys.PRINCIPAL], action, target, node, self.client_address(request), detail)
+
+    def client_address(self, request: web.Request) -> str | None:
+        """The socket peer; behind a trusted reverse proxy, the address it saw (last X-Forwarded-For hop)."""
+        if self.trust_forwarded_for:
+            hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+            if hops:
+                # Only the hop our own proxy appended can be trusted; earlier ones are client-supplied.
+                return hops[-1][:64]
+        return request.remote
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in batch:
+                await self._script(keys=[self.stream, f"{self.prefix}:autok:{p.token}"],
+                                   args=[self.retention, p.entry.to_json()], client=pipe)
+            await pipe.execute()
+
+    # ---- reading -------------------------------------------------------------------------------
+    def decode(self, entry_id: str | bytes, fields: dict) -> tuple[str, AuditEntry]:
+        """(stream entry id, entry with its id): a forwarded entry keeps the id it was given at its origin."""
+        if isinstance(entry_id, bytes):
+            entry_id = entry_id.decode()
+        raw = json.loads(fields[b"a"])
+        e = AuditEntry.from_dict(raw)
+        if e.id is None:
+            e = replace(e, id=f"{e.tier}-{entry_id}")
+        return entry_id, e
+
+    async def query(self, q: AuditQuery, *, before: str | None = None, after: str | None = None,
+                    before_inclusive: bool = False, after_inclusive: bool = False, limit: int = 100,
+                    scan_cap: int = 20_000) -> tuple[list[AuditEntry], str | None]:
+        """Newest first, between the given stream entry ids; returns (entries, cursor for the next page)."""
+        out: list[AuditEntry] = []
+        upper = (before if before_inclusive else f"({before}") if before else "+"
+        lower = (after if after_inclusive else f"({after}") if after else "-"
+        scanned = 0
+        while len(out) < limit and scanned < scan_cap:
+            rows = await self.redis.xrevrange(self.stream, max=upper, min=lower, count=500)
+            if not rows:
+                return out, None
+            for i, f in rows:
+                scanned += 1
+                entry_id, e = self.decode(i, f)
+                upper = f"({entry_id}"
+                if q.match(e):
+                    out.append(e)
+                    if len(out) >= limit:
+                        return out, entry_id
+            if len(rows) < 500:
+                return out, None
+        return out, upper[1:]

@@ -1,0 +1,529 @@
+"""What a tier knows about its subtree: remote cameras, camera status and event counts, kept in its Redis.
+
+Keys (prefix "se"); the tier bridge (tiers/bridge.py) of each child tier writes the remote ones:
+
+- ``{p}:status``            hash camera id -> status JSON, for every camera this tier knows (its own, written
+                            by gateway/status_pub.py; its subtree's, written by its children's bridges)
+- ``{p}:status:seq``        counter; ``{p}:status:changes`` sorted set camera id -> seq of its last change
+                            (a deletion keeps its member): what a bridge forwards is "seq above my checkpoint"
+- ``{p}:rcat``              hash camera id -> JSON of a camera owned by a tier below: ``Camera.public_dict()``
+                            (passwords masked) plus "owner" (the owning tier's node) and "via" (the direct child)
+- ``{p}:rcat:by_node``      sorted set, score 0, member ``{node}/{id}``: subtree = lexical range (as the store)
+- ``{p}:rcat:via:{child}``  set of the camera ids each direct child forwarded (to prune after a resync)
+- ``{p}:rcat:feed``         stream of changes to ``{p}:rcat`` (op upsert|delete, id, node, owner, via, camera),
+                            which this tier's own bridge forwards further up
+- ``{p}:evcount:{minute}``  hash ``{node}|{type}|{label}`` -> events that minute (capture time), 2 h TTL
+- ``{p}:tiers``             hash child node -> {"node","gateway","connected_at","last_seen"} (direct children)
+- ``{p}:epoch``             random id of this Redis's contents: a child that remembers another one resyncs
+- ``{p}:tier``              hash: this tier's node and retention policy (retention, audit_retention,
+                            snapshot_ttl_s, index_ttl_s): children's bridges write into it by these
+
+Every write that a child makes here runs as one Lua script that first checks ``{p}:epoch`` against the
+epoch the child remembers, so nothing is written into a parent that was wiped until the child has resynced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from analytics.events import iso_ms
+from tiers.nodes import normalize_node
+
+if TYPE_CHECKING:  # duck-typed at run time: tiers must not import the gateway package
+    from gateway.supervisor import StreamSupervisor
+    from registry.store import CameraStore
+
+__all__ = [
+    "CameraView", "EVCOUNT_TTL_S", "EpochChanged", "Scripts", "STALE_AFTER_S", "SubtreeCatalog", "TierKeys",
+    "evcount_field", "evcount_key", "event_minute", "status_json",
+]
+
+EVCOUNT_TTL_S = 7200
+STALE_AFTER_S = 90.0  # a remote status older than this: no news from that tier (its link is down)
+FEED_MAXLEN = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class TierKeys:
+    """Names of the tier keys under one prefix."""
+
+    prefix: str = "se"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}:status"
+
+    @property
+    def status_seq(self) -> str:
+        return f"{self.prefix}:status:seq"
+
+    @property
+    def status_changes(self) -> str:
+        return f"{self.prefix}:status:changes"
+
+    @property
+    def cameras(self) -> str:
+        return f"{self.prefix}:cameras"  # registry/store.py: this tier's own cameras, id -> node
+
+    @property
+    def rcat(self) -> str:
+        return f"{self.prefix}:rcat"
+
+    @property
+    def rcat_by_node(self) -> str:
+        return f"{self.prefix}:rcat:by_node"
+
+    @property
+    def rcat_feed(self) -> str:
+        return f"{self.prefix}:rcat:feed"
+
+    @property
+    def rcat_via_prefix(self) -> str:
+        return f"{self.prefix}:rcat:via:"
+
+    def rcat_sync(self, child: str) -> str:
+        return f"{self.prefix}:rcat:sync:{child}"
+
+    @property
+    def tiers(self) -> str:
+        return f"{self.prefix}:tiers"
+
+    @property
+    def tier_info(self) -> str:
+        return f"{self.prefix}:tier"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    @property
+    def catalog(self) -> str:
+        return f"{self.prefix}:catalog"
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}:bridge"
+
+    @property
+    def bridge_lease(self) -> str:
+        return f"{self.prefix}:bridge:lease"
+
+    def event_index(self, event_id: str) -> str:
+        return f"{self.prefix}:ev:{event_id}"
+
+    def audit_index(self, audit_id: str) -> str:
+        return f"{self.prefix}:au:{audit_id}"
+
+    @property
+    def snap_prefix(self) -> str:
+        return f"{self.prefix}:snap:"
+
+    def rpc_queue(self, child: str) -> str:
+        return f"{self.prefix}:rpc:{child}"
+
+    def rpc_reply(self, request_id: str) -> str:
+        return f"{self.prefix}:rpc:reply:{request_id}"
+
+
+# ---- event counts ----------------------------------------------------------------------------------
+def evcount_key(minute: int, prefix: str = "se") -> str:
+    """Hash of event counts for one Unix minute."""
+    return f"{prefix}:evcount:{minute}"
+
+
+def evcount_field(node: str, type_: str, label: str | None) -> str:
+    """Field of an event count: node, type and label ("" when none)."""
+    return f"{node}|{type_}|{label or ''}"
+
+
+def event_minute(ts: str | None, now: float | None = None) -> int | None:
+    """Unix minute of an event's capture time, or None when unparsable or older than the counts are kept."""
+    if not ts:
+        return None
+    try:
+        epoch = datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return None
+    now = time.time() if now is None else now
+    if epoch < now - EVCOUNT_TTL_S:
+        return None  # nobody reads counts that old; don't create keys for them
+    return int(epoch // 60)
+
+
+# ---- scripts -----------------------------------------------------------------------------------------
+_EPOCH_CHECK = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('EPOCH the parent tier Redis was wiped or replaced')
+end
+"""
+
+# KEYS: epoch, status, seq, changes   ARGV: epoch ('' = no check), then id, json ('' = delete) pairs
+_STATUS_PUT = _EPOCH_CHECK + """
+for i = 2, #ARGV, 2 do
+  local seq = redis.call('INCR', KEYS[3])
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('ZADD', KEYS[4], seq, ARGV[i])
+end
+return (#ARGV - 1) / 2
+"""
+
+# KEYS: changes, status   ARGV: after seq, limit   ->  flat [id, seq, json or '', ...]
+_STATUS_CHANGES = """
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for i = 1, #rows, 2 do
+  out[#out + 1] = rows[i]
+  out[#out + 1] = rows[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], rows[i]) or ''
+end
+return out
+"""
+
+# Shared by apply and prune: forget a remote camera (record, indexes, status) and log it in the feed.
+_FORGET = """
+local function forget(id, cnode, owner, via)
+  redis.call('HDEL', KEYS[2], id)
+  if cnode then redis.call('ZREM', KEYS[3], cnode .. '/' .. id) end
+  redis.call('SREM', ARGV[9] .. via, id)
+  local seq = redis.call('INCR', KEYS[6])
+  redis.call('HDEL', KEYS[5], id)
+  redis.call('ZADD', KEYS[7], seq, id)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'op', 'delete', 'id', id, 'node', cnode or '',
+    'owner', owner, 'via', via)
+end
+local function parse(cur)
+  if not cur then return nil, nil, nil end
+  local ok, c = pcall(cjson.decode, cur)
+  if not ok or type(c) ~= 'table' then return nil, nil, nil end
+  local function s(v) if type(v) == 'string' then return v end return nil end
+  return s(c['node']), s(c['owner']), s(c['via'])
+end
+"""
+
+# KEYS: epoch, rcat, by_node, feed, status, seq, changes, this tier's own cameras (se:cameras)
+# ARGV: epoch, op, id, json, via, owner, node, maxlen, via-set prefix, sync set ('' = none)
+# Returns 0 nothing to do, 1 applied, 2 applied over another tier's camera with the same id,
+# -1 refused: this tier has its own camera with that id (ids must be unique network-wide).
+_RCAT_APPLY = _EPOCH_CHECK + _FORGET + """
+if ARGV[10] ~= '' then redis.call('SADD', ARGV[10], ARGV[3]) end
+local cur = redis.call('HGET', KEYS[2], ARGV[3])
+local cnode, cowner, cvia = parse(cur)
+if ARGV[2] == 'upsert' then
+  if cur == ARGV[4] then return 0 end
+  if redis.call('HEXISTS', KEYS[8], ARGV[3]) == 1 then return -1 end
+  local clash = (cowner and cowner ~= ARGV[6]) and 2 or 1
+  if cnode and cnode ~= ARGV[7] then redis.call('ZREM', KEYS[3], cnode .. '/' .. ARGV[3]) end
+  if cvia and cvia ~= ARGV[5] then redis.call('SREM', ARGV[9] .. cvia, ARGV[3]) end
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('ZADD', KEYS[3], 0, ARGV[7] .. '/' .. ARGV[3])
+  redis.call('SADD', ARGV[9] .. ARGV[5], ARGV[3])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'op', 'upsert', 'id', ARGV[3], 'node', ARGV[7],
+    'owner', ARGV[6], 'via', ARGV[5], 'camera', ARGV[4])
+  return clash
+end
+-- A delete from a child that no longer holds the camera (it moved to another subtree) is stale.
+if not cur or (cvia and cvia ~= ARGV[5]) then return 0 end
+forget(ARGV[3], cnode, cowner or ARGV[6], ARGV[5])
+return 1
+"""
+
+# KEYS: epoch, rcat, by_node, feed, status, seq, changes, via set, sync set
+# ARGV: epoch, (unused), (unused), (unused), via, (unused), (unused), maxlen, via-set prefix
+_RCAT_PRUNE = _EPOCH_CHECK + _FORGET + """
+local stale = redis.call('SDIFF', KEYS[8], KEYS[9])
+local n = 0
+for _, id in ipairs(stale) do
+  local cur = redis.call('HGET', KEYS[2], id)
+  local cnode, cowner, cvia = parse(cur)
+  if cur and (not cvia or cvia == ARGV[5]) then
+    forget(id, cnode, cowner or '', ARGV[5])
+    n = n + 1
+  else
+    redis.call('SREM', KEYS[8], id)
+  end
+end
+redis.call('DEL', KEYS[9])
+return n
+"""
+
+# KEYS: epoch, tiers   ARGV: epoch, node, json
+_HEARTBEAT = _EPOCH_CHECK + """
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+
+class EpochChanged(Exception):
+    """The parent's Redis is not the one this child last synchronised with."""
+
+
+class Scripts:
+    """Lua scripts called by SHA inside pipelines (one round trip), loaded again when the server lost them."""
+
+    def __init__(self, **sources: str) -> None:
+        self.sources = sources
+        self.sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in sources.items()}
+
+    def call(self, client: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Queue (pipeline) or run (client) one script call."""
+        return client.execute_command("EVALSHA", self.sha[name], len(keys), *keys, *args)
+
+    async def load(self, client: aioredis.Redis) -> None:
+        """Load every script into the server (after a restart or SCRIPT FLUSH)."""
+        async with client.pipeline(transaction=False) as pipe:
+            for src in self.sources.values():
+                pipe.script_load(src)
+            await pipe.execute()
+
+    async def run(self, client: aioredis.Redis, queue) -> list[Any]:
+        """Build a pipeline with `queue(pipe)`, execute it; on NOSCRIPT load the scripts and run it once more.
+
+        Results come back in order, exceptions in place (raise_on_error=False); an EPOCH error raises
+        EpochChanged. Every script here is idempotent, so running a batch again is safe.
+        """
+        for attempt in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                results = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                await self.load(client)
+                continue
+            break
+        for r in results:
+            if isinstance(r, ResponseError):
+                if str(r).startswith("EPOCH"):
+                    raise EpochChanged(str(r))
+                raise r
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+
+TIER_SCRIPTS = Scripts(status_put=_STATUS_PUT, status_changes=_STATUS_CHANGES, rcat_apply=_RCAT_APPLY,
+                       rcat_prune=_RCAT_PRUNE, heartbeat=_HEARTBEAT)
+
+
+# ---- status -------------------------------------------------------------------------------------------
+def status_json(camera_id: str, node: str, owner: str, enabled: bool, status: Any, now: float | None = None) -> str:
+    """The status entry of one camera (`status` is a CameraStatus or anything with its fields)."""
+    return json.dumps({
+        "camera_id": camera_id, "node": node, "owner": owner, "state": status.state, "enabled": enabled,
+        "quality": list(getattr(status, "quality", ()) or ()),
+        "fps_in": status.fps_in, "fps_analyzed": status.fps_analyzed, "last_frame_at": status.last_frame_at,
+        "reconnects": status.reconnects, "last_error": status.last_error,
+        "updated_at": iso_ms(time.time() if now is None else now),
+    }, separators=(",", ":"), ensure_ascii=False)
+
+
+async def put_status(redis: aioredis.Redis, entries: list[tuple[str, str | None]], prefix: str = "se") -> None:
+    """Write (camera id, status JSON or None to delete) entries into this tier's status table, one round trip."""
+    if not entries:
+        return
+    k = TierKeys(prefix)
+    args: list[Any] = [""]
+    for cid, js in entries:
+        args += [cid, js or ""]
+    await TIER_SCRIPTS.run(redis, lambda p: TIER_SCRIPTS.call(
+        p, "status_put", [k.epoch, k.status, k.status_seq, k.status_changes], args))
+
+
+# ---- the subtree catalog ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CameraView:
+    """One camera of this tier's subtree, its own or a remote one, with its status."""
+
+    id: str
+    name: str
+    node: str
+    enabled: bool
+    owner: str  # node of the tier deployment that runs it
+    local: bool
+    state: str
+    quality: tuple[str, ...]
+    fps_in: float
+    fps_analyzed: float
+    last_frame_at: str | None
+    public: dict[str, Any]  # the camera's public_dict (credentials masked)
+    via: str | None = None  # remote: the direct child tier it came through
+    updated_at: str | None = None  # remote: when its status was last written by its owner
+    stale: bool = False  # remote: no status news for STALE_AFTER_S; state then reads "offline"
+    reconnects: int = 0
+    last_error: str | None = None
+
+    def status_dict(self) -> dict[str, Any]:
+        """The status part as the API shows it for a remote camera."""
+        return {"state": self.state, "quality": list(self.quality), "fps_in": self.fps_in,
+                "fps_analyzed": self.fps_analyzed, "last_frame_at": self.last_frame_at,
+                "reconnects": self.reconnects, "last_error": self.last_error, "updated_at": self.updated_at,
+                "stale": self.stale}
+
+    def api_dict(self) -> dict[str, Any]:
+        """A remote camera as the cameras API lists it (read-only here: its owner changes it)."""
+        out = dict(self.public)
+        out.update(owner=self.owner, via=self.via, remote=not self.local, status=self.status_dict())
+        return out
+
+
+def _s(v: bytes | str | None) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _iso_age(iso: str | None, now: float) -> float | None:
+    if not iso:
+        return None
+    try:
+        return now - datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
+
+
+def remote_view(raw: bytes | str, status_raw: bytes | str | None, now: float | None = None) -> CameraView | None:
+    """A remote camera from its se:rcat and se:status entries; None when the record is unreadable."""
+    try:
+        pub = json.loads(raw)
+        cid, node = str(pub["id"]), str(pub["node"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    st: dict[str, Any] = {}
+    if status_raw:
+        try:
+            st = json.loads(status_raw)
+        except ValueError:
+            st = {}
+    enabled = bool(pub.get("enabled", True))
+    now = time.time() if now is None else now
+    age = _iso_age(st.get("updated_at"), now)
+    stale = bool(st) and age is not None and age > STALE_AFTER_S
+    if not st:
+        state = "connecting" if enabled else "disabled"  # not reported yet (as a camera not yet started)
+    elif stale and st.get("state") not in ("disabled",):
+        state = "offline"
+    else:
+        state = str(st.get("state") or "connecting")
+    owner = str(pub.get("owner") or "")
+    public = {k: v for k, v in pub.items() if k not in ("owner", "via")}
+    return CameraView(
+        id=cid, name=str(pub.get("name") or ""), node=node, enabled=enabled, owner=owner, local=False,
+        state=state, quality=tuple(st.get("quality") or ()) if not stale else (),
+        fps_in=float(st.get("fps_in") or 0.0) if not stale else 0.0,
+        fps_analyzed=float(st.get("fps_analyzed") or 0.0) if not stale else 0.0,
+        last_frame_at=st.get("last_frame_at"), public=public, via=pub.get("via"), updated_at=st.get("updated_at"),
+        stale=stale, reconnects=int(st.get("reconnects") or 0), last_error=st.get("last_error"),
+    )
+
+
+class SubtreeCatalog:
+    """Every camera of a subtree: this tier's own (status from its workers) and those of tiers below."""
+
+    def __init__(self, redis: aioredis.Redis, store: "CameraStore", supervisor: "StreamSupervisor", *,
+                 node: str | None = None, prefix: str = "se") -> None:
+        self.redis = redis
+        self.store = store
+        self.supervisor = supervisor
+        self.node = node  # this tier's node: the owner of its own cameras
+        self.keys = TierKeys(prefix)
+
+    async def cameras(self, node_prefix: str | None = None) -> list[CameraView]:
+        """Every camera whose node lies in `node_prefix`'s subtree (all when None), own first."""
+        out = await self.local(node_prefix)
+        cursor = None
+        while True:
+            page, cursor = await self.remote(node_prefix, page_size=1000, cursor=cursor)
+            out.extend(page)
+            if not cursor:
+                return out
+
+    async def local(self, node_prefix: str | None = None) -> list[CameraView]:
+        """This tier's own cameras in the subtree."""
+        out: list[CameraView] = []
+        cursor = None
+        while True:
+            cams, cursor = await self.store.list(node=node_prefix, page_size=1000, cursor=cursor)
+            for cam in cams:
+                st = self.supervisor.status(cam)
+                out.append(CameraView(
+                    id=cam.id, name=cam.name, node=cam.node, enabled=cam.enabled, owner=self.node or "",
+                    local=True, state=st.state, quality=tuple(getattr(st, "quality", ()) or ()),
+                    fps_in=st.fps_in, fps_analyzed=st.fps_analyzed, last_frame_at=st.last_frame_at,
+                    public=cam.public_dict(), reconnects=st.reconnects, last_error=st.last_error,
+                ))
+            if not cursor:
+                return out
+
+    async def remote(self, node_prefix: str | None = None, page_size: int = 100,
+                     cursor: str | None = None) -> tuple[list[CameraView], str | None]:
+        """One page of remote cameras in the subtree, ordered by node then id; the cursor is `{node}/{id}`
+        like the store's, so the two listings merge."""
+        members = await self.remote_members(node_prefix, page_size, cursor)
+        more = len(members) > page_size
+        members = members[:page_size]
+        views = await self._views([m.rpartition("/")[2] for m in members])
+        return [v for v in views if v is not None], (members[-1] if more and members else None)
+
+    async def page(self, node_prefix: str | None, page_size: int,
+                   cursor: str | None = None) -> tuple[list[Any], str | None]:
+        """One page of own cameras (`Camera`) and remote ones (`CameraView`) merged in the store's order
+        (node, then id), with the store's cursor form `{node}/{id}` (CursorError for a foreign cursor)."""
+        own, own_next = await self.store.list(node=node_prefix, page_size=page_size, cursor=cursor)
+        members = await self.remote_members(node_prefix, page_size, cursor)
+        keyed: list[tuple[str, Any]] = [(f"{c.node}/{c.id}", c) for c in own] + [(m, None) for m in members]
+        keyed.sort(key=lambda kv: kv[0])
+        more = len(keyed) > page_size or own_next is not None
+        keyed = keyed[:page_size]
+        remote_ids = [m.rpartition("/")[2] for m, c in keyed if c is None]
+        views = {v.id: v for v in await self._views(remote_ids) if v is not None}
+        out = [c if c is not None else views.get(m.rpartition("/")[2]) for m, c in keyed]
+        return [x for x in out if x is not None], (keyed[-1][0] if more and keyed else None)
+
+    async def remote_members(self, node_prefix: str | None, limit: int, cursor: str | None = None) -> list[str]:
+        """Up to limit + 1 index members `{node}/{id}` after `cursor` in the subtree."""
+        if node_prefix:
+            node_prefix = normalize_node(node_prefix)
+            lo, hi = f"[{node_prefix}", f"({node_prefix}:"
+        else:
+            lo, hi = "-", "+"
+        if cursor:
+            lo = f"({cursor}"
+        rows = await self.redis.zrangebylex(self.keys.rcat_by_node, lo, hi, start=0, num=limit + 1)
+        return [_s(m) or "" for m in rows]
+
+    async def _views(self, ids: list[str]) -> list[CameraView | None]:
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.rcat, ids)
+            pipe.hmget(self.keys.status, ids)
+            recs, stats = await pipe.execute()
+        now = time.time()
+        return [remote_view(r, s, now) if r else None for r, s in zip(recs, stats)]
+
+    async def remote_get(self, camera_id: str) -> CameraView | None:
+        """A remote camera by id, or None."""
+        return (await self._views([camera_id]))[0]
+
+    async def remote_count(self, node_prefix: str | None = None) -> int:
+        """Number of remote cameras in the subtree."""
+        if node_prefix:
+            node_prefix = normalize_node(node_prefix)
+            return int(await self.redis.zlexcount(self.keys.rcat_by_node, f"[{node_prefix}", f"({node_prefix}:"))
+        return int(await self.redis.hlen(self.keys.rcat))

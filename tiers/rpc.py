@@ -1,0 +1,209 @@
+"""Cross-tier fetch: an upper tier asks the tier that owns a camera for its newest frame, through the chain.
+
+Links only go child -> parent (children dial out to their parent's Redis), so Redis carries the calls:
+the asking tier RPUSHes a request onto ``se:rpc:<child>`` in its OWN Redis, where <child> is the direct
+child the camera came through (its "via" in ``se:rcat``); that child's bridge BLPOPs the list over its
+uplink, serves the request (its own camera's frame, or by asking its own child the same way), and pushes
+the reply onto ``se:rpc:reply:<request id>`` (expiring soon), which the asker BLPOPs with a timeout.
+
+Request: JSON {"id", "camera_id", "ttl" (seconds the asker waits), "sent_at"} (at most 1 KiB).
+Reply: b"<status>\\n" + JPEG (status 200) or an error message (404, 503, 504, 502), at most 4 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from registry.ids import CameraIdError, validate_camera_id
+from tiers.catalog import TierKeys
+
+if TYPE_CHECKING:
+    from registry.store import CameraStore
+
+__all__ = ["FetchError", "FrameFetcher", "NoFrame", "TierTimeout", "UnknownCamera", "fetch_latest_jpeg"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1024
+MAX_REPLY_BYTES = 4 << 20
+QUEUE_BOUND = 100  # requests kept per child; older ones are dropped (their askers time out)
+QUEUE_TTL_S = 30  # a child that is gone: its queue evaporates
+REPLY_TTL_S = 10
+HOP_MARGIN_S = 0.25  # each hop answers this much before its asker gives up
+MAX_WAIT_S = 8.0  # below the app client's socket timeout, which a blocking pop must not outlast
+JPEG_QUALITY = 85
+
+
+class FetchError(web.HTTPException):
+    """A frame could not be fetched; `status` says why (an aiohttp HTTP error: handlers may let it through)."""
+
+    status_code = 502
+
+    def __init__(self, message: str) -> None:
+        super().__init__(reason=message.replace("\n", " ")[:200])
+        self.message = self.reason
+
+
+class UnknownCamera(FetchError):
+    """No camera with this id in this tier's subtree (404)."""
+
+    status_code = 404
+
+
+class NoFrame(FetchError):
+    """The camera is known but has no frame yet: starting, offline or disabled (503)."""
+
+    status_code = 503
+
+
+class TierTimeout(FetchError):
+    """The tier that owns the camera did not answer in time (504)."""
+
+    status_code = 504
+
+
+_ERRORS: dict[int, type[FetchError]] = {404: UnknownCamera, 503: NoFrame, 504: TierTimeout}
+
+
+def encode_jpeg(image: Any, quality: int = JPEG_QUALITY) -> bytes:
+    """BGR image -> JPEG bytes (call in a thread)."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise FetchError("could not encode the frame as JPEG")
+    return buf.tobytes()
+
+
+class FrameFetcher:
+    """Newest frame of any camera in this tier's subtree as JPEG: its own from the worker, others via the chain."""
+
+    def __init__(self, redis: aioredis.Redis, node: str, store: "CameraStore", workers: Mapping[str, Any], *,
+                 prefix: str = "se") -> None:
+        self.redis = redis
+        self.node = node
+        self.store = store
+        self.workers = workers  # camera id -> CameraWorker (the supervisor's live dict)
+        self.keys = TierKeys(prefix)
+        self.asked = 0
+        self.served = 0
+        self.failed = 0
+
+    async def fetch(self, camera_id: str, timeout: float = 5.0) -> bytes:
+        """JPEG of the camera's newest frame; raises UnknownCamera, NoFrame, TierTimeout or FetchError."""
+        try:
+            camera_id = validate_camera_id(camera_id)
+        except CameraIdError:
+            raise UnknownCamera(f"no camera {str(camera_id)[:32]}") from None
+        cam = await self.store.get(camera_id)
+        if cam is not None:
+            return await self._local(camera_id, cam.enabled)
+        raw = await self.redis.hget(self.keys.rcat, camera_id)
+        if raw is None:
+            raise UnknownCamera(f"no camera {camera_id} in this tier's subtree")
+        try:
+            rec = json.loads(raw)
+            via = str(rec["via"])
+            owner = str(rec.get("owner") or via)
+        except (ValueError, KeyError, TypeError):
+            raise UnknownCamera(f"no readable record of camera {camera_id}") from None
+        return await self._remote(camera_id, via, owner, timeout)
+
+    async def _local(self, camera_id: str, enabled: bool) -> bytes:
+        worker = self.workers.get(camera_id)
+        frame = worker.latest if worker is not None else None
+        if frame is None:
+            why = "is disabled" if not enabled else "has no frame yet (starting or offline)"
+            raise NoFrame(f"camera {camera_id} {why}")
+        return await asyncio.to_thread(encode_jpeg, frame.image)
+
+    async def _remote(self, camera_id: str, via: str, owner: str, timeout: float) -> bytes:
+        wait = max(0.1, min(timeout, MAX_WAIT_S))
+        rid = uuid.uuid4().hex
+        req = json.dumps({"id": rid, "camera_id": camera_id, "ttl": round(wait, 3), "sent_at": time.time()})
+        queue, reply = self.keys.rpc_queue(via), self.keys.rpc_reply(rid)
+        self.asked += 1
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(queue, req)
+            pipe.ltrim(queue, -QUEUE_BOUND, -1)
+            pipe.expire(queue, QUEUE_TTL_S)
+            await pipe.execute()
+        got = await self.redis.blpop([reply], timeout=wait)
+        if got is None:
+            self.failed += 1
+            raise TierTimeout(f"tier {via} (towards {owner}, which runs camera {camera_id}) "
+                              f"did not answer within {wait:g} s")
+        return parse_reply(got[1])
+
+    async def serve(self, uplink: aioredis.Redis, raw: bytes) -> None:
+        """Answer one request popped from the parent's queue for this tier (called by the bridge)."""
+        received = time.time()
+        try:
+            if len(raw) > MAX_REQUEST_BYTES:
+                raise ValueError("request too large")
+            req = json.loads(raw)
+            rid = str(req["id"])
+            if not rid.isalnum() or len(rid) > 64:
+                raise ValueError("bad request id")
+            camera_id = str(req["camera_id"])
+            ttl = float(req.get("ttl", 5.0))
+            sent_at = float(req.get("sent_at", received))
+        except (ValueError, KeyError, TypeError) as e:
+            log.debug("dropped a malformed frame request: %s", e)
+            return
+        if received - sent_at > QUEUE_TTL_S:
+            return  # its asker gave up long ago (this tier was away)
+        budget = min(ttl, MAX_WAIT_S) - HOP_MARGIN_S
+        if budget <= 0:
+            return
+        try:
+            jpeg = await asyncio.wait_for(self.fetch(camera_id, timeout=budget), budget + 0.5)
+            payload = b"200\n" + jpeg
+            self.served += 1
+        except FetchError as e:
+            payload = f"{e.status}\n{e.reason}".encode()
+            self.failed += 1
+        except asyncio.TimeoutError:
+            payload = f"504\ntier {self.node} ran out of time".encode()
+            self.failed += 1
+        if len(payload) > MAX_REPLY_BYTES:
+            payload = b"502\nframe larger than the reply bound"
+        reply = self.keys.rpc_reply(rid)
+        async with uplink.pipeline(transaction=False) as pipe:
+            pipe.rpush(reply, payload)
+            pipe.expire(reply, REPLY_TTL_S)
+            await pipe.execute()
+
+
+def parse_reply(raw: bytes) -> bytes:
+    """JPEG from a reply, or the typed error it carries."""
+    if len(raw) > MAX_REPLY_BYTES + 8:
+        raise FetchError("reply larger than the bound")
+    head, sep, body = raw.partition(b"\n")
+    if not sep or not head.isdigit():
+        raise FetchError("malformed reply from the tier below")
+    status = int(head)
+    if status == 200:
+        if body[:2] != b"\xff\xd8":
+            raise FetchError("the tier below sent something that is not a JPEG")
+        return body
+    raise _ERRORS.get(status, FetchError)(body.decode("utf-8", "replace"))
+
+
+async def fetch_latest_jpeg(app: web.Application, camera_id: str, timeout: float = 5.0) -> bytes:
+    """JPEG of a camera's newest frame, own or from the tier below that runs it.
+
+    Raises UnknownCamera (404), NoFrame (503), TierTimeout (504) or FetchError (502): aiohttp HTTP
+    errors, so a handler may let them through as the answer. Works without any bridge for own cameras.
+    """
+    from gateway import keys  # the app's keys live in the gateway package, which imports this one
+
+    return await app[keys.FETCHER].fetch(camera_id, timeout)
