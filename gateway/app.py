@@ -163,7 +163,10 @@ def _events_ctx(settings: Settings):
 
 def _supervisor_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        store = CameraStore(app[keys.REDIS])
+        store = CameraStore(app[keys.REDIS], base_unit=settings.id_base_unit)
+        if len(settings.node) > 6 and settings.id_base_unit == "00":
+            log.warning("node %s is below a county and id_base_unit is 00, like the county's own: camera ids "
+                        "generated here may clash with the county's; set id_base_unit or give ids", settings.node)
         app[keys.STORE] = store
         run_ctx = RunContext(node=settings.node, gateway_id=settings.gateway_id, ingest=settings.ingest,
                              media_dirs=tuple(p.resolve() for p in settings.media_dirs), events=app[keys.EVENTS],

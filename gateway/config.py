@@ -111,6 +111,10 @@ class Settings(BaseSettings):
         default_factory=lambda: os.uname().nodename[:32] or "gateway",
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="this gateway instance's name",
     )
+    id_base_unit: str = Field(
+        "00", pattern=r"^[0-9]{2}$",
+        description="base unit (centre code digits 7-8) of the camera ids this tier generates; township and "
+                    "village deployments under one county each need their own, so generated ids never clash")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="logging level")
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)

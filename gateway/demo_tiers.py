@@ -84,7 +84,9 @@ def _settings(args: argparse.Namespace, spec: DemoTier, http: str, redis_url: st
     from sample_streams import CLIPS_DIR
 
     flags: dict = dict(node=spec.node, http=http, redis=redis_url, uplink=uplink, data_dir=data_dir,
-                       media_dirs=[CLIPS_DIR], gateway_id=f"demo-{spec.tier}")
+                       media_dirs=[CLIPS_DIR], gateway_id=f"demo-{spec.tier}",
+                       # The township and the village share the county's centre code: own base units.
+                       id_base_unit={"township": "01", "village": "02"}.get(spec.tier, "00"))
     if args.log_level:
         flags["log_level"] = args.log_level
     if args.model is not None and spec.cameras:
@@ -123,8 +125,8 @@ async def _start_tier(run: _Running, serial_base: int) -> None:
     run.name = await names.get(spec.node)
     store = app[keys.STORE]
     for n, cam_spec in enumerate(spec.cameras, start=1):
-        # Ids fixed per tier: the tiers below a county share its centre code, each with its own serials.
-        cid = generate_camera_id(spec.node, serial_base + n)
+        # Ids fixed per tier, so a restarted demo finds its cameras again.
+        cid = generate_camera_id(spec.node, serial_base + n, base_unit=s.id_base_unit)
         cam = Camera.from_create(CameraCreate(name=f"demo {cam_spec.name}", node=spec.node,
                                               url=f"file:{CLIPS_DIR / cam_spec.clip}"), camera_id=cid)
         try:

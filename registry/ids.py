@@ -49,16 +49,20 @@ def validate_camera_id(value: str) -> str:
     return value
 
 
-def centre_code(node: str) -> str:
-    """8-digit centre code for a node: its first 6 digits, zero-padded, plus base unit 00."""
+def centre_code(node: str, base_unit: str = "00") -> str:
+    """8-digit centre code for a node: its first 6 digits, zero-padded, plus the 2-digit base unit."""
     code = normalize_node(node)
-    # Townships and villages share their county's centre code: the 8-digit centre code has
-    # no room for them, and the serial keeps their cameras apart.
-    return code[:6].ljust(6, "0") + "00"
+    if not (isinstance(base_unit, str) and len(base_unit) == 2 and _DIGITS.match(base_unit)):
+        raise CameraIdError("base unit must be 2 digits")
+    # Townships and villages share their county's centre code (it has no room for them). Each tier
+    # deployment counts serials in its own Redis, so deployments under one county need their own
+    # base unit (setting id_base_unit) for the ids they generate to stay unique network-wide.
+    return code[:6].ljust(6, "0") + base_unit
 
 
 def generate_camera_id(
-    node: str, serial: int, *, type_code: str = "132", industry: str = "00", network: str = "0"
+    node: str, serial: int, *, type_code: str = "132", industry: str = "00", network: str = "0",
+    base_unit: str = "00",
 ) -> str:
     """Build a camera code for `node` with the given serial (0..999999)."""
     if isinstance(serial, bool) or not isinstance(serial, int):
@@ -72,7 +76,7 @@ def generate_camera_id(
     if not (isinstance(network, str) and len(network) == 1 and _DIGITS.match(network)):
         raise CameraIdError("network code must be 1 digit")
     try:
-        centre = centre_code(node)
+        centre = centre_code(node, base_unit)
     except NodeCodeError as exc:
         raise CameraIdError(f"cannot derive a centre code: {exc}") from exc
     return validate_camera_id(f"{centre}{industry}{type_code}{network}{serial:06d}")

@@ -147,9 +147,12 @@ def _s(value: bytes | str | None) -> str | None:
 class CameraStore:
     """Camera records, node index and change feed in one Redis."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "se", *, feed_maxlen: int = FEED_MAXLEN) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "se", *, feed_maxlen: int = FEED_MAXLEN,
+                 base_unit: str = "00") -> None:
         if not re.match(r"^[A-Za-z0-9_.\-:{}]{1,64}$", prefix):
             raise ValueError("prefix must be 1..64 characters of [A-Za-z0-9_.-:{}]")
+        centre_code("45", base_unit)  # validates it
+        self.base_unit = base_unit  # of generated ids (centre code digits 7-8)
         self._redis = redis
         self.prefix = prefix
         self.feed_maxlen = feed_maxlen
@@ -206,8 +209,10 @@ class CameraStore:
         for _ in range(100):
             serial = await self.next_serial(data.node)
             if serial > MAX_SERIAL:
-                raise CameraIdError(f"no free camera serials left under centre code {centre_code(data.node)}")
-            camera = Camera.from_create(data, camera_id=generate_camera_id(data.node, serial), now=now)
+                raise CameraIdError(f"no free camera serials left under centre code "
+                                    f"{centre_code(data.node, self.base_unit)}")
+            cid = generate_camera_id(data.node, serial, base_unit=self.base_unit)
+            camera = Camera.from_create(data, camera_id=cid, now=now)
             try:
                 return await self.create(camera)
             except CameraExists:
@@ -272,7 +277,7 @@ class CameraStore:
 
     async def next_serial(self, node: str) -> int:
         """Next serial for generated ids under the node's centre code (starts at 1)."""
-        return int(await self._redis.incr(f"{self.prefix}:serial:{centre_code(node)}"))
+        return int(await self._redis.incr(f"{self.prefix}:serial:{centre_code(node, self.base_unit)}"))
 
     # ------------------------------------------------------------------ reads
 

@@ -326,3 +326,16 @@ async def test_prefixes_are_isolated(client):
 def test_bad_prefix_refused(client):
     with pytest.raises(ValueError):
         CameraStore(client, prefix="bad prefix")
+
+
+async def test_tiers_under_one_county_generate_distinct_ids(client):
+    """A township deployment with its own base unit never generates an id its county also generates."""
+    county = CameraStore(client, prefix="county")
+    township = CameraStore(client, prefix="township", base_unit="01")
+    data = {"name": "gate", "url": "rtsp://10.0.0.1/s"}
+    a = await county.add(CameraCreate.model_validate({**data, "node": "450102001"}))
+    b = await township.add(CameraCreate.model_validate({**data, "node": "450102001"}))
+    assert a.id[:8] == "45010200" and b.id[:8] == "45010201"
+    assert a.id[-6:] == b.id[-6:] == "000001"  # same serial, each in its own Redis; the ids still differ
+    with pytest.raises(ValueError):
+        CameraStore(client, base_unit="1x")
