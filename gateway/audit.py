@@ -22,6 +22,7 @@ from aiohttp import web
 
 from analytics.events import iso_ms
 from gateway.outbox import Outbox
+from gateway.streams import scan_newest
 from registry.urls import scrub
 from tiers.access import Principal
 
@@ -203,22 +204,7 @@ class AuditLog(Outbox[_Pending]):
                     before_inclusive: bool = False, after_inclusive: bool = False, limit: int = 100,
                     scan_cap: int = 20_000) -> tuple[list[AuditEntry], str | None]:
         """Newest first, between the given stream entry ids; returns (entries, cursor for the next page)."""
-        out: list[AuditEntry] = []
         upper = (before if before_inclusive else f"({before}") if before else "+"
         lower = (after if after_inclusive else f"({after}") if after else "-"
-        scanned = 0
-        while len(out) < limit and scanned < scan_cap:
-            rows = await self.redis.xrevrange(self.stream, max=upper, min=lower, count=500)
-            if not rows:
-                return out, None
-            for i, f in rows:
-                scanned += 1
-                entry_id, e = self.decode(i, f)
-                upper = f"({entry_id}"
-                if q.match(e):
-                    out.append(e)
-                    if len(out) >= limit:
-                        return out, entry_id
-            if len(rows) < 500:
-                return out, None
-        return out, upper[1:]
+        return await scan_newest(self.redis, self.stream, self.decode, q.match, upper=upper, lower=lower,
+                                 limit=limit, scan_cap=scan_cap)

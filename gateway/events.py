@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from analytics.events import Event
 from gateway.outbox import Outbox
+from gateway.streams import scan_newest
 from tiers.catalog import EVCOUNT_TTL_S, evcount_field, evcount_key, event_minute
 
 log = logging.getLogger(__name__)
@@ -153,25 +154,12 @@ class EventLog(Outbox[_Pending]):
                       limit: int = 100, scan_cap: int = 20_000) -> tuple[list[Event], str | None]:
         """Newest first, strictly between `after` and `before` (entry ids) when given;
         returns (events, cursor for the next page or None)."""
-        out: list[Event] = []
-        upper = f"({before}" if before else "+"
-        lower = f"({after}" if after else "-"
-        scanned = 0
-        while len(out) < limit and scanned < scan_cap:
-            rows = await self.redis.xrevrange(self.stream, max=upper, min=lower, count=500)
-            if not rows:
-                return out, None
-            for i, f in rows:
-                scanned += 1
-                se = self.decode(i, f)
-                upper = f"({se.entry_id}"
-                if flt.match(se.event):
-                    out.append(se.event)
-                    if len(out) >= limit:
-                        return out, se.entry_id
-            if len(rows) < 500:
-                return out, None
-        return out, upper[1:]
+        def decode(raw_id: bytes, fields: dict) -> tuple[str, Event]:
+            se = self.decode(raw_id, fields)
+            return se.entry_id, se.event
+
+        return await scan_newest(self.redis, self.stream, decode, flt.match, upper=f"({before}" if before else "+",
+                                 lower=f"({after}" if after else "-", limit=limit, scan_cap=scan_cap)
 
     async def resolve(self, event_id: str) -> str | None:
         """The local stream entry id of any event id (own or forwarded), or None when unknown here.

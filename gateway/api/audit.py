@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.api.auth import scope_node
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, query_int
 from gateway.audit import AuditQuery
 from gateway.events import parse_csv_set
 from tiers.access import Role
@@ -54,12 +54,7 @@ async def audit_entries(request: web.Request) -> web.Response:
     target = request.query.get("target") or None
     if (actor and len(actor) > 64) or (target and len(target) > 128):
         raise ApiError(400, "actor or target too long")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise ApiError(400, "limit must be an integer") from None
-    if not 1 <= limit <= 1000:
-        raise ApiError(400, "limit must be between 1 and 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     since = _bound(request, "since")
     before = _bound(request, "before")
     audit = request.app[keys.AUDIT]

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from gateway import keys
 from gateway.api.auth import require, require_node, scope_node
-from gateway.api.errors import ApiError, read_json
+from gateway.api.errors import ApiError, query_int, read_json
 from registry.bulk import BulkError, parse_bulk_csv, parse_bulk_json
 from registry.ids import CameraIdError, validate_camera_id
 from registry.models import Camera, CameraCreate, CameraPatch, validate_sources
@@ -120,12 +120,7 @@ async def list_cameras(request: web.Request) -> web.Response:
     state = q.get("state")
     if state is not None and state not in _STATES:
         raise ApiError(400, f"state must be one of {sorted(_STATES)}")
-    try:
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        raise ApiError(400, "limit must be an integer") from None
-    if not 1 <= limit <= 1000:
-        raise ApiError(400, "limit must be between 1 and 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     cursor = q.get("cursor") or None
     store = request.app[keys.STORE]
     items: list[dict] = []

@@ -47,6 +47,20 @@ async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
         raise ApiError(400, "malformed JSON body: nested too deeply") from None
 
 
+def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int, *, why: str = "") -> int | None:
+    """An integer query parameter within [lo, hi]; absent or empty gives `default`; otherwise a 400 naming it."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be between {lo} and {hi}{why}")
+    return value
+
+
 class ApiError(Exception):
     """Raised by handlers to answer with a JSON error."""
 

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from analytics.events import iso_ms
 from gateway import keys
 from gateway.api.auth import require_node, until_revoked
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, query_int
 from gateway.camera import CameraWorker
 from gateway.web.frames import MAX_WIDTH, MIN_WIDTH, LiveFrames, fit_jpeg
 from registry.ids import CameraIdError, validate_camera_id
@@ -31,19 +31,6 @@ MAX_FPS = 10.0
 DEFAULT_FPS = 5.0
 WRITE_TIMEOUT_S = 10.0  # a client that takes longer than this to take one frame is dropped
 REMOTE_TIMEOUT_S = 5.0
-
-
-def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"{name} must be between {lo} and {hi}")
-    return value
 
 
 def _fps(request: web.Request) -> float:
@@ -90,7 +77,7 @@ def _audit(request: web.Request, action: str, cid: str, node: str, detail: dict)
 @routes.get("/api/v1/cameras/{camera_id}/snapshot.jpg")
 async def snapshot(request: web.Request) -> web.Response:
     """The camera's newest frame as a JPEG thumbnail (`?width=` 64..1280, default 640)."""
-    width = _int(request, "width", 640, MIN_WIDTH, MAX_WIDTH)
+    width = query_int(request, "width", 640, MIN_WIDTH, MAX_WIDTH)
     cid, _, local = await _camera(request)
     app = request.app
     worker = app[keys.SUPERVISOR].workers.get(cid)
@@ -133,7 +120,7 @@ def _gone(request: web.Request, live: LiveFrames) -> bool:
 async def live_view(request: web.Request) -> web.StreamResponse:
     """Live view: multipart JPEG of the newest frames with detections drawn, at most `?fps=` (≤ 10) a second."""
     fps = _fps(request)
-    width = _int(request, "width", 960, MIN_WIDTH, MAX_WIDTH)
+    width = query_int(request, "width", 960, MIN_WIDTH, MAX_WIDTH)
     cid, node, local = await _camera(request)
     app = request.app
     live = app[keys.LIVE]

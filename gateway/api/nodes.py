@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.api.auth import require, require_node
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, query_int
 from tiers.access import Principal, Role
 from tiers.catalog import CameraView, SubtreeCatalog
 from tiers.names import NodeFileError, parse_nodes
@@ -56,16 +56,7 @@ async def subtree_tree(app: web.Application, root: str) -> NodeTree:
 
 
 def _depth(request: web.Request) -> int | None:
-    raw = request.query.get("depth")
-    if raw is None or raw == "":
-        return None
-    try:
-        depth = int(raw)
-    except ValueError:
-        raise ApiError(400, "depth must be an integer") from None
-    if not 0 <= depth <= 4:
-        raise ApiError(400, "depth must be between 0 and 4 (levels of children to include)")
-    return depth
+    return query_int(request, "depth", None, 0, 4, why=" (levels of children to include)")
 
 
 @routes.get("/api/v1/nodes")
