@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from importlib import resources
@@ -70,8 +71,6 @@ def _say(what: str) -> None:
 
 
 def _base_http(args: argparse.Namespace) -> tuple[str, int]:
-    import os
-
     http = args.http or os.environ.get("SHARP_EYES_HTTP") or "127.0.0.1:8080"
     host, _, port = http.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) <= 65531:
@@ -156,7 +155,7 @@ def _banner(started: list[_Running], self_cmd: str) -> str:
         s = run.settings
         below = sum(len(r.camera_ids) for r in started[i:])
         own = len(run.camera_ids)
-        sees = f"{below} cameras of its subtree" + (f" ({own} its own)" if own else "")
+        sees = f"{below} camera{'' if below == 1 else 's'} of its subtree" + (f" ({own} its own)" if own else "")
         lines.append(f"  {run.spec.tier:<9}{s.node:<13}{run.name or '':<10} http://{s.http}/")
         lines.append(f"           admin token {run.token}")
         lines.append(f"           sees {sees}; data in {s.data_dir.resolve()}")
@@ -180,7 +179,8 @@ def _banner(started: list[_Running], self_cmd: str) -> str:
 async def run_chain(args: argparse.Namespace, self_cmd: str) -> None:
     """Start the five tiers top down, print where each control room is, run until SIGINT/SIGTERM."""
     host, port = _base_http(args)
-    root = Path(args.data_dir or "sharp-eyes-data") / "tiers"
+    # Like the single demo: --data-dir, else SHARP_EYES_DATA_DIR, else ./sharp-eyes-data.
+    root = Path(args.data_dir or os.environ.get("SHARP_EYES_DATA_DIR") or "sharp-eyes-data") / "tiers"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

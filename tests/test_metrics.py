@@ -165,6 +165,12 @@ async def test_metrics_keep_answering_while_redis_is_away(redis_server, make_gat
     async with make_gateway(redis_server.url, node="450102", media_dirs=[CLIPS_DIR]) as gw:
         cid = (await gw.add_camera(name="gate", node="450102", url=CLIP, analytics={"fps": 4}))["id"]
         await gw.wait_state(cid, "online")
+
+        async def receiving():
+            return (await gw.camera(cid))["status"]["fps_in"] > 0
+
+        # Online comes with the first frame; the input rate needs a few packets more.
+        await until(receiving, 30, "an input rate")
         redis_server.stop()
         try:
             m = await scrape(gw)
