@@ -16,6 +16,21 @@ def _fit(image: np.ndarray, max_width: int) -> np.ndarray:
     return cv2.resize(image, (max_width, max(1, round(h * max_width / w))), interpolation=cv2.INTER_AREA)
 
 
+def draw_box(img: np.ndarray, box: tuple[float, float, float, float], text: str,
+             colour: tuple[int, int, int], *, thick: int, scale: float) -> None:
+    """Draw a normalised box and its caption on `img` in place (caption above, or inside at the top edge)."""
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = (int(round(v * s)) for v, s in zip(box, (w, h, w, h)))
+    cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+    if not text:
+        return
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - base, y1 + th + 4)
+    tx = min(max(0, x1), max(0, w - tw - 4))
+    cv2.rectangle(img, (tx, ty - th - 4), (tx + tw + 4, ty + base), colour, cv2.FILLED)
+    cv2.putText(img, text, (tx + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, 1, cv2.LINE_AA)
+
+
 def encode_jpeg(image: np.ndarray, max_width: int = 640, quality: int = 75) -> bytes:
     """Scale a BGR image down to max_width (never up) and encode it as JPEG."""
     ok, buf = cv2.imencode(".jpg", _fit(image, max_width), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -39,18 +54,8 @@ def render_snapshot(
         img = image_bgr.copy()  # never draw on the caller's frame: the tracker may still hold it
     h, w = img.shape[:2]
     if box is not None:
-        thick = max(2, round(w / 400))
-        x1, y1, x2, y2 = (int(round(v * s)) for v, s in zip(box, (w, h, w, h)))
-        cv2.rectangle(img, (x1, y1), (x2, y2), BOX_COLOUR, thick, cv2.LINE_AA)
         text = " ".join(p for p in (label, f"{score:.2f}" if score is not None else None) if p)
-        if text:
-            scale = max(0.5, w / 1600)
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            # caption above the box, or inside it when the box touches the top edge
-            ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - base, y1 + th + 4)
-            tx = min(max(0, x1), max(0, w - tw - 4))
-            cv2.rectangle(img, (tx, ty - th - 4), (tx + tw + 4, ty + base), BOX_COLOUR, cv2.FILLED)
-            cv2.putText(img, text, (tx + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, 1, cv2.LINE_AA)
+        draw_box(img, box, text, BOX_COLOUR, thick=max(2, round(w / 400)), scale=max(0.5, w / 1600))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError(f"JPEG encoding failed for an image of shape {image_bgr.shape}")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from analytics.snapshot import draw_box
 from analytics.types import Detection, Frame
 
 MIN_WIDTH, MAX_WIDTH = 64, 1280
-TEXT_COLOUR = (0, 0, 0)
 # BGR colours, bright enough on road, sky and night frames; the common street labels each get their own.
 _FIXED = {"car": (0, 200, 255), "person": (80, 220, 80), "bus": (200, 100, 255), "truck": (255, 160, 60),
           "bicycle": (60, 220, 220), "motorcycle": (120, 120, 255)}
@@ -37,15 +37,7 @@ def render_frame(image: np.ndarray, detections: tuple[Detection, ...] = (), *, w
     thick = max(2, round(w / 400))
     scale = max(0.4, w / 1800)
     for d in detections:
-        colour = label_colour(d.label)
-        x1, y1, x2, y2 = (int(round(v * s)) for v, s in zip(d.box, (w, h, w, h)))
-        cv2.rectangle(image, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-        text = f"{d.label} {d.score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        ty = y1 - 3 if y1 - th - base - 3 >= 0 else min(h - base, y1 + th + 3)
-        tx = min(max(0, x1), max(0, w - tw - 4))
-        cv2.rectangle(image, (tx, ty - th - 3), (tx + tw + 4, ty + base), colour, cv2.FILLED)
-        cv2.putText(image, text, (tx + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, 1, cv2.LINE_AA)
+        draw_box(image, d.box, f"{d.label} {d.score:.2f}", label_colour(d.label), thick=thick, scale=scale)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}")
