@@ -420,6 +420,9 @@ class CameraWorker:
                 self.inference_s += time.perf_counter() - t0
                 self.detections_run += 1
                 await self._emit_tracks(st, st.tracker.update(frame, dets), loop)
+            else:
+                # Nothing tracked and nothing moving: the live view must not keep drawing old boxes.
+                self.latest_detections = ()
             return
         st.motion_frames = st.motion_frames + 1 if moving else 0
         if not st.in_motion and st.motion_frames >= 2:
