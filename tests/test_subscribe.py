@@ -108,3 +108,45 @@ async def test_every_start_gets_its_end_when_a_camera_is_removed(make_gateway, r
             await sub.wait_for(balanced, timeout=10, what="an end for every start")
     ends = [e for e in sub.events if e["phase"] == "end"]
     assert all(e["snapshot"] for e in ends)
+
+
+async def test_a_start_interrupted_by_removal_is_still_published_with_its_end(
+        make_gateway, redis_url, model_path, street_clip, monkeypatch):
+    # The race CI once hit, made certain: the camera is removed while a track's `start` is still
+    # being prepared (its snapshot rendering). Holding that one report is the only change to the
+    # real pipeline; stop() must publish it before it publishes the `end` of every open track.
+    from gateway.camera import CameraWorker
+
+    real_emit = CameraWorker._emit_track
+    first_start_done = False
+    held: dict[str, int] = {}
+    holding = asyncio.Event()
+
+    async def emit_holding_second_start(self, u, loop):
+        nonlocal first_start_done
+        if u.kind == "appear" and first_start_done and not self._stopping:
+            held["track_id"] = u.track_id
+            holding.set()
+            await asyncio.Event().wait()  # only the removal's cancel ends this wait
+        await real_emit(self, u, loop)
+        first_start_done = first_start_done or u.kind == "appear"
+
+    monkeypatch.setattr(CameraWorker, "_emit_track", emit_holding_second_start)
+    async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent]) as gw:
+        async with gw.subscribe(type="detection") as sub:
+            cam = await gw.add_camera(name="street file", node="450102", url=f"file:{street_clip.name}",
+                                      analytics={"fps": 5})
+            await asyncio.wait_for(holding.wait(), timeout=60)
+            status, _ = await gw.request("DELETE", f"/api/v1/cameras/{cam['id']}")
+            assert status == 200
+
+            def every_open_track_closed(ev):
+                ends = {e["track_id"] for e in ev if e["phase"] == "end"}
+                return held["track_id"] in ends and ends >= {e["track_id"] for e in ev if e["phase"] == "start"}
+
+            await sub.wait_for(every_open_track_closed, timeout=10, what="an end for every track")
+    phases = [e["phase"] for e in sub.events if e["track_id"] == held["track_id"]]
+    assert phases == ["start", "end"], phases  # the held start came out once, before its end
+    starts = {e["track_id"] for e in sub.events if e["phase"] == "start"}
+    ends = {e["track_id"] for e in sub.events if e["phase"] == "end"}
+    assert starts == ends  # and no end without its start
