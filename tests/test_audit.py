@@ -79,7 +79,7 @@ async def test_every_action_leaves_an_entry_seen_only_in_its_jurisdiction(redis_
         ev = await until(motion, 60, "a motion event with a snapshot")
         status, _ = await gw.request("GET", ev["snapshot"], headers={**h, "X-Forwarded-For": "203.0.113.9"})
         assert status == 200
-        # Refused actions change nothing and record nothing.
+        # A refused action changes nothing (its access.denied entry is for the other county's admins).
         status, _ = await gw.request("POST", "/api/v1/cameras", headers=h, json={
             "name": "outside", "node": OTHER, "url": "rtsp://127.0.0.1:1/x", "enabled": False})
         assert status == 403
@@ -164,7 +164,9 @@ async def test_every_action_leaves_an_entry_seen_only_in_its_jurisdiction(redis_
         theirs = await audit(gw, other_admin)
         assert all(e["node"].startswith(OTHER) for e in theirs)
         assert not {e["id"] for e in theirs} & {e["id"] for e in entries}
-        assert [e["action"] for e in theirs] == ["token.create"]  # its own token, made by the region's admin
+        # Its own token, made by the region's admin; and the home county's attempt to add a camera there.
+        assert [e["action"] for e in theirs] == ["access.denied", "token.create"]
+        assert theirs[0]["actor"]["id"] == admin_id and theirs[0]["detail"]["why"] == "jurisdiction"
         everything = await audit(gw, TOKEN)
         assert {e["id"] for e in entries} <= {e["id"] for e in everything}
         assert any(e["node"] == OTHER for e in everything)
@@ -231,3 +233,63 @@ async def test_audit_is_for_admins(redis_url, make_gateway):
         async with aiohttp.ClientSession() as anon:
             async with anon.get(gw.url("/api/v1/audit")) as r:
                 assert r.status == 401
+
+
+async def test_refusals_are_audited_for_the_admins_of_the_node_reached_for(redis_url, make_gateway):
+    async with make_gateway(redis_url, node="45") as gw:
+        theirs = await gw.add_camera(name="elsewhere", node=OTHER, url="rtsp://127.0.0.1:1/x", enabled=False)
+        home_admin_t = await new_token(gw, "home admin", "admin", HOME)
+        home_admin, other_admin = home_admin_t["token"], (await new_token(gw, "other admin", "admin", OTHER))["token"]
+        viewer_t = await new_token(gw, "home viewer", "viewer", HOME)
+        viewer = viewer_t["token"]
+
+        # Beyond the role, at home.
+        status, _ = await gw.request("POST", "/api/v1/cameras", headers=auth(viewer), json={
+            "name": "mine", "node": HOME, "url": "rtsp://127.0.0.1:1/y", "enabled": False})
+        assert status == 403
+        # Beyond the jurisdiction: a camera elsewhere answers 404 as if it did not exist, yet is recorded.
+        status, _ = await gw.request("GET", f"/api/v1/cameras/{theirs['id']}", headers=auth(home_admin))
+        assert status == 404
+        status, _ = await gw.request("PATCH", f"/api/v1/cameras/{theirs['id']}", headers=auth(home_admin),
+                                     json={"name": "taken over"})
+        assert status == 404
+        # A subscription to another county, with the token in the query as browsers send it.
+        async with aiohttp.ClientSession() as browser:
+            async with browser.get(gw.url(f"/api/v1/events/stream?node={OTHER}&token={home_admin}")) as r:
+                assert r.status == 403
+        # Really absent, or simply wrong: not a refusal, nothing recorded.
+        status, _ = await gw.request("GET", "/api/v1/cameras/45010300001310009999", headers=auth(home_admin))
+        assert status == 404
+        status, _ = await gw.request("GET", "/api/v1/cameras", headers=auth("se_" + "x" * 43))
+        assert status == 401
+
+        async def four_denials():
+            got = await audit(gw, TOKEN, "&action=access.denied")
+            return got if len(got) >= 4 else None
+
+        everything = await until(four_denials, 15, "four access.denied entries")
+        assert len(everything) == 4, everything
+        role, get, patch, sub = reversed(everything)  # newest first
+        assert role["actor"]["id"] == viewer_t["id"] and role["node"] == HOME
+        assert role["target"] == "/api/v1/cameras"
+        assert role["detail"] == {"method": "POST", "status": 403, "why": "role",
+                                  "reason": "this needs the admin role; the token has viewer"}
+        for e in (get, patch):
+            assert e["actor"]["id"] == home_admin_t["id"] and e["node"] == OTHER
+            assert e["target"] == f"/api/v1/cameras/{theirs['id']}" and e["from"] == "127.0.0.1"
+            assert e["detail"]["status"] == 404 and e["detail"]["why"] == "jurisdiction"
+        assert (get["detail"]["method"], patch["detail"]["method"]) == ("GET", "PATCH")
+        assert sub["actor"]["id"] == home_admin_t["id"] and sub["node"] == OTHER
+        assert sub["target"] == "/api/v1/events/stream" and sub["detail"]["status"] == 403
+        assert sub["detail"]["why"] == "jurisdiction"
+
+        # The home admin sees its viewer's overreach at home, but not what its probes found elsewhere;
+        # the other county's admin sees every attempt on its cameras and events.
+        assert [e["id"] for e in await audit(gw, home_admin, "&action=access.denied")] == [role["id"]]
+        assert [e["id"] for e in await audit(gw, other_admin, "&action=access.denied")] == [
+            sub["id"], patch["id"], get["id"]]
+        raw = b"\n".join(f[b"a"] for _, f in await _stream(gw)).decode()
+        assert viewer not in raw and home_admin not in raw
+        # The camera the PATCH went for is unchanged.
+        _, cam = await gw.request("GET", f"/api/v1/cameras/{theirs['id']}")
+        assert cam["name"] == "elsewhere"

@@ -324,4 +324,35 @@ async def test_page_follows_the_browser_language_and_refuses_a_bad_token(make_ga
         assert await page.is_visible("#settings-readonly")
         assert "仅管理员" in await page.inner_text("#settings-readonly")
         await _shot(page, "08-operator-zh.png")
+
+        # A viewer sees the catalog only. The page says what its role cannot see, and asks for none of
+        # it: each refused request would be an access.denied entry in the audit trail.
+        await page.click("#logout-button")
+        await page.goto(gw.url("/"))  # the wall, not the camera page the operator left open
+        await page.wait_for_selector("#login-form", state="visible")
+        status, viewer = await gw.request("POST", "/api/v1/tokens", json={"name": "观察员", "role": "viewer",
+                                                                           "node": "450102"})
+        assert status == 201, viewer
+        refused: list[str] = []
+        page.on("response", lambda r: refused.append(r.url.split("?")[0]) if r.status == 403 else None)
+        await page.fill("#token-input", viewer["token"])
+        await page.click("#login-button")
+        await page.wait_for_selector(f"#camera-grid .card[data-camera-id='{cam['id']}'][data-state='online']",
+                                     timeout=WAIT_MS)
+        await page.wait_for_selector("#feed-error:has-text('无权查看')")
+        assert await page.get_attribute("#ws-status", "data-state") == "denied"
+        await page.click(f"#camera-grid .card[data-camera-id='{cam['id']}'] .thumb")
+        await page.wait_for_selector("#live-overlay:has-text('无权查看')")
+        await page.wait_for_selector("#camera-events:has-text('无权查看')")
+        await page.wait_for_selector("#camera-health:has-text('无权查看')")
+        await page.click("#lang-switch")
+        await page.wait_for_selector("#camera-health:has-text('cannot see this')")
+        await page.wait_for_selector("#live-overlay:has-text('cannot see this')")
+        await page.wait_for_selector("#feed-error:has-text('cannot see this')")
+        assert await page.inner_text("#event-feed") == ""  # not "no events yet": it was never asked
+        await asyncio.sleep(6)  # longer than the live view's retry and the thumbnails' refresh
+        assert refused == []
+        _, trail = await gw.request("GET", "/api/v1/audit?action=access.denied")
+        assert trail["entries"] == []
+        await _shot(page, "09-viewer.png")
         await ctx.close()

@@ -23,7 +23,7 @@ import hmac
 from aiohttp import web
 
 from gateway import keys
-from gateway.api.errors import ApiError, error, hash_token
+from gateway.api.errors import AccessDenied, ApiError, error, hash_token
 from tiers.access import Principal, Role
 from tiers.nodes import NodeCodeError, normalize_node
 
@@ -67,7 +67,19 @@ async def auth_middleware(request: web.Request, handler):
     if principal is None:
         return error(401, "missing, invalid or revoked bearer token", hint="send 'Authorization: Bearer <token>'")
     request[keys.PRINCIPAL] = principal
-    return await handler(request)
+    try:
+        return await handler(request)
+    except AccessDenied as e:
+        _audit_denial(request, principal, e)
+        raise
+
+
+def _audit_denial(request: web.Request, p: Principal, e: AccessDenied) -> None:
+    # A token probing beyond its role or jurisdiction is a security event (DESIGN §6): who, what, from where.
+    # The path, never the query (it may carry a token); the entry goes to the admins over the node reached for.
+    request.app[keys.AUDIT].record_request(
+        request, "access.denied", request.path, e.node or p.node,
+        {"method": request.method, "status": e.status, "why": e.why, "reason": e.message})
 
 
 def principal(request: web.Request) -> Principal:
@@ -79,7 +91,7 @@ def require(request: web.Request, role: Role) -> Principal:
     """The caller, or a 403 when its role is below `role`."""
     p = request[keys.PRINCIPAL]
     if not p.can(role):
-        raise ApiError(403, f"this needs the {role.label} role; the token has {p.role.label}")
+        raise AccessDenied(403, f"this needs the {role.label} role; the token has {p.role.label}", why="role")
     return p
 
 
@@ -93,8 +105,8 @@ def require_node(request: web.Request, node: str, role: Role = Role.VIEWER, *, h
     p = require(request, role)
     if not p.covers(node):
         if hide:
-            raise ApiError(404, missing)
-        raise ApiError(403, f"node {node} is outside this token's jurisdiction ({p.node})")
+            raise AccessDenied(404, missing, why="jurisdiction", node=node)
+        raise outside_jurisdiction(p, node)
     return p
 
 
@@ -111,7 +123,13 @@ def scope_node(request: web.Request, node: str | None, role: Role = Role.VIEWER)
         return node
     if node and p.node.startswith(node):
         return p.node  # an ancestor of the jurisdiction: everything this token may see below it
-    raise ApiError(403, f"node {node} is outside this token's jurisdiction ({p.node})")
+    raise outside_jurisdiction(p, node)
+
+
+def outside_jurisdiction(p: Principal, node: str) -> AccessDenied:
+    """The 403 for a node the caller named that lies outside its jurisdiction."""
+    return AccessDenied(403, f"node {node} is outside this token's jurisdiction ({p.node})", why="jurisdiction",
+                        node=node)
 
 
 async def until_revoked(request: web.Request) -> None:

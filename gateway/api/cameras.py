@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.api.auth import require, require_node, scope_node
-from gateway.api.errors import ApiError, query_int, read_json
+from gateway.api.auth import outside_jurisdiction, require, require_node, scope_node
+from gateway.api.errors import AccessDenied, ApiError, query_int, read_json
 from registry.bulk import BulkError, parse_bulk_csv, parse_bulk_json
 from registry.ids import CameraIdError, validate_camera_id
 from registry.models import Camera, CameraCreate, CameraPatch, validate_sources
@@ -168,10 +168,10 @@ async def patch_camera(request: web.Request) -> web.Response:
     def change(cam: Camera) -> Camera:
         # Checked on the record being changed, inside the transaction: a concurrent move cannot slip by.
         if not who.covers(cam.node):
-            raise ApiError(404, f"no camera {cid}")
+            raise AccessDenied(404, f"no camera {cid}", why="jurisdiction", node=cam.node)
         new = patch.apply(cam)
         if not who.covers(new.node):
-            raise ApiError(403, f"node {new.node} is outside this token's jurisdiction ({who.node})")
+            raise outside_jurisdiction(who, new.node)
         validate_sources(new, media_dirs)
         moved_from[:] = [cam.node] if new.node != cam.node else []
         return new

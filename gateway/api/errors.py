@@ -71,6 +71,19 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class AccessDenied(ApiError):
+    """A refusal on role or jurisdiction (a 403, or a 404 that hides what lies elsewhere); it is audited.
+
+    `node` is the node the caller tried to reach, when there is one: the audit entry belongs to the
+    admins over that node, so a hidden 404 does not tell the caller's own admins what exists elsewhere.
+    """
+
+    def __init__(self, status: int, message: str, *, why: str, node: str | None = None) -> None:
+        super().__init__(status, message)
+        self.why = why  # "role" | "jurisdiction"
+        self.node = node
+
+
 def hash_token(token: str) -> bytes:
     """Tokens are kept only as their SHA-256."""
     return hashlib.sha256(token.encode()).digest()

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import keys
-from gateway.api.auth import BOOTSTRAP_ID, principal, require, require_node, scope_node
-from gateway.api.errors import ApiError, read_json
+from gateway.api.auth import BOOTSTRAP_ID, outside_jurisdiction, principal, require, require_node, scope_node
+from gateway.api.errors import AccessDenied, ApiError, read_json
 from registry.tokens import NAME_MAX, TokenRecord
 from tiers.access import Role
 from tiers.nodes import NodeCodeError, normalize_node
@@ -64,9 +64,10 @@ async def create_token(request: web.Request) -> web.Response:
     p = require(request, Role.ADMIN)
     name, role, node = _parse_create(await read_json(request, max_bytes=4096), p.node)
     if not p.covers(node):
-        raise ApiError(403, f"node {node} is outside this token's jurisdiction ({p.node})")
+        raise outside_jurisdiction(p, node)
     if not p.can(role):
-        raise ApiError(403, f"cannot create a {role.label} token with a {p.role.label} token")
+        raise AccessDenied(403, f"cannot create a {role.label} token with a {p.role.label} token", why="role",
+                           node=node)
     rec, raw = await request.app[keys.TOKENS].create(name, role, node, p)
     request.app[keys.AUDIT].record_request(request, "token.create", rec.id, rec.node,
                                            {"name": rec.name, "role": rec.role.label})

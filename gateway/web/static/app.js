@@ -38,6 +38,7 @@ const S = {
   camera: null,
   camEvents: [],
   camHealth: [],
+  camErrors: [null, null], // why the camera page's event and health lists could not be loaded
   liveRetry: null,
   timers: [],
   observer: null,
@@ -157,8 +158,13 @@ function signOut(message = "") {
 
 // ---- start and periodic refresh --------------------------------------------------------------------
 
+// Events, snapshots and live views need the operator role. The page does not ask for what the token's
+// role cannot have: each refusal would be an access.denied entry in the audit trail.
+const canWatch = () => S.me?.you.role !== "viewer";
+
 async function start() {
   const you = S.me.you;
+  S.noSnapshots = !canWatch();
   $("#whoami").textContent = t("top.role", { name: you.name, role: tOr("role", you.role), node: you.node });
   S.observer = S.observer || new IntersectionObserver((entries) => {
     for (const e of entries) {
@@ -366,7 +372,17 @@ async function refreshThumbs() {
 
 // ---- live event feed -------------------------------------------------------------------------------
 
+function feedForbidden() {
+  S.feedDenied = true;
+  setWs("denied");
+  $("#feed-error").textContent = t("err.forbidden");
+}
+
 async function loadHistory() {
+  if (!canWatch()) {
+    feedForbidden();
+    return;
+  }
   try {
     const r = await api("/api/v1/events?limit=60");
     for (const ev of r.events.slice().reverse()) addEvent(ev, false);
@@ -374,9 +390,7 @@ async function loadHistory() {
     renderFeed();
   } catch (e) {
     if (e instanceof ApiError && e.status === 403) {
-      S.feedDenied = true;
-      setWs("denied");
-      $("#feed-error").textContent = t("err.forbidden");
+      feedForbidden();
       return;
     }
     $("#feed-error").textContent = errorText(e);
@@ -487,7 +501,8 @@ function renderFeedFilters() {
 
 function renderFeed() {
   const items = S.feed.filter(feedMatches).map((ev) => eventItem(ev));
-  $("#event-feed").replaceChildren(...(items.length ? items : [h("li", { class: "muted empty" }, t("feed.empty"))]));
+  const empty = S.feedDenied ? [] : [h("li", { class: "muted empty" }, t("feed.empty"))];
+  $("#event-feed").replaceChildren(...(items.length ? items : empty));
 }
 
 function snapshotUrl(ev) {
@@ -547,6 +562,7 @@ async function openCamera(id) {
   $("#settings-message").textContent = "";
   $("#camera-events").replaceChildren();
   $("#camera-health").replaceChildren();
+  S.camErrors = [null, null];
   try {
     S.camera = await api(`/api/v1/cameras/${id}`);
   } catch (e) {
@@ -648,20 +664,31 @@ async function saveSettings(event) {
 }
 
 async function loadCameraLists(id) {
+  if (!canWatch()) {
+    S.camEvents = [];
+    S.camHealth = [];
+    const denied = new ApiError(403, t("err.forbidden"));
+    S.camErrors = [denied, denied];
+    renderCameraLists();
+    return;
+  }
   const q = (extra) => `/api/v1/events?${new URLSearchParams({ camera: id, limit: "30", ...extra })}`;
   const [events, health] = await Promise.allSettled([api(q({})), api(q({ type: "status,quality" }))]);
   if (S.camId !== id) return;
   S.camEvents = events.status === "fulfilled" ? events.value.events : [];
   S.camHealth = health.status === "fulfilled" ? health.value.events : [];
-  renderCameraLists(events.status === "rejected" ? events.reason : null);
+  S.camErrors = [events, health].map((r) => (r.status === "rejected" ? r.reason : null));
+  renderCameraLists();
 }
 
-function renderCameraLists(error = null) {
+function renderCameraLists() {
+  const [error, healthError] = S.camErrors || [];
   const list = (items, empty) => (items.length ? items.map((ev) => eventItem(ev, true))
     : [h("li", { class: "muted empty" }, empty)]);
   $("#camera-events").replaceChildren(...(error ? [h("li", { class: "error" }, errorText(error))]
     : list(S.camEvents, t("feed.empty"))));
-  $("#camera-health").replaceChildren(...list(S.camHealth, t("cam.health.empty")));
+  $("#camera-health").replaceChildren(...(healthError ? [h("li", { class: "error" }, errorText(healthError))]
+    : list(S.camHealth, t("cam.health.empty"))));
 }
 
 function liveUrl(id) {
@@ -673,6 +700,12 @@ function startLive() {
   stopLive();
   const id = S.camId;
   const img = $("#live-view");
+  if (!canWatch()) {
+    const overlay = $("#live-overlay");
+    overlay.textContent = t("cam.live.off", { msg: t("err.forbidden") });
+    overlay.hidden = false;
+    return;
+  }
   img.onload = () => { $("#live-overlay").hidden = true; };
   img.onerror = async () => {
     if (S.camId !== id) return;
@@ -708,6 +741,7 @@ function switchLanguage() {
   const you = S.me.you;
   $("#whoami").textContent = t("top.role", { name: you.name, role: tOr("role", you.role), node: you.node });
   setWs($("#ws-status").dataset.state);
+  if (S.feedDenied) $("#feed-error").textContent = t("err.forbidden");
   renderTree();
   renderGrid();
   renderFeedFilters();
@@ -715,6 +749,7 @@ function switchLanguage() {
   if (S.camera) {
     renderCamera();
     renderCameraLists();
+    if (!canWatch()) startLive(); // its refusal, in the new language
   }
   clock();
 }
