@@ -9,6 +9,7 @@ in-memory outbox that a named background task writes, idempotently, as EventLog 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
@@ -48,6 +49,7 @@ ACTIONS = (
 _RAW_TOKEN = re.compile(r"se_[A-Za-z0-9_-]{20,}")
 _SECRET_KEY = re.compile(r"pass|secret|credential|authorization|^(raw_?)?token$", re.I)
 _MAX_STR = 512
+_MAX_VIEW_KEYS = 50_000  # (token, action, camera) triples remembered for coalescing views; oldest forgotten
 _MAX_ITEMS = 50
 
 
@@ -142,7 +144,7 @@ class AuditLog(Outbox[_Pending]):
 
     def __init__(self, redis: aioredis.Redis, node: str, gateway: str, *, prefix: str = "se",
                  retention: int = 1_000_000, buffer_size: int = 10_000, batch: int = 256,
-                 trust_forwarded_for: bool = False) -> None:
+                 trust_forwarded_for: bool = False, view_window_s: float = 60.0) -> None:
         super().__init__(buffer_size=buffer_size, batch=batch)
         self.redis = redis
         self.node = node
@@ -151,6 +153,9 @@ class AuditLog(Outbox[_Pending]):
         self.stream = f"{prefix}:audit"
         self.retention = retention
         self.trust_forwarded_for = trust_forwarded_for
+        self.view_window_s = view_window_s
+        self.views_coalesced = 0  # views not recorded: the same token saw the same camera within the window
+        self._views: collections.OrderedDict[tuple[str, str, str], float] = collections.OrderedDict()
         self._script = redis.register_script(_APPEND)
 
     # ---- recording -----------------------------------------------------------------------------
@@ -173,6 +178,24 @@ class AuditLog(Outbox[_Pending]):
         from gateway import keys  # here, not at the top: gateway.keys imports this module
 
         self.record(request[keys.PRINCIPAL], action, target, node, self.client_address(request), detail)
+
+    def record_view(self, request: web.Request, action: str, target: str, node: str, camera_id: str,
+                    detail: dict[str, Any] | None = None) -> None:
+        """Like record_request, for a picture of `camera_id` viewed: once per token, action and camera per window."""
+        from gateway import keys
+
+        key = (request[keys.PRINCIPAL].token_id, action, camera_id)
+        now = time.monotonic()
+        last = self._views.get(key)
+        if last is not None and now - last < self.view_window_s:
+            self.views_coalesced += 1
+            return
+        self._views[key] = now
+        self._views.move_to_end(key)
+        while len(self._views) > _MAX_VIEW_KEYS:
+            self._views.popitem(last=False)
+        self.record_request(request, action, target, node,
+                            {**(detail or {}), "camera_id": camera_id, "window_s": self.view_window_s})
 
     def client_address(self, request: web.Request) -> str | None:
         """The socket peer; behind a trusted reverse proxy, the address it saw (last X-Forwarded-For hop)."""

@@ -293,3 +293,71 @@ async def test_refusals_are_audited_for_the_admins_of_the_node_reached_for(redis
         # The camera the PATCH went for is unchanged.
         _, cam = await gw.request("GET", f"/api/v1/cameras/{theirs['id']}")
         assert cam["name"] == "elsewhere"
+
+
+async def _watch(gw: Gateway, token: str, cid: str, event: dict) -> None:
+    """What a control-room page does: thumbnails three times, an event's snapshot twice, a live view."""
+    h = auth(token)
+    for _ in range(3):
+        status, _ = await gw.request("GET", f"/api/v1/cameras/{cid}/snapshot.jpg?width=320", headers=h)
+        assert status == 200
+    for _ in range(2):
+        status, _ = await gw.request("GET", event["snapshot"], headers=h)
+        assert status == 200
+    async with gw.session.get(gw.url(f"/api/v1/cameras/{cid}/live.mjpeg?fps=2"), headers=h) as r:
+        assert r.status == 200
+        await r.content.readuntil(b"\r\n\r\n")  # the first part's headers: the view is open
+
+
+async def _first_motion_with_snapshot(gw: Gateway, cid: str) -> dict:
+    async def motion():
+        _, body = await gw.request("GET", f"/api/v1/events?camera={cid}&type=motion&limit=50")
+        return next((e for e in body["events"] if e.get("snapshot")), None)
+
+    return await until(motion, 60, "a motion event with a snapshot")
+
+
+async def test_pictures_viewed_are_recorded_once_per_token_and_camera_per_window(redis_url, make_gateway):
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45") as gw:
+        cam = await gw.add_camera(name="street", node=HOME, url=CLIP, analytics={"fps": 5})
+        await gw.wait_state(cam["id"], "online")
+        ev = await _first_motion_with_snapshot(gw, cam["id"])
+        ops = [await new_token(gw, f"duty officer {i}", "operator", HOME) for i in (1, 2)]
+        for op in ops:
+            await _watch(gw, op["token"], cam["id"], ev)
+
+        async def six_views():
+            got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.view")
+            return got if len(got) >= 6 else None
+
+        got = await until(six_views, 15, "the views to be recorded")
+        await asyncio.sleep(0.5)  # nothing more comes
+        got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.view")
+        # Per officer: one thumbnail entry for three fetches, one snapshot entry for two, and the live view.
+        assert sorted((e["actor"]["id"], e["action"]) for e in got) == sorted(
+            (op["id"], a) for op in ops for a in ("camera.snapshot", "snapshot.view", "live.view"))
+        for e in got:
+            assert e["node"] == HOME and e["from"] == "127.0.0.1"
+        thumb = next(e for e in got if e["action"] == "camera.snapshot")
+        assert thumb["target"] == cam["id"]
+        assert thumb["detail"] == {"width": 320, "camera_id": cam["id"], "window_s": 60.0}
+        snap = next(e for e in got if e["action"] == "snapshot.view")
+        assert snap["target"] == ev["id"] and snap["detail"]["camera_id"] == cam["id"]
+        live = next(e for e in got if e["action"] == "live.view")
+        assert live["target"] == cam["id"] and live["detail"] == {"fps": 2.0, "width": 960}
+        assert gw.app[keys.AUDIT].views_coalesced == 6  # 2 thumbnails and 1 snapshot, per officer
+
+
+async def test_a_zero_view_window_records_every_view(redis_url, make_gateway):
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45", access={"view_audit_window_s": 0}) as gw:
+        cam = await gw.add_camera(name="street", node=HOME, url=CLIP, analytics={"fps": 5})
+        await gw.wait_state(cam["id"], "online")
+        ev = await _first_motion_with_snapshot(gw, cam["id"])
+        await _watch(gw, TOKEN, cam["id"], ev)
+
+        async def six_views():
+            got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.view")
+            return got if len(got) >= 6 else None
+
+        got = await until(six_views, 15, "every view to be recorded")
+        assert sorted(e["action"] for e in got) == ["camera.snapshot"] * 3 + ["live.view"] + ["snapshot.view"] * 2

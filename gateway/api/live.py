@@ -69,16 +69,11 @@ async def _camera(request: web.Request) -> tuple[str, str, bool]:
     return cid, node, local
 
 
-def _audit(request: web.Request, action: str, cid: str, node: str, detail: dict) -> None:
-    if keys.AUDIT in request.app:
-        request.app[keys.AUDIT].record_request(request, action, cid, node, detail)
-
-
 @routes.get("/api/v1/cameras/{camera_id}/snapshot.jpg")
 async def snapshot(request: web.Request) -> web.Response:
     """The camera's newest frame as a JPEG thumbnail (`?width=` 64..1280, default 640)."""
     width = query_int(request, "width", 640, MIN_WIDTH, MAX_WIDTH)
-    cid, _, local = await _camera(request)
+    cid, node, local = await _camera(request)
     app = request.app
     worker = app[keys.SUPERVISOR].workers.get(cid)
     if worker is not None:
@@ -97,6 +92,7 @@ async def snapshot(request: web.Request) -> web.Response:
             raise ApiError(e.status, e.reason) from None
         jpeg = await asyncio.to_thread(fit_jpeg, jpeg, width)
         taken = None
+    app[keys.AUDIT].record_view(request, "camera.snapshot", cid, node, cid, {"width": width})
     headers = {"Cache-Control": "no-store"}
     if taken is not None:
         headers["X-Captured-At"] = iso_ms(taken)
@@ -137,7 +133,7 @@ async def live_view(request: web.Request) -> web.StreamResponse:
     live.opened += 1
     try:
         await resp.prepare(request)
-        _audit(request, "camera.live_view", cid, node, {"fps": fps, "width": width})
+        app[keys.AUDIT].record_request(request, "live.view", cid, node, {"fps": fps, "width": width})
         stream = (_stream_local(request, resp, live, cid, fps, width) if local
                   else _stream_remote(request, resp, live, cid, fps, width))
         await _until_revoked(request, stream)
