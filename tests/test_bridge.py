@@ -20,7 +20,7 @@ from gateway.config import ConfigError, load_settings
 from sample_streams.generate import make_clip
 from tests.gateway_fixtures import until
 from tests.tier_fixtures import TOKEN
-from tiers.rpc import NoFrame, TierTimeout, UnknownCamera, fetch_latest_jpeg
+from tiers.rpc import FetchError, NoFrame, Picture, TierTimeout, UnknownCamera, fetch_latest_jpeg, parse_reply
 
 REGION, CITY, COUNTY = "45", "4501", "450102"
 CAM = "45010200001320000001"
@@ -307,3 +307,16 @@ def test_uplink_setting_flag_and_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SHARP_EYES_BRIDGE__LABELS", '["car"]')
     s = load_settings(None)
     assert s.uplink == "redis://10.0.0.8:6379/0" and s.bridge.labels == ["car"]
+
+
+def test_frame_replies_from_tiers_old_and_new_are_read_and_bad_ones_refused():
+    jpeg = b"\xff\xd8" + b"\x00" * 64
+    # A tier from before the picture's details (the bare form), and the current form.
+    assert parse_reply(b"200\n" + jpeg) == Picture(jpeg)
+    assert parse_reply(b"200 1700000000.250 3\n" + jpeg) == Picture(jpeg, 1700000000.25, 3)
+    assert parse_reply(b"200 - -\n" + jpeg) == Picture(jpeg)
+    with pytest.raises(NoFrame, match="offline"):
+        parse_reply(b"503\ncamera 45010200001320000001 has no frame yet (starting or offline)")
+    for bad in (b"200 x 3\n" + jpeg, b"200 1.0\n" + jpeg, b"OK\n" + jpeg, b"200\nnot a jpeg", b"no newline"):
+        with pytest.raises(FetchError):
+            parse_reply(bad)

@@ -329,3 +329,45 @@ async def test_an_upper_tier_shows_a_lower_tiers_camera(tier_chain):
         await until(lambda: _zero(city.app[keys.LIVE]), 10, "the city's stream to be released")
         status, body = await city.gw.request("GET", "/api/v1/cameras/45010200001320000999/snapshot.jpg")
         assert status == 404, body
+
+
+@pytest.mark.model
+async def test_an_upper_tiers_live_view_shows_the_lower_tiers_detections(tier_chain, model_path, street_clip):
+    async with tier_chain(("4501", "450102"), models={"450102": model_path},
+                          media_dirs=[street_clip.parent]) as chain:
+        city, county = chain["4501"], chain["450102"]
+        cid = await _online_camera(county.gw, node="450102001", url=f"file:{street_clip.name}",
+                                   analytics={"fps": 5, "min_score": 0.45})
+        await until(lambda: _remote_online(city, cid), 30, "the county's camera online at the city")
+        county_live = county.app[keys.LIVE]
+        async with city.gw.session.get(city.gw.url(f"/api/v1/cameras/{cid}/live.mjpeg?fps=5&width=640")) as r:
+            assert r.status == 200
+            stream = Mjpeg(r)
+            deadline = time.monotonic() + 60
+            while True:
+                assert time.monotonic() < deadline, "no frame from the county with its detections drawn in 60 s"
+                headers, body = await stream.next()
+                if int(headers.get("X-Detections", 0)) == 0:
+                    continue
+                # The county rendered this picture at the width the city asked, boxes drawn, and keeps the
+                # detections of its newest rendering: when that is this very picture, check the boxes on it.
+                cached = county_live._cache.get(next((k for k in county_live._cache
+                                                      if k.camera_id == cid and k.width == 640 and k.boxes), None))
+                if cached is None or not cached[1].done() or cached[1].result() != body:
+                    continue
+                dets = cached[0].detections
+                break
+        assert int(headers["X-Detections"]) == len(dets) > 0
+        taken = datetime.fromisoformat(headers["X-Captured-At"].replace("Z", "+00:00")).timestamp()
+        assert abs(time.time() - taken) < 5
+        image = _jpeg(body)
+        assert image.shape == (360, 640, 3)  # the street clip is 1280x720: scaled where it runs
+        for d in dets:
+            x1, y1, x2, y2 = (int(v * s) for v, s in zip(d.box, (640, 360, 640, 360)))
+            edge = image[(y1 + y2) // 2, max(0, x1 - 2):x1 + 3].astype(int)  # the box's left edge, halfway down
+            colour = np.array(label_colour(d.label))
+            assert np.abs(edge - colour).sum(axis=1).min() < 80, (d.label, edge, colour)
+        # A thumbnail from the city carries no boxes and crosses the link at the width asked.
+        status, body = await city.gw.request("GET", f"/api/v1/cameras/{cid}/snapshot.jpg?width=320")
+        assert status == 200 and _jpeg(body).shape == (180, 320, 3)
+        assert any(k.camera_id == cid and k.width == 320 and not k.boxes for k in county_live._cache)

@@ -6,8 +6,12 @@ child the camera came through (its "via" in ``se:rcat``); that child's bridge BL
 uplink, serves the request (its own camera's frame, or by asking its own child the same way), and pushes
 the reply onto ``se:rpc:reply:<request id>`` (expiring soon), which the asker BLPOPs with a timeout.
 
-Request: JSON {"id", "camera_id", "ttl" (seconds the asker waits), "sent_at"} (at most 1 KiB).
-Reply: b"<status>\\n" + JPEG (status 200) or an error message (404, 503, 504, 502), at most 4 MiB.
+Request: JSON {"id", "camera_id", "ttl" (seconds the asker waits), "sent_at", "width", "boxes", "v": 2}
+(at most 1 KiB). The owning tier renders the picture at the width asked, detections drawn when "boxes",
+so a thumbnail crosses each hop at thumbnail size.
+Reply: b"<status>\\n" + JPEG (status 200) or an error message (404, 503, 504, 502), at most 4 MiB; to a
+request with "v": 2 a picture's head is b"200 <captured_at> <detections>" ("-" where unknown).
+A tier that predates "v" ignores the new fields and answers the bare form, which is still read.
 """
 
 from __future__ import annotations
@@ -17,20 +21,23 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from analytics.types import Detection, Frame
 from registry.ids import CameraIdError, validate_camera_id
 from tiers.catalog import TierKeys
 
 if TYPE_CHECKING:
     from registry.store import CameraStore
 
-__all__ = ["FetchError", "FrameFetcher", "NoFrame", "TierTimeout", "UnknownCamera", "fetch_latest_jpeg"]
+__all__ = ["FetchError", "FrameFetcher", "NoFrame", "Picture", "TierTimeout", "UnknownCamera", "fetch_latest_jpeg",
+           "fetch_picture"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,21 @@ REPLY_TTL_S = 10
 HOP_MARGIN_S = 0.25  # each hop answers this much before its asker gives up
 MAX_WAIT_S = 8.0  # below the app client's socket timeout, which a blocking pop must not outlast
 JPEG_QUALITY = 85
+MIN_WIDTH, MAX_WIDTH = 64, 1280  # as the live view's bounds (gateway/web/frames.py)
+PROTOCOL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A camera's newest frame as JPEG, with what the owning tier knew of it."""
+
+    jpeg: bytes
+    captured_at: float | None = None  # the owning tier's wall clock when the frame was decoded
+    detections: int | None = None  # boxes drawn on it (None: not asked for, or not told)
+
+
+# (camera id, frame, detections to draw, width, boxes) -> JPEG; the gateway shares its live-view encodes.
+Render = Callable[[str, Frame, tuple[Detection, ...], int, bool], Awaitable[bytes]]
 
 
 class FetchError(web.HTTPException):
@@ -87,8 +109,9 @@ class FrameFetcher:
     """Newest frame of any camera in this tier's subtree as JPEG: its own from the worker, others via the chain."""
 
     def __init__(self, redis: aioredis.Redis, node: str, store: "CameraStore", workers: Mapping[str, Any], *,
-                 prefix: str = "se") -> None:
+                 prefix: str = "se", render: Render | None = None) -> None:
         self.redis = redis
+        self.render = render or _plain_render
         self.node = node
         self.store = store
         self.workers = workers  # camera id -> CameraWorker (the supervisor's live dict)
@@ -97,15 +120,20 @@ class FrameFetcher:
         self.served = 0
         self.failed = 0
 
-    async def fetch(self, camera_id: str, timeout: float = 5.0) -> bytes:
-        """JPEG of the camera's newest frame; raises UnknownCamera, NoFrame, TierTimeout or FetchError."""
+    async def fetch(self, camera_id: str, timeout: float = 5.0, *, width: int = MAX_WIDTH,
+                    boxes: bool = False) -> Picture:
+        """The camera's newest frame, at most `width` wide, with its detections drawn when `boxes`.
+
+        Raises UnknownCamera, NoFrame, TierTimeout or FetchError.
+        """
+        width = max(MIN_WIDTH, min(MAX_WIDTH, int(width)))
         try:
             camera_id = validate_camera_id(camera_id)
         except CameraIdError:
             raise UnknownCamera(f"no camera {str(camera_id)[:32]}") from None
         cam = await self.store.get(camera_id)
         if cam is not None:
-            return await self._local(camera_id, cam.enabled)
+            return await self._local(camera_id, cam.enabled, width, boxes)
         raw = await self.redis.hget(self.keys.rcat, camera_id)
         if raw is None:
             raise UnknownCamera(f"no camera {camera_id} in this tier's subtree")
@@ -115,20 +143,24 @@ class FrameFetcher:
             owner = str(rec.get("owner") or via)
         except (ValueError, KeyError, TypeError):
             raise UnknownCamera(f"no readable record of camera {camera_id}") from None
-        return await self._remote(camera_id, via, owner, timeout)
+        return await self._remote(camera_id, via, owner, timeout, width, boxes)
 
-    async def _local(self, camera_id: str, enabled: bool) -> bytes:
+    async def _local(self, camera_id: str, enabled: bool, width: int, boxes: bool) -> Picture:
         worker = self.workers.get(camera_id)
         frame = worker.latest if worker is not None else None
         if frame is None:
             why = "is disabled" if not enabled else "has no frame yet (starting or offline)"
             raise NoFrame(f"camera {camera_id} {why}")
-        return await asyncio.to_thread(encode_jpeg, frame.image)
+        dets: tuple[Detection, ...] = tuple(worker.latest_detections) if boxes else ()
+        jpeg = await self.render(camera_id, frame, dets, width, boxes)
+        return Picture(jpeg, frame.captured_at, len(dets) if boxes else None)
 
-    async def _remote(self, camera_id: str, via: str, owner: str, timeout: float) -> bytes:
+    async def _remote(self, camera_id: str, via: str, owner: str, timeout: float, width: int,
+                      boxes: bool) -> Picture:
         wait = max(0.1, min(timeout, MAX_WAIT_S))
         rid = uuid.uuid4().hex
-        req = json.dumps({"id": rid, "camera_id": camera_id, "ttl": round(wait, 3), "sent_at": time.time()})
+        req = json.dumps({"id": rid, "camera_id": camera_id, "ttl": round(wait, 3), "sent_at": time.time(),
+                          "width": width, "boxes": boxes, "v": PROTOCOL})
         queue, reply = self.keys.rpc_queue(via), self.keys.rpc_reply(rid)
         self.asked += 1
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -156,6 +188,9 @@ class FrameFetcher:
             camera_id = str(req["camera_id"])
             ttl = float(req.get("ttl", 5.0))
             sent_at = float(req.get("sent_at", received))
+            width = int(req.get("width", MAX_WIDTH))
+            boxes = req.get("boxes") is True
+            version = int(req.get("v", 1))
         except (ValueError, KeyError, TypeError) as e:
             log.debug("dropped a malformed frame request: %s", e)
             return
@@ -165,8 +200,9 @@ class FrameFetcher:
         if budget <= 0:
             return
         try:
-            jpeg = await asyncio.wait_for(self.fetch(camera_id, timeout=budget), budget + 0.5)
-            payload = b"200\n" + jpeg
+            pic = await asyncio.wait_for(self.fetch(camera_id, timeout=budget, width=width, boxes=boxes),
+                                         budget + 0.5)
+            payload = _picture_head(pic, version) + pic.jpeg
             self.served += 1
         except FetchError as e:
             payload = f"{e.status}\n{e.reason}".encode()
@@ -183,27 +219,60 @@ class FrameFetcher:
             await pipe.execute()
 
 
-def parse_reply(raw: bytes) -> bytes:
-    """JPEG from a reply, or the typed error it carries."""
-    if len(raw) > MAX_REPLY_BYTES + 8:
+async def _plain_render(camera_id: str, frame: Frame, detections: tuple[Detection, ...], width: int,
+                        boxes: bool) -> bytes:
+    # Without the gateway's renderer (tools, tests): the frame as it is, no boxes, scaled to the width.
+    image = frame.image
+    if image.shape[1] > width:
+        h, w = image.shape[:2]
+        image = await asyncio.to_thread(cv2.resize, image, (width, max(1, round(h * width / w))),
+                                        interpolation=cv2.INTER_AREA)
+    return await asyncio.to_thread(encode_jpeg, image)
+
+
+def _picture_head(pic: Picture, version: int) -> bytes:
+    if version < 2:
+        return b"200\n"
+    taken = f"{pic.captured_at:.3f}" if pic.captured_at is not None else "-"
+    dets = str(pic.detections) if pic.detections is not None else "-"
+    return f"200 {taken} {dets}\n".encode()
+
+
+def parse_reply(raw: bytes) -> Picture:
+    """The picture in a reply, or the typed error it carries."""
+    if len(raw) > MAX_REPLY_BYTES + 64:
         raise FetchError("reply larger than the bound")
     head, sep, body = raw.partition(b"\n")
-    if not sep or not head.isdigit():
+    fields = head.split(b" ")
+    if not sep or not fields[0].isdigit() or len(fields) not in (1, 3):
         raise FetchError("malformed reply from the tier below")
-    status = int(head)
-    if status == 200:
-        if body[:2] != b"\xff\xd8":
-            raise FetchError("the tier below sent something that is not a JPEG")
-        return body
-    raise _ERRORS.get(status, FetchError)(body.decode("utf-8", "replace"))
+    status = int(fields[0])
+    if status != 200:
+        raise _ERRORS.get(status, FetchError)(body.decode("utf-8", "replace"))
+    if body[:2] != b"\xff\xd8":
+        raise FetchError("the tier below sent something that is not a JPEG")
+    if len(fields) == 1:
+        return Picture(body)  # a tier from before the picture's details were sent
+    try:
+        taken = None if fields[1] == b"-" else float(fields[1])
+        dets = None if fields[2] == b"-" else int(fields[2])
+    except ValueError:
+        raise FetchError("malformed reply from the tier below") from None
+    return Picture(body, taken, dets)
 
 
-async def fetch_latest_jpeg(app: web.Application, camera_id: str, timeout: float = 5.0) -> bytes:
-    """JPEG of a camera's newest frame, own or from the tier below that runs it.
+async def fetch_picture(app: web.Application, camera_id: str, timeout: float = 5.0, *, width: int = MAX_WIDTH,
+                        boxes: bool = False) -> Picture:
+    """A camera's newest frame, own or from the tier below that runs it, at most `width` wide.
 
     Raises UnknownCamera (404), NoFrame (503), TierTimeout (504) or FetchError (502): aiohttp HTTP
     errors, so a handler may let them through as the answer. Works without any bridge for own cameras.
     """
     from gateway import keys  # the app's keys live in the gateway package, which imports this one
 
-    return await app[keys.FETCHER].fetch(camera_id, timeout)
+    return await app[keys.FETCHER].fetch(camera_id, timeout, width=width, boxes=boxes)
+
+
+async def fetch_latest_jpeg(app: web.Application, camera_id: str, timeout: float = 5.0) -> bytes:
+    """JPEG of a camera's newest frame (at most 1280 wide, no boxes); see fetch_picture."""
+    return (await fetch_picture(app, camera_id, timeout)).jpeg

@@ -21,7 +21,7 @@ from gateway.web.frames import MAX_WIDTH, MIN_WIDTH, LiveFrames, fit_jpeg
 from registry.ids import CameraIdError, validate_camera_id
 from tiers.access import Role
 from tiers.catalog import TierKeys
-from tiers.rpc import FetchError, UnknownCamera, fetch_latest_jpeg
+from tiers.rpc import FetchError, UnknownCamera, fetch_picture
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -85,13 +85,13 @@ async def snapshot(request: web.Request) -> web.Response:
     elif local:
         raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
     else:
-        # A camera of a tier below: its frame comes up the chain of bridges, full size; scaled here.
+        # A camera of a tier below: rendered at this width where it runs, brought up the chain of bridges.
         try:
-            jpeg = await fetch_latest_jpeg(app, cid, REMOTE_TIMEOUT_S)
+            pic = await fetch_picture(app, cid, REMOTE_TIMEOUT_S, width=width)
         except FetchError as e:
             raise ApiError(e.status, e.reason) from None
-        jpeg = await asyncio.to_thread(fit_jpeg, jpeg, width)
-        taken = None
+        jpeg = await asyncio.to_thread(fit_jpeg, pic.jpeg, width)  # a tier from before widths were asked
+        taken = pic.captured_at
     app[keys.AUDIT].record_view(request, "camera.snapshot", cid, node, cid, {"width": width})
     headers = {"Cache-Control": "no-store"}
     if taken is not None:
@@ -99,11 +99,12 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
 
 
-def _part(jpeg: bytes, captured_at: float | None, detections: int) -> bytes:
+def _part(jpeg: bytes, captured_at: float | None, detections: int | None) -> bytes:
     head = [f"--{BOUNDARY}", "Content-Type: image/jpeg", f"Content-Length: {len(jpeg)}"]
     if captured_at is not None:
         head.append(f"X-Captured-At: {iso_ms(captured_at)}")
-    head.append(f"X-Detections: {detections}")
+    if detections is not None:
+        head.append(f"X-Detections: {detections}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + jpeg + b"\r\n"
 
 
@@ -194,22 +195,22 @@ async def _stream_local(request: web.Request, resp: web.StreamResponse, live: Li
 
 async def _stream_remote(request: web.Request, resp: web.StreamResponse, live: LiveFrames, cid: str,
                          fps: float, width: int) -> None:
-    """Send a camera of a tier below, fetched up the chain of bridges at most fps times a second (no boxes)."""
+    """Send a camera of a tier below, drawn where it runs and brought up the chain, at most fps times a second."""
     interval = 1.0 / fps
     loop = asyncio.get_running_loop()
     last: bytes | None = None
     while not _gone(request, live):
         t0 = loop.time()
         try:
-            jpeg: bytes | None = await fetch_latest_jpeg(request.app, cid, REMOTE_TIMEOUT_S)
+            pic = await fetch_picture(request.app, cid, REMOTE_TIMEOUT_S, width=width, boxes=True)
         except UnknownCamera:
             break  # removed down there: the view ends
         except (FetchError, RedisError, OSError):
-            jpeg = None  # no frame now, or the chain is slow: keep the last picture and ask again
-        if jpeg is not None and jpeg != last:
-            last = jpeg
-            jpeg = await asyncio.to_thread(fit_jpeg, jpeg, width)
-            await asyncio.wait_for(resp.write(_part(jpeg, None, 0)), WRITE_TIMEOUT_S)
+            pic = None  # no frame now, or the chain is slow: keep the last picture and ask again
+        if pic is not None and pic.jpeg != last:
+            last = pic.jpeg
+            jpeg = await asyncio.to_thread(fit_jpeg, pic.jpeg, width)  # a tier from before widths were asked
+            await asyncio.wait_for(resp.write(_part(jpeg, pic.captured_at, pic.detections)), WRITE_TIMEOUT_S)
             live.frames_sent += 1
         await asyncio.sleep(max(0.0, interval - (loop.time() - t0)))
 
