@@ -1,0 +1,73 @@
+"""Bytes one cross-tier picture puts on each hop, by what is asked for (docs/tiers.md, "Cross-tier fetch").
+
+Before the width travelled with the request, the tier running a camera sent its full frame (JPEG q85)
+and the asking tier scaled it; now it renders at the width asked (q70, as the live view). Also the
+render time per picture. Medians over frames spread through the clip.
+
+    .venv/bin/python -m bench.pictures [--clip street_720p.mp4] [--frames 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import av
+
+from bench.pipeline import CLIP
+from gateway.web.frames import render_frame
+from tiers.rpc import encode_jpeg
+
+
+def _frames(clip: Path, count: int, every: int) -> list:
+    out = []
+    with av.open(str(clip)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                out.append(f.to_ndarray(format="bgr24"))
+                if len(out) >= count:
+                    break
+    return out
+
+
+def _measure(images: list, encode) -> tuple[float, float]:
+    sizes, times = [], []
+    encode(images[0])  # warm-up: first calls pay for OpenCV's lazy set-up
+    for im in images:
+        t0 = time.perf_counter()
+        sizes.append(len(encode(im)))
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(sizes), statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one table: median bytes and render ms per picture for each way of asking."""
+    p = argparse.ArgumentParser(prog="bench.pictures", description=__doc__.splitlines()[0])
+    p.add_argument("--clip", type=Path, default=CLIP)
+    p.add_argument("--frames", type=int, default=20, help="frames measured, spread through the clip (20)")
+    p.add_argument("--every", type=int, default=20, help="take every this many frames (20)")
+    a = p.parse_args(argv)
+    if not a.clip.exists():
+        print(f"no clip at {a.clip} (give --clip)", file=sys.stderr)
+        return 2
+    images = _frames(a.clip, a.frames, a.every)
+    h, w = images[0].shape[:2]
+    base, base_ms = _measure(images, encode_jpeg)
+    rows = [(f"full frame {w}x{h}, q85 (before)", base, base_ms)]
+    for width in (320, 640, 960):
+        size, ms = _measure(images, lambda im, width=width: render_frame(im, (), width=width))
+        rows.append((f"width {width}, q70", size, ms))
+    print(f"cross-tier picture sizes, {len(images)} frames of {a.clip.name} ({w}x{h}), medians")
+    print("| asked for | bytes per hop | vs before | render ms |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, size, ms in rows:
+        print(f"| {name} | {size:,.0f} | {base / size:.1f}x less | {ms:.1f} |" if size != base
+              else f"| {name} | {size:,.0f} | - | {ms:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
