@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import random
@@ -112,6 +113,8 @@ class EventLog(Outbox[_Pending]):
         self.prefix = prefix
         self.retention = retention
         self.snapshot_ttl_s = snapshot_ttl_s
+        # (node, type, label or "") -> events written: /metrics reports them within the scraper's jurisdiction.
+        self.written_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._script = redis.register_script(_APPEND)
 
     # ---- writing -------------------------------------------------------------------------------
@@ -132,6 +135,10 @@ class EventLog(Outbox[_Pending]):
                     client=pipe,
                 )
             await pipe.execute()
+
+    def _on_written(self, batch: list[_Pending]) -> None:
+        for p in batch:
+            self.written_by[(p.event.node, p.event.type, p.event.label or "")] += 1
 
     # ---- reading -------------------------------------------------------------------------------
     def decode(self, entry_id: str | bytes, fields: dict) -> StoredEvent:

@@ -50,6 +50,9 @@ class Outbox(Generic[T]):
     async def _write(self, batch: list[T]) -> None:
         raise NotImplementedError
 
+    def _on_written(self, batch: list[T]) -> None:
+        """Called once a batch is in Redis (subclasses count what it held)."""
+
     async def run(self) -> None:
         """Write the buffer in order, in batches, retrying with jittered backoff while Redis is away."""
         delay = 0.2
@@ -76,6 +79,7 @@ class Outbox(Generic[T]):
                 if self._outbox and self._outbox[0] is item:
                     self._outbox.popleft()
             self.written += len(batch)
+            self._on_written(batch)
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the buffer is empty (or the timeout passes)."""

@@ -130,7 +130,11 @@ async def test_metrics_parse_follow_conventions_and_match_the_cameras_state(redi
 
         # Gateway figures.
         assert m.value("sharp_eyes_redis_up") == 1
-        assert m.value("sharp_eyes_events_written_total") >= 2  # at least the two state changes
+        # Events written, by type and label: the cameras' changes of state, and motion.
+        assert m.value("sharp_eyes_events_written_total", type="status", label="") >= 2
+        assert m.value("sharp_eyes_events_written_total", type="motion", label="") >= 1
+        written = gw.app[keys.EVENTS].written
+        assert sum(s.value for s in m.samples("sharp_eyes_events_written_total")) <= written
         assert m.value("sharp_eyes_events_dropped_total") == 0
         assert m.value("sharp_eyes_gateway_info", node="450102", gateway="test-gw") == 1
         subs = m.value("sharp_eyes_event_subscribers")
@@ -159,6 +163,20 @@ async def test_metrics_need_a_token_and_show_its_jurisdiction_only(redis_url, ma
         assert nodes and all(n.startswith("450103") for n in nodes), nodes
         whole = await scrape(gw)
         assert whole.has("sharp_eyes_camera_state", camera=a) and whole.has("sharp_eyes_node_info", node="4501")
+        # Events written are counted within the jurisdiction too: switched on, each camera goes online.
+        for cid in (a, b):
+            status, _ = await gw.request("PATCH", f"/api/v1/cameras/{cid}", json={"enabled": True})
+            assert status == 200
+            await gw.wait_state(cid, "online")
+        await gw.request("PATCH", f"/api/v1/cameras/{a}", json={"enabled": False})
+        await gw.request("PATCH", f"/api/v1/cameras/{b}", json={"enabled": False})
+        assert await gw.app[keys.EVENTS].flush()
+        _, hist = await gw.request("GET", "/api/v1/events?type=status&limit=100")
+        per_camera = {cid: sum(e["camera_id"] == cid for e in hist["events"]) for cid in (a, b)}
+        assert per_camera[a] >= 2 and per_camera[b] >= 2, per_camera  # online, then disabled
+        status_written = "sharp_eyes_events_written_total"
+        assert (await scrape(gw, viewer)).value(status_written, type="status", label="") == per_camera[b]
+        assert (await scrape(gw)).value(status_written, type="status", label="") == per_camera[a] + per_camera[b]
 
 
 async def test_metrics_keep_answering_while_redis_is_away(redis_server, make_gateway):

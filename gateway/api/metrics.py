@@ -105,7 +105,7 @@ class Scrape:
     cameras: tuple[_Camera, ...]
     tree: NodeTree | None
     events_last_hour: dict[tuple[str, str], int]  # (type, label) -> count, over the tier's subtree
-    events_written: int
+    events_written: dict[tuple[str, str], int]  # (type, label) -> written by this gateway, in the jurisdiction
     events_dropped: int
     events_buffered: int
     events_delivered: int
@@ -133,8 +133,12 @@ class ScrapeCollector:
         yield info
         yield GaugeMetricFamily(_P + "redis_up", "1 when this tier's Redis answered a PING within 5 s.",
                                 value=1 if s.redis_up else 0)
-        yield CounterMetricFamily(_P + "events_written", "Events this gateway wrote to the tier's event stream.",
-                                  value=s.events_written)
+        written = CounterMetricFamily(
+            _P + "events_written", "Events this gateway wrote to the tier's event stream, by type and label "
+            "(empty for events without one).", labels=["type", "label"])
+        for (t, label), n in sorted(s.events_written.items()):
+            written.add_metric([t, label], n)
+        yield written
         yield CounterMetricFamily(_P + "events_dropped",
                                   "Events lost because the outage buffer overflowed while Redis was away.",
                                   value=s.events_dropped)
@@ -279,11 +283,15 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
             st = w.status()
             cameras.append(_Camera(cid, w.camera.node, st.state, tuple(getattr(st, "quality", ())), _Run.of(w)))
     ev, hub = app[keys.EVENTS], app[keys.HUB]
+    written: dict[tuple[str, str], int] = {}
+    for (node, t, label), n in list(ev.written_by.items()):
+        if p.covers(node):
+            written[(t, label)] = written.get((t, label), 0) + n
     return Scrape(
         node=settings.node, gateway_id=settings.gateway_id,
         detector=app[keys.POOL].name if keys.POOL in app else None, redis_up=redis_up,
         cameras=tuple(sorted(cameras, key=lambda c: c.id)), tree=tree, events_last_hour=by_pair,
-        events_written=ev.written, events_dropped=ev.dropped, events_buffered=ev.pending,
+        events_written=written, events_dropped=ev.dropped, events_buffered=ev.pending,
         events_delivered=hub.delivered, subscribers=len(hub.subs),
     )
 
