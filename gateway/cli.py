@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -316,15 +317,29 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> float:
+    """argparse type: '90m', '12h', '30d' or plain seconds -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value.lower())
+    if not m or float(m[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 90m, 12h or 30d")
+    return float(m[1]) * _UNITS[m[2]]
+
+
 def cmd_tokens(args: argparse.Namespace) -> int:
     if args.action == "create":
         body = {"name": args.name, "role": args.role}
         if args.node:
             body["node"] = args.node
+        if args.expires_in is not None:
+            body["expires_in_s"] = args.expires_in
         status, resp = asyncio.run(_request(args, "POST", "/api/v1/tokens", json=body))
         if status != 201:
             return _fail(status, resp)
-        print(f"{resp['id']}  {resp['role']:<8} node {resp['node']}  {resp['name']}")
+        until = f"  expires {resp['expires_at']}" if resp.get("expires_at") else ""
+        print(f"{resp['id']}  {resp['role']:<8} node {resp['node']}  {resp['name']}{until}")
         # The secret is shown here once; the gateway keeps only its hash.
         print(f"token: {resp['token']}")
         print("(store it now: it cannot be shown again)", file=sys.stderr)
@@ -337,7 +352,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         if status != 200:
             return _fail(status, resp)
         for t in resp["tokens"]:
-            state = "active" if t["active"] else f"revoked {t['revoked_at']}"
+            if t["revoked_at"]:
+                state = f"revoked {t['revoked_at']}"
+            elif t.get("expired"):
+                state = f"expired {t['expires_at']}"
+            else:
+                state = f"active until {t['expires_at']}" if t.get("expires_at") else "active"
             print(f"{t['id']}  {t['role']:<8} {t['node']:<12} {state:<8}  {t['name']}  (by {t['created_by_name']})")
         return 0
     status, resp = asyncio.run(_request(args, "DELETE", f"/api/v1/tokens/{args.token_id}"))
@@ -507,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--name", required=True, help="who or what the token is for")
     tc.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
     tc.add_argument("--node", help="jurisdiction (node code); default: the caller's")
+    tc.add_argument("--expires-in", type=_duration, metavar="DURATION",
+                    help="lifetime, e.g. 90m, 12h, 30d (seconds without a unit); default: until revoked")
     tc.set_defaults(func=cmd_tokens)
     tl = tsub.add_parser("list", help="list tokens in your jurisdiction")
     _client_flags(tl)

@@ -4,7 +4,8 @@ Keys (prefix "se" by default):
 
 - ``{p}:token:{id}``      string, the token's record as JSON (hash of the secret, never the secret)
 - ``{p}:tokh:{sha256}``   string, the principal (id, name, role, node) of an *active* token; deleted
-                          on revocation, so verification is one GET and revocation is immediate
+                          on revocation, so verification is one GET and revocation is immediate; a token
+                          made with a lifetime has it as this key's TTL, so Redis itself ends it on time
 - ``{p}:tokens``          sorted set, score 0, member ``{node}/{id}``: lexical range = subtree
 
 Raw tokens are ``se_`` + 43 random URL-safe characters (256 bits from `secrets`). Storing their
@@ -28,6 +29,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError, WatchError
@@ -42,6 +44,7 @@ PREFIX = "se_"
 _RAW = re.compile(r"^se_[A-Za-z0-9_-]{43}$")
 _ID = re.compile(r"^[0-9a-f]{16}$")
 NAME_MAX = 64
+MAX_LIFETIME_S = 10 * 365 * 86400  # a token's lifetime, when it has one, is at most about ten years
 
 
 def token_hash(raw: str) -> str:
@@ -68,10 +71,19 @@ class TokenRecord:
     created_by_name: str
     revoked_at: str | None = None
     revoked_by: str | None = None
+    expires_at: str | None = None  # None: until revoked
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and _parse_ts(self.expires_at) <= time.time()
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return not self.revoked and not self.expired
 
     def principal(self) -> Principal:
         """The caller this token authenticates."""
@@ -83,6 +95,7 @@ class TokenRecord:
         d.pop("hash")
         d["role"] = self.role.label
         d["active"] = self.active
+        d["expired"] = self.expired
         return d
 
     def to_json(self) -> str:
@@ -95,6 +108,10 @@ class TokenRecord:
         d = json.loads(raw)
         d["role"] = Role.parse(d["role"])
         return cls(**d)
+
+
+def _parse_ts(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _principal_json(rec: TokenRecord) -> str:
@@ -118,17 +135,24 @@ class TokenStore:
         return f"{self.prefix}:tokh:{digest}"
 
     # ---- writes --------------------------------------------------------------------------------
-    async def create(self, name: str, role: Role, node: str, created_by: Principal) -> tuple[TokenRecord, str]:
-        """A new token; returns its record and the raw token, which is shown once and never stored."""
+    async def create(self, name: str, role: Role, node: str, created_by: Principal, *,
+                     lifetime_s: float | None = None) -> tuple[TokenRecord, str]:
+        """A new token, valid until revoked or for `lifetime_s`; returns its record and the raw token (shown once)."""
         node = normalize_node(node)
+        if lifetime_s is not None and not 1 <= lifetime_s <= MAX_LIFETIME_S:
+            raise ValueError(f"lifetime must be 1..{MAX_LIFETIME_S} seconds")
         raw = PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        ttl_ms = round(lifetime_s * 1000) if lifetime_s is not None else None
         rec = TokenRecord(id=secrets.token_hex(8), name=name, role=role, node=node, hash=token_hash(raw),
-                          created_at=iso_ms(time.time()), created_by=created_by.token_id,
-                          created_by_name=created_by.name)
+                          created_at=iso_ms(now), created_by=created_by.token_id,
+                          created_by_name=created_by.name,
+                          expires_at=iso_ms(now + ttl_ms / 1000) if ttl_ms is not None else None)
         async with self.redis.pipeline(transaction=True) as pipe:
             # Record, lookup and index together or not at all.
             pipe.set(self._k_record(rec.id), rec.to_json())
-            pipe.set(self._k_hash(rec.hash), _principal_json(rec))
+            # The lookup key expires with the token: verification and open streams need no clock of ours.
+            pipe.set(self._k_hash(rec.hash), _principal_json(rec), px=ttl_ms)
             pipe.zadd(self._k_index, {f"{node}/{rec.id}": 0})
             await pipe.execute()
         return rec, raw
@@ -146,7 +170,7 @@ class TokenStore:
                     if raw is None:
                         return None
                     rec = TokenRecord.from_json(raw)
-                    if not rec.active:
+                    if rec.revoked:
                         return rec
                     new = replace(rec, revoked_at=iso_ms(time.time()), revoked_by=by.token_id)
                     pipe.multi()
@@ -177,7 +201,7 @@ class TokenStore:
         return [TokenRecord.from_json(r) for r in raws if r is not None]
 
     async def verify(self, raw: str) -> Principal | None:
-        """The principal for a raw token, or None when unknown or revoked.
+        """The principal for a raw token, or None when unknown, revoked or expired.
 
         Raises RedisError (a 503 to the caller, not a 401) when Redis cannot answer in time.
         """
@@ -223,7 +247,7 @@ class RevocationWatch:
         return sum(len(v) for v in self._watched.values())
 
     async def until_revoked(self, raw: str) -> None:
-        """Return once the raw token no longer authenticates (revoked or gone)."""
+        """Return once the raw token no longer authenticates (revoked, expired or gone)."""
         digest = token_hash(raw)
         gone = asyncio.Event()
         self._watched.setdefault(digest, set()).add(gone)

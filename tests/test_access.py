@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 import pytest
@@ -443,3 +444,58 @@ async def test_tokens_cli_create_list_revoke(redis_url, make_gateway):
         assert op_id in out and "revoked" in out
         rc, out, err = await cli("tokens", "revoke", *county, "0000000000000000")
         assert rc == 1 and "404" in err
+        # A token for a day: the lifetime is shown at creation and in the list.
+        rc, out, err = await cli("tokens", "create", *county, "--name", "contractor", "--role", "viewer",
+                                 "--expires-in", "1d")
+        assert rc == 0 and "expires 20" in out, (out, err)
+        day_id = out.split()[0]
+        rc, out, err = await cli("tokens", "list", *county)
+        line = next(x for x in out.splitlines() if x.startswith(day_id))
+        assert "active until 20" in line, line
+        rc, out, err = await cli("tokens", "create", *county, "--name", "x", "--role", "viewer", "--expires-in", "soon")
+        assert rc == 2 and "duration" in err, (out, err)
+
+
+async def test_a_token_with_a_lifetime_ends_by_itself_and_its_streams_close(redis_url, make_gateway):
+    async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45") as gw:
+        await gw.add_camera(name="square", node=HOME, url=CLIP, analytics={"fps": 5})
+        admin = (await new_token(gw, "county admin", "admin", HOME))["token"]
+        status, t = await gw.request("POST", "/api/v1/tokens", headers=auth(admin), json={
+            "name": "contractor", "role": "operator", "node": HOME, "expires_in_s": 4})
+        assert status == 201, t
+        created = time.time()
+        expires = datetime.fromisoformat(t["expires_at"].replace("Z", "+00:00")).timestamp()
+        assert 3.5 <= expires - created <= 4.5 and t["active"] and not t["expired"]
+        op = t["token"]
+        assert (await gw.request("GET", "/api/v1/events", headers=auth(op)))[0] == 200
+        ws = await gw.session.ws_connect(gw.url("/api/v1/events/ws"), params={"since": "45-0-0"}, headers=auth(op))
+        assert (await ws.receive(timeout=30)).type == aiohttp.WSMsgType.TEXT
+
+        # At its time the token stops working, and the open WebSocket is closed, with no one revoking it.
+        async with asyncio.timeout(20):
+            while True:
+                msg = await ws.receive()
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    break
+        closed = time.time()
+        assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION, ws.close_code
+        assert expires <= closed <= expires + 5, (closed - expires)
+        status, body = await gw.request("GET", "/api/v1/whoami", headers=auth(op))
+        assert status == 401 and "expired" in body["error"]["message"], body
+
+        # Listed as expired (not revoked); revoking it afterwards is still recorded.
+        _, listing = await gw.request("GET", "/api/v1/tokens?active=false", headers=auth(admin))
+        (rec,) = listing["tokens"]
+        assert rec["id"] == t["id"] and rec["expired"] and not rec["active"] and rec["revoked_at"] is None
+        status, body = await gw.request("DELETE", f"/api/v1/tokens/{t['id']}", headers=auth(admin))
+        assert status == 200 and body["token"]["revoked_at"] is not None
+
+        # Lifetimes out of bounds, or not numbers, are refused naming the field.
+        for bad in (0, -5, "1h", True, 10 * 366 * 86400):
+            status, body = await gw.request("POST", "/api/v1/tokens", headers=auth(admin), json={
+                "name": "x", "role": "viewer", "expires_in_s": bad})
+            assert status == 422 and "expires_in_s" in body["error"]["message"], (bad, body)
+        # Without one, a token lasts until revoked.
+        forever = await new_token(gw, "wall", "viewer", HOME, by=admin)
+        assert forever["expires_at"] is None and await gw.app[keys.REDIS].pttl(
+            "se:tokh:" + token_hash(forever["token"])) == -1

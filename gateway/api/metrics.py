@@ -307,7 +307,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Prometheus scrape endpoint (token with the viewer role or above, sent as a bearer token)."""
     p = await authenticate(request)
     if p is None:
-        return error(401, "missing, invalid or revoked bearer token",
+        return error(401, "missing, invalid, expired or revoked bearer token",
                      hint="scrape with 'authorization: {credentials: <token>}' (viewer role or above)")
     t0 = time.perf_counter()
     scrape = await gather(request.app, p)

@@ -10,20 +10,20 @@ from aiohttp import web
 from gateway import keys
 from gateway.api.auth import BOOTSTRAP_ID, outside_jurisdiction, principal, require, require_node, scope_node
 from gateway.api.errors import AccessDenied, ApiError, read_json
-from registry.tokens import NAME_MAX, TokenRecord
+from registry.tokens import MAX_LIFETIME_S, NAME_MAX, TokenRecord
 from tiers.access import Role
 from tiers.nodes import NodeCodeError, normalize_node
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_FIELDS = {"name", "role", "node"}
+_FIELDS = {"name", "role", "node", "expires_in_s"}
 
 
-def _parse_create(body: Any, default_node: str) -> tuple[str, Role, str]:
-    """(name, role, node) from a create body; 422 naming the bad field."""
+def _parse_create(body: Any, default_node: str) -> tuple[str, Role, str, float | None]:
+    """(name, role, node, lifetime in seconds or None) from a create body; 422 naming the bad field."""
     if not isinstance(body, dict):
-        raise ApiError(400, "expected a JSON object: {\"name\", \"role\", \"node\"}")
+        raise ApiError(400, "expected a JSON object: {\"name\", \"role\", \"node\", \"expires_in_s\"}")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise ApiError(422, f"invalid token: unknown field(s) {unknown}")
@@ -42,7 +42,12 @@ def _parse_create(body: Any, default_node: str) -> tuple[str, Role, str]:
         node = normalize_node(node)
     except NodeCodeError as e:
         raise ApiError(422, f"invalid token: node: {e}") from None
-    return name.strip(), role, node
+    lifetime = body.get("expires_in_s")
+    if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, (int, float))
+                                 or not 1 <= lifetime <= MAX_LIFETIME_S):
+        raise ApiError(422, f"invalid token: expires_in_s must be a number of seconds, 1..{MAX_LIFETIME_S} "
+                            "(leave it out for a token that lasts until revoked)")
+    return name.strip(), role, node, lifetime
 
 
 async def _load(request: web.Request) -> TokenRecord:
@@ -62,15 +67,15 @@ async def _load(request: web.Request) -> TokenRecord:
 async def create_token(request: web.Request) -> web.Response:
     """Create a token within the caller's jurisdiction, at most the caller's role; the secret is shown once."""
     p = require(request, Role.ADMIN)
-    name, role, node = _parse_create(await read_json(request, max_bytes=4096), p.node)
+    name, role, node, lifetime = _parse_create(await read_json(request, max_bytes=4096), p.node)
     if not p.covers(node):
         raise outside_jurisdiction(p, node)
     if not p.can(role):
         raise AccessDenied(403, f"cannot create a {role.label} token with a {p.role.label} token", why="role",
                            node=node)
-    rec, raw = await request.app[keys.TOKENS].create(name, role, node, p)
+    rec, raw = await request.app[keys.TOKENS].create(name, role, node, p, lifetime_s=lifetime)
     request.app[keys.AUDIT].record_request(request, "token.create", rec.id, rec.node,
-                                           {"name": rec.name, "role": rec.role.label})
+                                           {"name": rec.name, "role": rec.role.label, "expires_at": rec.expires_at})
     log.info("token %s (%s, %s over %s) created by %s", rec.id, rec.name, rec.role.label, rec.node, p.token_id)
     return web.json_response({**rec.public_dict(), "token": raw}, status=201)
 
@@ -99,7 +104,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     """Revoke a token: its next request is refused, its open streams close within seconds."""
     rec = await _load(request)
     p = principal(request)
-    if not rec.active:
+    if rec.revoked:
         return web.json_response({"revoked": rec.id, "token": rec.public_dict()})
     new = await request.app[keys.TOKENS].revoke(rec.id, p)
     if new is None:
