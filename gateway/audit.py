@@ -44,6 +44,7 @@ ACTIONS = (
     "snapshot.view",  # an event's stored snapshot
     "camera.snapshot",  # a camera's latest frame
     "live.view",  # a live view opened
+    "live.end",  # a live view closed, with how long it was watched
     "access.denied",  # a 403, or a 404 hiding what lies outside the caller's jurisdiction
 )
 _RAW_TOKEN = re.compile(r"se_[A-Za-z0-9_-]{20,}")

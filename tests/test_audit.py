@@ -326,16 +326,17 @@ async def test_pictures_viewed_are_recorded_once_per_token_and_camera_per_window
         for op in ops:
             await _watch(gw, op["token"], cam["id"], ev)
 
-        async def six_views():
-            got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.view")
-            return got if len(got) >= 6 else None
+        async def eight_entries():
+            got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.*")
+            return got if len(got) >= 8 else None
 
-        got = await until(six_views, 15, "the views to be recorded")
+        got = await until(eight_entries, 15, "the views to be recorded")
         await asyncio.sleep(0.5)  # nothing more comes
-        got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.view")
-        # Per officer: one thumbnail entry for three fetches, one snapshot entry for two, and the live view.
+        got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.*")
+        # Per officer: one thumbnail entry for three fetches, one snapshot entry for two, the live view
+        # opened and closed.
         assert sorted((e["actor"]["id"], e["action"]) for e in got) == sorted(
-            (op["id"], a) for op in ops for a in ("camera.snapshot", "snapshot.view", "live.view"))
+            (op["id"], a) for op in ops for a in ("camera.snapshot", "snapshot.view", "live.view", "live.end"))
         for e in got:
             assert e["node"] == HOME and e["from"] == "127.0.0.1"
         thumb = next(e for e in got if e["action"] == "camera.snapshot")
@@ -345,6 +346,8 @@ async def test_pictures_viewed_are_recorded_once_per_token_and_camera_per_window
         assert snap["target"] == ev["id"] and snap["detail"]["camera_id"] == cam["id"]
         live = next(e for e in got if e["action"] == "live.view")
         assert live["target"] == cam["id"] and live["detail"] == {"fps": 2.0, "width": 960}
+        end = next(e for e in got if e["action"] == "live.end" and e["actor"]["id"] == live["actor"]["id"])
+        assert end["target"] == cam["id"] and 0 <= end["detail"]["seconds"] < 10
         assert gw.app[keys.AUDIT].views_coalesced == 6  # 2 thumbnails and 1 snapshot, per officer
 
 
@@ -355,9 +358,10 @@ async def test_a_zero_view_window_records_every_view(redis_url, make_gateway):
         ev = await _first_motion_with_snapshot(gw, cam["id"])
         await _watch(gw, TOKEN, cam["id"], ev)
 
-        async def six_views():
-            got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.view")
-            return got if len(got) >= 6 else None
+        async def seven_entries():
+            got = await audit(gw, TOKEN, "&action=camera.snapshot,snapshot.view,live.*")
+            return got if len(got) >= 7 else None
 
-        got = await until(six_views, 15, "every view to be recorded")
-        assert sorted(e["action"] for e in got) == ["camera.snapshot"] * 3 + ["live.view"] + ["snapshot.view"] * 2
+        got = await until(seven_entries, 15, "every view to be recorded")
+        assert sorted(e["action"] for e in got) == (["camera.snapshot"] * 3 + ["live.end", "live.view"]
+                                                    + ["snapshot.view"] * 2)

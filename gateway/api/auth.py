@@ -65,7 +65,8 @@ async def auth_middleware(request: web.Request, handler):
         return await handler(request)
     principal = await authenticate(request)
     if principal is None:
-        return error(401, "missing, invalid, expired or revoked bearer token", hint="send 'Authorization: Bearer <token>'")
+        return error(401, "missing, invalid, expired or revoked bearer token",
+                     hint="send 'Authorization: Bearer <token>'")
     request[keys.PRINCIPAL] = principal
     try:
         return await handler(request)

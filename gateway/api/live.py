@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -132,9 +133,11 @@ async def live_view(request: web.Request) -> web.StreamResponse:
     })
     live.viewers += 1
     live.opened += 1
+    audit, opened_at = app[keys.AUDIT], None
     try:
         await resp.prepare(request)
-        app[keys.AUDIT].record_request(request, "live.view", cid, node, {"fps": fps, "width": width})
+        audit.record_request(request, "live.view", cid, node, {"fps": fps, "width": width})
+        opened_at = time.monotonic()
         stream = (_stream_local(request, resp, live, cid, fps, width) if local
                   else _stream_remote(request, resp, live, cid, fps, width))
         await _until_revoked(request, stream)
@@ -144,6 +147,9 @@ async def live_view(request: web.Request) -> web.StreamResponse:
         log.exception("live view of %s failed", cid)
     finally:
         live.viewers -= 1
+        if opened_at is not None:
+            # Who watched which camera, and for how long (DESIGN §6): the view's end, with its duration.
+            audit.record_request(request, "live.end", cid, node, {"seconds": round(time.monotonic() - opened_at, 1)})
     with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
         # The closing boundary tells a reader the stream ended on purpose (camera removed, token revoked).
         await asyncio.wait_for(resp.write(f"--{BOUNDARY}--\r\n".encode()), 2.0)
