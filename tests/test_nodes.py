@@ -344,3 +344,45 @@ async def test_the_region_rolls_up_the_cameras_and_events_of_the_tiers_below(tie
         assert m.value("sharp_eyes_node_cameras", node="4501", state="offline") == 1
         assert not m.has("sharp_eyes_camera_state", camera=live["id"])
         assert (await scrape(county)).value("sharp_eyes_camera_state", camera=live["id"], state="online") == 1
+
+
+async def test_names_given_at_a_lower_tier_reach_the_region(tier_chain):
+    async with tier_chain(("45", "4501", "450102")) as chain:
+        region, county = chain["45"].gw, chain["450102"].gw
+        csv_names = "code,name\n450102001,民主街道\n450102001001,示范社区\n"
+        status, resp = await county.request("PUT", "/api/v1/nodes/names", data=csv_names.encode(),
+                                            headers={"Content-Type": "text/csv"})
+        assert status == 200 and resp["stored"] == 2, resp
+
+        async def named(code: str, want: str):
+            async def check():
+                _, body = await region.request("GET", "/api/v1/nodes/names")
+                return body["names"].get(code) == want
+            return check
+
+        # Two hops up (county -> city -> region), with no node file at the region that lists them.
+        await until(await named("450102001001", "示范社区"), 20, "the village's name at the region")
+        _, body = await region.request("GET", "/api/v1/nodes/names")
+        assert body["names"]["450102001"] == "民主街道"
+        _, node = await region.request("GET", "/api/v1/nodes/450102001001")
+        assert node["name"] == "示范社区" and node["tier"] == "village"
+        # The bridges report what they forward.
+        _, report = await county.request("GET", "/api/v1/bridge")
+        assert report["bridge"]["node_names_forwarded"] >= 3  # the county itself and the two named nodes
+
+        # A rename below replaces the old name up the tree; a name dropped below is dropped above.
+        status, resp = await county.request("PUT", "/api/v1/nodes/names?replace=true",
+                                            data="code,name\n450102001,民主路街道\n".encode(),
+                                            headers={"Content-Type": "text/csv"})
+        assert status == 200, resp
+        await until(await named("450102001", "民主路街道"), 20, "the new name at the region")
+        await until(await named("450102001001", None), 20, "the dropped name gone at the region")
+
+        # A name the region gives itself wins over the one from below: its staff set it.
+        status, resp = await region.request("PUT", "/api/v1/nodes/names", data=json.dumps({"450102001": "自定"}),
+                                            headers={"Content-Type": "application/json"})
+        assert status == 200, resp
+        _, body = await region.request("GET", "/api/v1/nodes/names")
+        assert body["names"]["450102001"] == "自定"
+        _, body = await chain["4501"].gw.request("GET", "/api/v1/nodes/names")
+        assert body["names"]["450102001"] == "民主路街道"  # the city keeps what came from below

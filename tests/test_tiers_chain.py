@@ -117,7 +117,11 @@ async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
             got = {c["id"] for c in body["cameras"]}
             return code == 200 and ids <= got and not (absent & got)
 
+        # The village names itself; the name goes up with the catalog.
+        code, _ = await village.gw.request("PUT", "/api/v1/nodes/names", json={VILLAGE: "示范村"})
+        assert code == 200
         await until(lambda: listed({a["id"], b["id"], t["id"]}), 20, "the new cameras at the region")
+        await until(lambda: _named(region, VILLAGE, "示范村"), 20, "the village's name at the region")
         code, got = await region.gw.request("GET", f"/api/v1/cameras/{a['id']}")
         assert code == 200 and got["owner"] == VILLAGE and got["name"] == "well"
         assert got["url"] == "rtsp://admin:***@10.0.0.7/ch1"
@@ -147,6 +151,7 @@ async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
         await region.redis().flushall()
         await until(lambda: _has(region, {a["id"], t["id"]}, {b["id"]}), 30, "the region's catalog rebuilt")
         await until(lambda: region.redis().hget("se:status", a["id"]), 20, "statuses rebuilt at the region")
+        await until(lambda: _named(region, VILLAGE, "示范村"), 20, "the village's name back at the region")
 
         # The city's redis-server stopped and started empty: rebuilt from the county, region unchanged.
         await chain.stop_redis(CITY)
@@ -159,6 +164,11 @@ async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
         c = await village.gw.add_camera(id=_cid(103), name="bridge", node=VILLAGE, url="rtsp://10.0.0.9/ch1",
                                         enabled=False)
         await until(lambda: _has(region, {a["id"], t["id"], c["id"]}), 20, "a later camera at the region")
+
+
+async def _named(tier, code: str, name: str) -> bool:
+    _, body = await tier.gw.request("GET", "/api/v1/nodes/names")
+    return body["names"].get(code) == name
 
 
 async def _has(tier, ids: set[str], absent: set[str] = frozenset()) -> bool:

@@ -40,6 +40,7 @@ from tiers.catalog import (
     EVCOUNT_TTL_S, FEED_MAXLEN, TIER_SCRIPTS, EpochChanged, Scripts, TierKeys, evcount_field, evcount_key,
     event_minute,
 )
+from tiers.names import NodeNames
 
 if TYPE_CHECKING:
     from registry.store import CameraStore
@@ -263,6 +264,10 @@ class Bridge:
         self._holder = f"{gateway_id}:{uuid.uuid4().hex[:12]}"
         self._lease_until = 0.0
         self._next_heartbeat = 0.0
+        self.names = NodeNames(local, prefix)  # this tier's names (its own and its subtree's); key names too
+        self.names_forwarded = 0
+        self._names_sent: tuple[str | None, bytes | None] | None = None  # (parent epoch, names version) sent
+        self._next_names = 0.0
         self._stopping = asyncio.Event()
         self._delay = backoff_initial_s
         self._rpc_slots = asyncio.Semaphore(rpc_concurrency)
@@ -470,6 +475,8 @@ class Bridge:
         if self.resync_pending:
             await self._resync()
             return True
+        if time.monotonic() >= self._next_names:
+            await self._push_names()
         batch = await _local(self._read())
         if self.resync_pending:
             return True
@@ -482,6 +489,22 @@ class Bridge:
         self._advance(batch)
         await self._save_state()
         return True
+
+    async def _push_names(self) -> None:
+        """Keep this subtree's node names at the parent, so upper tiers' pages show them; sent when they change."""
+        self._next_names = time.monotonic() + self.heartbeat_s
+        version = await _local(self.names.redis.get(self.names.version_key))
+        if self._names_sent == (self.epoch, version):
+            return  # also after a parent wipe: the epoch is part of what was sent
+        names = await _local(self.names.subtree(self.node))
+        args: list[Any] = [self.epoch or "", self.node]
+        for code, name in sorted(names.items()):
+            args += [code, name]
+        n = self.names
+        keys = [self.keys.epoch, n.below_key(self.node), n.version_key, n.children_key]
+        await _UP_SCRIPTS.run(self.up, lambda p: _UP_SCRIPTS.call(p, "names_put", keys, args))
+        self._names_sent = (self.epoch, version)
+        self.names_forwarded = len(names)
 
     # ---- reading this tier ---------------------------------------------------------------------------
     async def _read(self) -> _Batch:
@@ -884,6 +907,7 @@ class Bridge:
             "streams": out,
             "hop_latency_ms": _percentiles(self.hop_ms), "event_age_ms": _percentiles(self.age_ms),
             "rpc": {"served": self.rpc_served, "dropped": self.rpc_dropped},
+            "node_names_forwarded": self.names_forwarded,
             "policy": {"types": sorted(self.policy.types) if self.policy.types else None,
                        "labels": sorted(self.policy.labels) if self.policy.labels else None,
                        "min_score": self.policy.min_score},

@@ -273,6 +273,18 @@ return 1
 """
 
 
+# KEYS: epoch, below hash, names version, children set   ARGV: epoch, child, then code, name pairs
+_NAMES_PUT = _EPOCH_CHECK + """
+redis.call('DEL', KEYS[2])
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('INCR', KEYS[3])
+return (#ARGV - 2) / 2
+"""
+
+
 class EpochChanged(Exception):
     """The parent's Redis is not the one this child last synchronised with."""
 
@@ -320,7 +332,7 @@ class Scripts:
 
 
 TIER_SCRIPTS = Scripts(status_put=_STATUS_PUT, status_changes=_STATUS_CHANGES, rcat_apply=_RCAT_APPLY,
-                       rcat_prune=_RCAT_PRUNE, heartbeat=_HEARTBEAT)
+                       rcat_prune=_RCAT_PRUNE, heartbeat=_HEARTBEAT, names_put=_NAMES_PUT)
 
 
 # ---- status -------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ accepts (45, 450000, 450102001). Every gateway of a tier reads the names from th
 `se:nodes` (code -> name), so a name loaded through one gateway's API is seen by all of them.
 A version counter `se:nodes:ver` lets each gateway keep the hash in memory and re-read it only
 when it changed.
+
+Names also come up the tree: each child tier's bridge keeps the names of its subtree in the
+parent's `se:nodes:below:<child>` (replaced whole on each change; the children are listed in
+`se:nodes:children`), so the region shows the villages' names without a file that lists them.
+A tier's own names win over those from below: its staff set them.
 """
 
 from __future__ import annotations
@@ -213,6 +218,10 @@ def load_node_file(path: Path) -> tuple[NodeEntry, ...]:
     return parsed.entries
 
 
+def _decode(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
 class NodeNames:
     """Node names in Redis (`se:nodes`), cached per process until another writer bumps the version."""
 
@@ -220,8 +229,14 @@ class NodeNames:
         self.redis = redis
         self.key = f"{prefix}:nodes"
         self.version_key = f"{prefix}:nodes:ver"
+        self.children_key = f"{prefix}:nodes:children"
         self._cache: dict[str, str] = {}
+        self._own: dict[str, str] = {}
         self._version: bytes | None = None
+
+    def below_key(self, child: str) -> str:
+        """The hash of the names a child tier forwarded (its whole subtree)."""
+        return f"{self.key}:below:{child}"
 
     async def put(self, entries: Iterable[NodeEntry], *, replace_under: str | None = None) -> int:
         """Store names in one transaction; with `replace_under`, names below that node not given are dropped.
@@ -231,7 +246,8 @@ class NodeNames:
         mapping = {e.code: e.name for e in entries}
         drop: list[str] = []
         if replace_under is not None:
-            drop = [c for c in (await self.all(fresh=True)) if c.startswith(replace_under) and c not in mapping]
+            await self._load(fresh=True)
+            drop = [c for c in self._own if c.startswith(replace_under) and c not in mapping]
         async with self.redis.pipeline(transaction=True) as pipe:
             # Large files in slices: one command with a million fields would block Redis for long.
             for i in range(0, len(drop), 10_000):
@@ -244,13 +260,28 @@ class NodeNames:
         return len(mapping)
 
     async def all(self, *, fresh: bool = False) -> Mapping[str, str]:
-        """Every name, code -> name; read from Redis only when the version moved (or `fresh`)."""
-        version = await self.redis.get(self.version_key)
-        if fresh or version is None or version != self._version:
-            raw = await self.redis.hgetall(self.key)
-            self._cache = {k.decode(): v.decode() for k, v in raw.items()}
-            self._version = version
+        """Every name, this tier's and those forwarded from below, code -> name; re-read only when the version moved."""
+        await self._load(fresh=fresh)
         return self._cache
+
+    async def _load(self, *, fresh: bool) -> None:
+        version = await self.redis.get(self.version_key)
+        if not fresh and version is not None and version == self._version:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key)
+            pipe.smembers(self.children_key)
+            own_raw, children = await pipe.execute()
+        below: dict[str, str] = {}
+        if children:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for child in sorted(children):
+                    pipe.hgetall(self.below_key(child.decode()))
+                for raw in await pipe.execute():
+                    below.update(_decode(raw))
+        self._own = _decode(own_raw)
+        self._cache = {**below, **self._own}
+        self._version = version
 
     async def get(self, code: str) -> str | None:
         """The name of one node, or None."""
