@@ -37,6 +37,8 @@ from tiers.names import NodeEntry, NodeNames, bundled_node_file, load_node_file
 
 log = logging.getLogger(__name__)
 
+NAMES_RECHECK_S = 10.0  # how often the node names are checked for, and reloaded into, an emptied Redis
+
 
 async def _cancel(tasks: list[asyncio.Task], timeout: float = 5.0) -> None:
     """Cancel named background tasks and wait for them, bounded."""
@@ -100,12 +102,16 @@ def _nodes_ctx(path: Path, entries: tuple[NodeEntry, ...]):
         app[keys.NODE_NAMES] = names
 
         async def load(entries: tuple[NodeEntry, ...]) -> None:
-            delay = 0.5
+            delay, loaded = 0.5, False
             while True:
                 try:
-                    n = await names.put(entries)
-                    log.info("%d node names loaded from %s", n, path)
-                    return
+                    # Again whenever the tier's Redis comes back empty (wiped, or a new server without AOF).
+                    if not loaded or not await app[keys.REDIS].exists(names.version_key):
+                        n = await names.put(entries)
+                        log.info("%d node names %s from %s", n, "reloaded" if loaded else "loaded", path)
+                        loaded = True
+                    delay = 0.5
+                    await asyncio.sleep(NAMES_RECHECK_S)
                 except (RedisError, OSError) as e:
                     log.warning("node names not stored yet (%s); retrying", type(e).__name__)
                     await asyncio.sleep(delay)

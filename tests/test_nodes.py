@@ -12,7 +12,7 @@ import json
 import pytest
 
 from gateway import keys
-from gateway.app import build_app
+from gateway.app import NAMES_RECHECK_S, build_app
 from gateway.config import load_settings
 from sample_streams import CLIPS_DIR
 from tests.gateway_fixtures import TOKEN, until
@@ -126,6 +126,9 @@ async def test_names_loaded_at_start_up_into_the_tiers_redis(redis_url, make_gat
         await until(named, 15, "the configured file's names")
         # Names another deployment of the tier loaded before stay (the hash is shared and merged).
         assert await gw.app[keys.NODE_NAMES].get("4501") == "南宁市"
+        # The tier's Redis emptied under the running gateway: the file's names come back by themselves.
+        await gw.app[keys.REDIS].flushdb()
+        await until(named, 2 * NAMES_RECHECK_S + 5, "the file's names reloaded into the emptied Redis")
 
 
 async def test_a_bad_node_file_stops_the_start_up_naming_the_line(redis_url, tmp_path):
