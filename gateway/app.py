@@ -78,7 +78,7 @@ def _access_ctx(settings: Settings):
         watch = RevocationWatch(store, interval_s=a.stream_recheck_s)
         audit = AuditLog(app[keys.REDIS], settings.node, settings.gateway_id, retention=a.audit_retention,
                          buffer_size=a.audit_buffer, trust_forwarded_for=a.trust_x_forwarded_for,
-                         view_window_s=a.view_audit_window_s)
+                         view_window_s=a.thumbnail_audit_window_s)
         app[keys.TOKENS] = store
         app[keys.REVOCATIONS] = watch
         app[keys.AUDIT] = audit

@@ -182,7 +182,8 @@ class AuditLog(Outbox[_Pending]):
 
     def record_view(self, request: web.Request, action: str, target: str, node: str, camera_id: str,
                     detail: dict[str, Any] | None = None) -> None:
-        """Like record_request, for a picture of `camera_id` viewed: once per token, action and camera per window."""
+        """Like record_request, for a camera's picture fetched again and again (thumbnails): once per token,
+        action and camera per window."""
         from gateway import keys
 
         key = (request[keys.PRINCIPAL].token_id, action, camera_id)

@@ -88,10 +88,10 @@ class AccessConfig(_Section):
     audit_buffer: int = Field(10_000, ge=100, le=1_000_000, description="audit entries held while Redis is away")
     trust_x_forwarded_for: bool = Field(
         False, description="behind a reverse proxy: audit the address it saw (last X-Forwarded-For hop)")
-    view_audit_window_s: float = Field(
+    thumbnail_audit_window_s: float = Field(
         60.0, ge=0, le=3600,
-        description="a token's views of one camera's pictures (thumbnails, event snapshots) are recorded once per "
-                    "this window, so a page refreshing thumbnails cannot crowd changes out of the trail; 0: every view")
+        description="a token's fetches of one camera's latest frame are recorded once per this window, so a page "
+                    "refreshing thumbnails cannot crowd changes out of the trail; 0: every fetch")
 
 
 class Settings(BaseSettings):

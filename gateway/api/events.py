@@ -167,13 +167,13 @@ async def get_event(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/events/{event_id}/snapshot.jpg")
 async def snapshot(request: web.Request) -> web.Response:
-    """The JPEG kept with an event (box drawn); audited once per token and camera per view window."""
+    """The JPEG kept with an event (box drawn); every opening is audited."""
     entry, se = await _stored(request)
     jpeg = await request.app[keys.EVENTS].snapshot(entry)
     if jpeg is None:
         raise ApiError(404, "this event has no snapshot (or it expired)")
-    request.app[keys.AUDIT].record_view(request, "snapshot.view", se.event.id, se.event.node, se.event.camera_id,
-                                        {"type": se.event.type})
+    request.app[keys.AUDIT].record_request(request, "snapshot.view", se.event.id, se.event.node,
+                                           {"camera_id": se.event.camera_id, "type": se.event.type})
     return web.Response(body=jpeg, content_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=86400"})
 
