@@ -15,22 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import av
-
+from bench.ceilings import sample_images
 from bench.pipeline import CLIP
 from gateway.web.frames import render_frame
 from tiers.rpc import encode_jpeg
-
-
-def _frames(clip: Path, count: int, every: int) -> list:
-    out = []
-    with av.open(str(clip)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i % every == 0:
-                out.append(f.to_ndarray(format="bgr24"))
-                if len(out) >= count:
-                    break
-    return out
 
 
 def _measure(images: list, encode) -> tuple[float, float]:
@@ -48,12 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.pictures", description=__doc__.splitlines()[0])
     p.add_argument("--clip", type=Path, default=CLIP)
     p.add_argument("--frames", type=int, default=20, help="frames measured, spread through the clip (20)")
-    p.add_argument("--every", type=int, default=20, help="take every this many frames (20)")
     a = p.parse_args(argv)
     if not a.clip.exists():
         print(f"no clip at {a.clip} (give --clip)", file=sys.stderr)
         return 2
-    images = _frames(a.clip, a.frames, a.every)
+    images = sample_images(a.clip, a.frames)
     h, w = images[0].shape[:2]
     base, base_ms = _measure(images, encode_jpeg)
     rows = [(f"full frame {w}x{h}, q85 (before)", base, base_ms)]
