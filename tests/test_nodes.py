@@ -19,6 +19,7 @@ from tests.gateway_fixtures import TOKEN, until
 from tests.test_cli import cli
 from tests.servers import free_port
 from tiers.access import Principal, Role
+from tiers.catalog import TIER_SCRIPTS
 from tiers.names import NodeFileError, bundled_node_file, load_node_file, parse_nodes
 
 CLIP = "file:moving_objects.mp4"
@@ -389,3 +390,13 @@ async def test_names_given_at_a_lower_tier_reach_the_region(tier_chain):
         assert body["names"]["450102001"] == "自定"
         _, body = await chain["4501"].gw.request("GET", "/api/v1/nodes/names")
         assert body["names"]["450102001"] == "民主路街道"  # the city keeps what came from below
+
+        # A child names its own subtree only: what its bridge sends for other codes is not stored.
+        r = chain["45"].redis()
+        epoch = (await r.get("se:epoch")).decode()
+        keys_ = ["se:epoch", "se:nodes:below:4599", "se:nodes:ver", "se:nodes:children"]
+        stored = await TIER_SCRIPTS.run(r, lambda p: TIER_SCRIPTS.call(
+            p, "names_put", keys_, [epoch, "4599", "4599001", "某街道", "4502001", "冒名"]))
+        assert stored == [1]
+        _, body = await region.request("GET", "/api/v1/nodes/names")
+        assert body["names"]["4599001"] == "某街道" and "4502001" not in body["names"]

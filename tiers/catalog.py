@@ -274,14 +274,19 @@ return 1
 
 
 # KEYS: epoch, below hash, names version, children set   ARGV: epoch, child, then code, name pairs
+# A child names its own subtree only: codes outside it are not stored (and not counted).
 _NAMES_PUT = _EPOCH_CHECK + """
 redis.call('DEL', KEYS[2])
+local n = 0
 for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  if string.sub(ARGV[i], 1, #ARGV[2]) == ARGV[2] then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    n = n + 1
+  end
 end
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('INCR', KEYS[3])
-return (#ARGV - 2) / 2
+return n
 """
 
 
