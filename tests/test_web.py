@@ -231,6 +231,7 @@ async def test_control_room_page(make_gateway, redis_url, rtsp_street, model_pat
         assert page.url.endswith(f"#/camera/{cid}")
         await page.wait_for_function("() => document.querySelector('#live-view').naturalWidth > 0", timeout=WAIT_MS)
         assert gw.app[keys.LIVE].viewers == 1
+        assert await page.is_visible(".live-tag")
         first = _png(await page.locator("#live-view").screenshot())
         moved = 0.0
         deadline = time.monotonic() + 30
@@ -343,6 +344,7 @@ async def test_page_follows_the_browser_language_and_refuses_a_bad_token(make_ga
         assert await page.get_attribute("#ws-status", "data-state") == "denied"
         await page.click(f"#camera-grid .card[data-camera-id='{cam['id']}'] .thumb")
         await page.wait_for_selector("#live-overlay:has-text('无权查看')")
+        assert not await page.is_visible(".live-tag")  # no picture: the LIVE tag is not shown
         await page.wait_for_selector("#camera-events:has-text('无权查看')")
         await page.wait_for_selector("#camera-health:has-text('无权查看')")
         await page.click("#lang-switch")
