@@ -135,6 +135,14 @@ async def test_metrics_parse_follow_conventions_and_match_the_cameras_state(redi
         assert m.value("sharp_eyes_events_written_total", type="motion", label="") >= 1
         written = gw.app[keys.EVENTS].written
         assert sum(s.value for s in m.samples("sharp_eyes_events_written_total")) <= written
+        # The tier's audit writer: the three cameras' creation at least; no bridge on a tier without an uplink.
+        audit_log = gw.app[keys.AUDIT]
+        assert await audit_log.flush()
+        m2 = await scrape(gw)
+        assert m2.value("sharp_eyes_audit_entries_written_total") == audit_log.written >= 3
+        assert m2.value("sharp_eyes_audit_entries_dropped_total") == 0
+        assert m2.value("sharp_eyes_audit_entries_buffered") == 0
+        assert not m2.has("sharp_eyes_bridge_connected")
         assert m.value("sharp_eyes_events_dropped_total") == 0
         assert m.value("sharp_eyes_gateway_info", node="450102", gateway="test-gw") == 1
         subs = m.value("sharp_eyes_event_subscribers")
@@ -161,6 +169,8 @@ async def test_metrics_need_a_token_and_show_its_jurisdiction_only(redis_url, ma
         assert m.has("sharp_eyes_camera_state", camera=b) and not m.has("sharp_eyes_camera_state", camera=a)
         nodes = {s.labels["node"] for s in m.samples("sharp_eyes_node_cameras_enabled")}
         assert nodes and all(n.startswith("450103") for n in nodes), nodes
+        # The tier's own machinery (audit writer, bridge) is for tokens over the tier's node.
+        assert not m.has("sharp_eyes_audit_entries_written_total")
         whole = await scrape(gw)
         assert whole.has("sharp_eyes_camera_state", camera=a) and whole.has("sharp_eyes_node_info", node="4501")
         # Events written are counted within the jurisdiction too: switched on, each camera goes online.

@@ -347,7 +347,18 @@ async def test_the_region_rolls_up_the_cameras_and_events_of_the_tiers_below(tie
         assert m.value("sharp_eyes_node_online_ratio", node="45") == 0.5
         assert m.value("sharp_eyes_node_cameras", node="4501", state="offline") == 1
         assert not m.has("sharp_eyes_camera_state", camera=live["id"])
-        assert (await scrape(county)).value("sharp_eyes_camera_state", camera=live["id"], state="online") == 1
+        county_m = await scrape(county)
+        assert county_m.value("sharp_eyes_camera_state", camera=live["id"], state="online") == 1
+        # The county's bridge to the city, as /api/v1/bridge reports it.
+        _, before = await county.request("GET", "/api/v1/bridge")
+        county_m = await scrape(county)
+        assert county_m.value("sharp_eyes_bridge_connected") == 1 and county_m.value("sharp_eyes_bridge_forwarding") == 1
+        for stream in ("events", "catalog", "audit"):
+            sent = county_m.value("sharp_eyes_bridge_forwarded_total", stream=stream)
+            assert sent >= before["bridge"]["streams"][stream]["forwarded"], stream
+            assert county_m.has("sharp_eyes_bridge_behind_entries", stream=stream)
+        assert county_m.value("sharp_eyes_bridge_forwarded_total", stream="events") >= 1
+        assert not m.has("sharp_eyes_bridge_connected")  # the region has no uplink
 
 
 async def test_names_given_at_a_lower_tier_reach_the_region(tier_chain):

@@ -95,6 +95,17 @@ class _Camera:
 
 
 @dataclass(frozen=True, slots=True)
+class _TierFigures:
+    """This tier's own machinery (audit writer, uplink bridge): for tokens over the tier's node only."""
+
+    audit_written: int
+    audit_dropped: int
+    audit_buffered: int
+    thumbnails_coalesced: int
+    bridge: dict | None  # Bridge.report(), or None without an uplink (or when it could not be read)
+
+
+@dataclass(frozen=True, slots=True)
 class Scrape:
     """Everything one scrape reports, read from the live state; the collector only formats it."""
 
@@ -110,6 +121,7 @@ class Scrape:
     events_buffered: int
     events_delivered: int
     subscribers: int
+    tier: _TierFigures | None = None
 
 
 class ScrapeCollector:
@@ -149,6 +161,41 @@ class ScrapeCollector:
                                   value=s.events_delivered)
         yield GaugeMetricFamily(_P + "event_subscribers", "Live WebSocket and SSE event subscribers.",
                                 value=s.subscribers)
+        if s.tier is not None:
+            yield from ScrapeCollector._tier(s.tier)
+
+    @staticmethod
+    def _tier(t: _TierFigures) -> Iterator[Metric]:
+        yield CounterMetricFamily(_P + "audit_entries_written", "Audit entries this gateway wrote to the tier's "
+                                  "audit stream.", value=t.audit_written)
+        yield CounterMetricFamily(_P + "audit_entries_dropped", "Audit entries lost because the outage buffer "
+                                  "overflowed while Redis was away.", value=t.audit_dropped)
+        yield GaugeMetricFamily(_P + "audit_entries_buffered", "Audit entries waiting in memory to be written to "
+                                "Redis.", value=t.audit_buffered)
+        yield CounterMetricFamily(_P + "audit_thumbnails_coalesced", "Thumbnail fetches not recorded one by one: "
+                                  "the same token fetched the same camera within the window.",
+                                  value=t.thumbnails_coalesced)
+        b = t.bridge
+        if b is None:
+            return
+        yield GaugeMetricFamily(_P + "bridge_connected", "1 while the bridge to the parent tier's Redis is up.",
+                                value=1 if b.get("connected") else 0)
+        yield GaugeMetricFamily(_P + "bridge_forwarding", "1 when this gateway holds the tier's bridge lease "
+                                "(one gateway of a tier forwards).", value=1 if b.get("forwarding") else 0)
+        behind = GaugeMetricFamily(_P + "bridge_behind_entries", "Entries of this tier not yet forwarded to the "
+                                   "parent tier.", labels=["stream"])
+        lag = GaugeMetricFamily(_P + "bridge_behind_seconds", "Age of the oldest entry not yet forwarded.",
+                                labels=["stream"])
+        sent = CounterMetricFamily(_P + "bridge_forwarded", "Entries forwarded to the parent tier since start.",
+                                   labels=["stream"])
+        for name, st in sorted((b.get("streams") or {}).items()):
+            if st.get("behind") is not None:
+                behind.add_metric([name], st["behind"])
+            if st.get("seconds_behind") is not None:
+                lag.add_metric([name], st["seconds_behind"])
+            if st.get("forwarded") is not None:
+                sent.add_metric([name], st["forwarded"])
+        yield from (behind, lag, sent)
 
     @staticmethod
     def _cameras(cameras: Iterable[_Camera]) -> Iterator[Metric]:
@@ -282,6 +329,7 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
         if cid not in seen and p.covers(w.camera.node):
             st = w.status()
             cameras.append(_Camera(cid, w.camera.node, st.state, tuple(getattr(st, "quality", ())), _Run.of(w)))
+    tier = await _tier_figures(app) if p.covers(settings.node) else None
     ev, hub = app[keys.EVENTS], app[keys.HUB]
     written: dict[tuple[str, str], int] = {}
     for (node, t, label), n in list(ev.written_by.items()):
@@ -292,8 +340,21 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
         detector=app[keys.POOL].name if keys.POOL in app else None, redis_up=redis_up,
         cameras=tuple(sorted(cameras, key=lambda c: c.id)), tree=tree, events_last_hour=by_pair,
         events_written=written, events_dropped=ev.dropped, events_buffered=ev.pending,
-        events_delivered=hub.delivered, subscribers=len(hub.subs),
+        events_delivered=hub.delivered, subscribers=len(hub.subs), tier=tier,
     )
+
+
+async def _tier_figures(app: web.Application) -> _TierFigures:
+    audit = app[keys.AUDIT]
+    report = None
+    bridge = app.get(keys.BRIDGE)
+    if bridge is not None:
+        try:
+            # Bounded by the client's socket timeout; not cancelled mid-command (DESIGN §7).
+            report = await bridge.report()
+        except (RedisError, OSError) as e:
+            log.warning("metrics: bridge figures unavailable (%s)", type(e).__name__)
+    return _TierFigures(audit.written, audit.dropped, audit.pending, audit.views_coalesced, report)
 
 
 def render(scrape: Scrape) -> bytes:
