@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+MIN_WIDTH, MAX_WIDTH = 64, 1280  # widths of the pictures served: thumbnails, live views, cross-tier fetches
 BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on both road and sky
 TEXT_COLOUR = (0, 0, 0)
 

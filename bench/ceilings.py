@@ -6,7 +6,9 @@ threads are always stopped and joined, also when the caller is interrupted (Ctrl
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -207,6 +209,24 @@ def sample_images(path: Path, count: int = 8) -> list[np.ndarray]:
                 if len(out) >= count:
                     break
     return out
+
+
+def clip_frames_cli(prog: str, doc: str, frames: int, argv: list[str] | None,
+                    extra: Callable[[argparse.ArgumentParser], None] | None = None
+                    ) -> tuple[argparse.Namespace, list[np.ndarray]] | None:
+    """Parse `--clip`/`--frames` (plus `extra` options) and sample the clip; None (after saying why) without it."""
+    from bench.pipeline import CLIP  # the default clip lives with the pipeline benchmark, which imports this module
+
+    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    p.add_argument("--clip", type=Path, default=CLIP)
+    p.add_argument("--frames", type=int, default=frames, help=f"frames spread through the clip ({frames})")
+    if extra is not None:
+        extra(p)
+    a = p.parse_args(argv)
+    if not a.clip.exists():
+        print(f"no clip at {a.clip} (give --clip)", file=sys.stderr)
+        return None
+    return a, sample_images(a.clip, a.frames)
 
 
 def infer_rate(model: Path, images: list[np.ndarray], *, sessions: int, intra_threads: int,

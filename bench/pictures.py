@@ -9,16 +9,12 @@ render time per picture. Medians over frames spread through the clip.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-from bench.ceilings import sample_images
-from bench.pipeline import CLIP
+from analytics.snapshot import encode_jpeg
+from bench.ceilings import clip_frames_cli
 from gateway.web.frames import render_frame
-from tiers.rpc import encode_jpeg
 
 
 def _measure(images: list, encode) -> tuple[float, float]:
@@ -33,16 +29,12 @@ def _measure(images: list, encode) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one table: median bytes and render ms per picture for each way of asking."""
-    p = argparse.ArgumentParser(prog="bench.pictures", description=__doc__.splitlines()[0])
-    p.add_argument("--clip", type=Path, default=CLIP)
-    p.add_argument("--frames", type=int, default=20, help="frames measured, spread through the clip (20)")
-    a = p.parse_args(argv)
-    if not a.clip.exists():
-        print(f"no clip at {a.clip} (give --clip)", file=sys.stderr)
+    got = clip_frames_cli("bench.pictures", __doc__, 20, argv)
+    if got is None:
         return 2
-    images = sample_images(a.clip, a.frames)
+    a, images = got
     h, w = images[0].shape[:2]
-    base, base_ms = _measure(images, encode_jpeg)
+    base, base_ms = _measure(images, lambda im: encode_jpeg(im, max_width=0, quality=85))  # full frame, as before
     rows = [(f"full frame {w}x{h}, q85 (before)", base, base_ms)]
     for width in (320, 640, 960):
         size, ms = _measure(images, lambda im, width=width: render_frame(im, (), width=width))

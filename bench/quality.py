@@ -10,17 +10,13 @@ event snapshot costs) as a yardstick measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import cv2
 
 from analytics.quality import QualityDiagnoser, Thumbs
-from bench.ceilings import sample_images
-from bench.pipeline import CLIP
+from bench.ceilings import clip_frames_cli
 
 
 def _per_frame_ms(images: list, step) -> float:
@@ -32,15 +28,11 @@ def _per_frame_ms(images: list, step) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the median ms per frame of the shrink, the diagnosis and a JPEG encode."""
-    p = argparse.ArgumentParser(prog="bench.quality", description=__doc__.splitlines()[0])
-    p.add_argument("--clip", type=Path, default=CLIP)
-    p.add_argument("--frames", type=int, default=80, help="frames spread through the clip (80)")
-    p.add_argument("--passes", type=int, default=5, help="passes over the frames; the median is reported (5)")
-    a = p.parse_args(argv)
-    if not a.clip.exists():
-        print(f"no clip at {a.clip} (give --clip)", file=sys.stderr)
+    got = clip_frames_cli("bench.quality", __doc__, 80, argv, lambda p: p.add_argument(
+        "--passes", type=int, default=5, help="passes over the frames; the median is reported (5)"))
+    if got is None:
         return 2
-    images = sample_images(a.clip, a.frames)
+    a, images = got
     h, w = images[0].shape[:2]
     shrink, total, jpeg = [], [], []
     for _ in range(a.passes):

@@ -13,7 +13,6 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from analytics.pool import DetectorPool
-from analytics.types import Detection, Frame
 from gateway import keys
 from gateway import web as web_ui
 from gateway.api import audit as audit_api
@@ -221,14 +220,8 @@ def _status_ctx(settings: Settings):
 
 def _bridge_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        live = app[keys.LIVE]
-
-        async def render(cid: str, frame: Frame, dets: tuple[Detection, ...], width: int, boxes: bool) -> bytes:
-            # A picture asked for from above shares the encode of this tier's own viewers of that camera.
-            return await live.jpeg(cid, frame, dets, width=width, boxes=boxes)
-
         fetcher = FrameFetcher(app[keys.REDIS], settings.node, app[keys.STORE], app[keys.SUPERVISOR].workers,
-                               render=render)
+                               render=app[keys.LIVE].jpeg)
         app[keys.FETCHER] = fetcher  # own cameras' frames are served with or without an uplink
         if settings.uplink is None:
             yield

@@ -313,8 +313,8 @@ def test_frame_replies_from_tiers_old_and_new_are_read_and_bad_ones_refused():
     jpeg = b"\xff\xd8" + b"\x00" * 64
     # A tier from before the picture's details (the bare form), and the current form.
     assert parse_reply(b"200\n" + jpeg) == Picture(jpeg)
-    assert parse_reply(b"200 1700000000.250 3\n" + jpeg) == Picture(jpeg, 1700000000.25, 3)
-    assert parse_reply(b"200 - -\n" + jpeg) == Picture(jpeg)
+    assert parse_reply(b"200 1700000000.250 3\n" + jpeg) == Picture(jpeg, 1700000000.25, 3, fitted=True)
+    assert parse_reply(b"200 - -\n" + jpeg) == Picture(jpeg, fitted=True)
     with pytest.raises(NoFrame, match="offline"):
         parse_reply(b"503\ncamera 45010200001320000001 has no frame yet (starting or offline)")
     for bad in (b"200 x 3\n" + jpeg, b"200 1.0\n" + jpeg, b"OK\n" + jpeg, b"200\nnot a jpeg", b"no newline"):

@@ -371,3 +371,12 @@ async def test_an_upper_tiers_live_view_shows_the_lower_tiers_detections(tier_ch
         status, body = await city.gw.request("GET", f"/api/v1/cameras/{cid}/snapshot.jpg?width=320")
         assert status == 200 and _jpeg(body).shape == (180, 320, 3)
         assert any(k.camera_id == cid and k.width == 320 and not k.boxes for k in county_live._cache)
+
+
+async def test_pictures_from_a_tier_that_predates_widths_are_scaled_here_and_others_passed_through():
+    from gateway.api.live import _at_width
+    from tiers.rpc import Picture
+
+    full = render_frame(np.random.default_rng(1).integers(0, 255, (720, 1280, 3), np.uint8), (), width=1280)
+    assert _jpeg(await _at_width(Picture(full), 320)).shape == (180, 320, 3)  # old tier: full frame, scaled here
+    assert await _at_width(Picture(full, fitted=True), 320) is full  # rendered below at the width asked: as is

@@ -21,14 +21,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import cv2
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from analytics.snapshot import MAX_WIDTH, MIN_WIDTH
 from analytics.types import Detection, Frame
 from registry.ids import CameraIdError, validate_camera_id
 from tiers.catalog import TierKeys
@@ -48,8 +48,6 @@ QUEUE_TTL_S = 30  # a child that is gone: its queue evaporates
 REPLY_TTL_S = 10
 HOP_MARGIN_S = 0.25  # each hop answers this much before its asker gives up
 MAX_WAIT_S = 8.0  # below the app client's socket timeout, which a blocking pop must not outlast
-JPEG_QUALITY = 85
-MIN_WIDTH, MAX_WIDTH = 64, 1280  # as the live view's bounds (gateway/web/frames.py)
 PROTOCOL = 2
 
 
@@ -60,10 +58,14 @@ class Picture:
     jpeg: bytes
     captured_at: float | None = None  # the owning tier's wall clock when the frame was decoded
     detections: int | None = None  # boxes drawn on it (None: not asked for, or not told)
+    fitted: bool = False  # rendered at the width asked (False: a tier from before widths were asked)
 
 
-# (camera id, frame, detections to draw, width, boxes) -> JPEG; the gateway shares its live-view encodes.
-Render = Callable[[str, Frame, tuple[Detection, ...], int, bool], Awaitable[bytes]]
+class Render(Protocol):
+    """Frame -> JPEG at most `width` wide, `detections` drawn when `boxes` (the gateway's LiveFrames.jpeg)."""
+
+    async def __call__(self, camera_id: str, frame: Frame, detections: tuple[Detection, ...], *, width: int,
+                       boxes: bool) -> bytes: ...
 
 
 class FetchError(web.HTTPException):
@@ -97,21 +99,13 @@ class TierTimeout(FetchError):
 _ERRORS: dict[int, type[FetchError]] = {404: UnknownCamera, 503: NoFrame, 504: TierTimeout}
 
 
-def encode_jpeg(image: Any, quality: int = JPEG_QUALITY) -> bytes:
-    """BGR image -> JPEG bytes (call in a thread)."""
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise FetchError("could not encode the frame as JPEG")
-    return buf.tobytes()
-
-
 class FrameFetcher:
     """Newest frame of any camera in this tier's subtree as JPEG: its own from the worker, others via the chain."""
 
     def __init__(self, redis: aioredis.Redis, node: str, store: "CameraStore", workers: Mapping[str, Any], *,
-                 prefix: str = "se", render: Render | None = None) -> None:
+                 render: Render, prefix: str = "se") -> None:
         self.redis = redis
-        self.render = render or _plain_render
+        self.render = render  # shares the encode with this tier's own viewers of the camera
         self.node = node
         self.store = store
         self.workers = workers  # camera id -> CameraWorker (the supervisor's live dict)
@@ -152,8 +146,8 @@ class FrameFetcher:
             why = "is disabled" if not enabled else "has no frame yet (starting or offline)"
             raise NoFrame(f"camera {camera_id} {why}")
         dets: tuple[Detection, ...] = tuple(worker.latest_detections) if boxes else ()
-        jpeg = await self.render(camera_id, frame, dets, width, boxes)
-        return Picture(jpeg, frame.captured_at, len(dets) if boxes else None)
+        jpeg = await self.render(camera_id, frame, dets, width=width, boxes=boxes)
+        return Picture(jpeg, frame.captured_at, len(dets) if boxes else None, fitted=True)
 
     async def _remote(self, camera_id: str, via: str, owner: str, timeout: float, width: int,
                       boxes: bool) -> Picture:
@@ -219,17 +213,6 @@ class FrameFetcher:
             await pipe.execute()
 
 
-async def _plain_render(camera_id: str, frame: Frame, detections: tuple[Detection, ...], width: int,
-                        boxes: bool) -> bytes:
-    # Without the gateway's renderer (tools, tests): the frame as it is, no boxes, scaled to the width.
-    image = frame.image
-    if image.shape[1] > width:
-        h, w = image.shape[:2]
-        image = await asyncio.to_thread(cv2.resize, image, (width, max(1, round(h * width / w))),
-                                        interpolation=cv2.INTER_AREA)
-    return await asyncio.to_thread(encode_jpeg, image)
-
-
 def _picture_head(pic: Picture, version: int) -> bytes:
     if version < 2:
         return b"200\n"
@@ -258,7 +241,7 @@ def parse_reply(raw: bytes) -> Picture:
         dets = None if fields[2] == b"-" else int(fields[2])
     except ValueError:
         raise FetchError("malformed reply from the tier below") from None
-    return Picture(body, taken, dets)
+    return Picture(body, taken, dets, fitted=True)
 
 
 async def fetch_picture(app: web.Application, camera_id: str, timeout: float = 5.0, *, width: int = MAX_WIDTH,

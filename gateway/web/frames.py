@@ -13,7 +13,6 @@ import numpy as np
 from analytics.snapshot import draw_box
 from analytics.types import Detection, Frame
 
-MIN_WIDTH, MAX_WIDTH = 64, 1280
 # BGR colours, bright enough on road, sky and night frames; the common street labels each get their own.
 _FIXED = {"car": (0, 200, 255), "person": (80, 220, 80), "bus": (200, 100, 255), "truck": (255, 160, 60),
           "bicycle": (60, 220, 220), "motorcycle": (120, 120, 255)}

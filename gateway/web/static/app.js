@@ -682,13 +682,12 @@ async function loadCameraLists(id) {
 }
 
 function renderCameraLists() {
-  const [error, healthError] = S.camErrors || [];
-  const list = (items, empty) => (items.length ? items.map((ev) => eventItem(ev, true))
-    : [h("li", { class: "muted empty" }, empty)]);
-  $("#camera-events").replaceChildren(...(error ? [h("li", { class: "error" }, errorText(error))]
-    : list(S.camEvents, t("feed.empty"))));
-  $("#camera-health").replaceChildren(...(healthError ? [h("li", { class: "error" }, errorText(healthError))]
-    : list(S.camHealth, t("cam.health.empty"))));
+  const [eventsError, healthError] = S.camErrors;
+  const fill = (sel, items, error, empty) => $(sel).replaceChildren(...(
+    error ? [h("li", { class: "error" }, errorText(error))]
+      : items.length ? items.map((ev) => eventItem(ev, true)) : [h("li", { class: "muted empty" }, empty)]));
+  fill("#camera-events", S.camEvents, eventsError, t("feed.empty"));
+  fill("#camera-health", S.camHealth, healthError, t("cam.health.empty"));
 }
 
 function liveUrl(id) {
