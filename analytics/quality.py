@@ -100,6 +100,11 @@ class Thumbs:
         return cls(small, cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), cv2.cvtColor(fine_bgr, cv2.COLOR_BGR2GRAY), probe)
 
 
+def small_thumb(image: np.ndarray) -> np.ndarray:
+    """The 160-wide thumbnail Thumbs.of makes, alone (the motion gate's input on frames not diagnosed)."""
+    return _shrink(_shrink(image, FINE_WIDTH), SMALL_WIDTH)
+
+
 def _shrink(image: np.ndarray, width: int) -> np.ndarray:
     """Area-average down to `width` (never up), halving first: OpenCV's 2x area path is ~8x faster."""
     h, w = image.shape[:2]

@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+
+class Picture(Protocol):
+    """A decoded picture still in the decoder's format: converted only when it is analysed."""
+
+    width: int
+    height: int
+
+    def to_bgr(self, max_width: int) -> np.ndarray:
+        """BGR pixels, scaled down to max_width (never up)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A frame the sampler chose for analysis, not yet converted (a newer one may supersede it)."""
+
+    camera_id: str
+    picture: Picture
+    captured_at: float  # wall clock (time.time()) when the frame left the decoder
+    media_ts: float | None  # position in the source in seconds (monotonic within a pass)
+    seq: int  # sampled frame number since the stream was opened
 
 
 @dataclass(frozen=True, slots=True)

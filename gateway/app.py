@@ -22,10 +22,12 @@ from gateway.api import tokens as tokens_api
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import error_middleware, hash_token
 from gateway.audit import AuditLog
+from gateway.analysis import AnalysisRunner
 from gateway.camera import RunContext
 from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.events import EventHub, EventLog
+from gateway.ingest import DecodePool
 from gateway.supervisor import StreamSupervisor
 from gateway.status_pub import StatusPublisher
 from registry.store import CameraStore
@@ -132,7 +134,7 @@ def _detector_ctx(settings: Settings):
             return
         d = settings.detector
         pool = await asyncio.to_thread(DetectorPool, settings.model, workers=d.workers,
-                                       intra_threads=d.intra_threads, providers=d.providers)
+                                       intra_threads=d.intra_threads, providers=d.providers, nice=d.nice)
         app[keys.POOL] = pool
         log.info("detector %s loaded: %d workers", pool.name, d.workers)
         try:
@@ -140,6 +142,34 @@ def _detector_ctx(settings: Settings):
         finally:
             await asyncio.to_thread(pool.close)
     return ctx
+
+
+def _analysis_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        # Decoding and analysis are sized to the machine, not to the number of cameras.
+        decoders = DecodePool(settings.ingest.decode_threads)
+        decoders.start()
+        runner = AnalysisRunner(app.get(keys.POOL), threads=decoders.threads)
+        app[keys.DECODERS] = decoders
+        app[keys.ANALYSIS] = runner
+        task = asyncio.create_task(runner.run(), name="analysis:scheduler")
+        task.add_done_callback(_log_death)
+        app[keys.ANALYSIS_TASK] = task
+        log.info("decode pool: %d threads; analysis: %d slots", decoders.threads, runner.scheduler.slots)
+        try:
+            yield
+        finally:
+            # Stage 1: stop dispatching and let jobs in flight finish; stage 2: the decode threads.
+            await runner.stop(timeout=5.0)
+            await _cancel([task])
+            await asyncio.to_thread(decoders.stop, 5.0)
+    return ctx
+
+
+def _log_death(task: asyncio.Task) -> None:
+    """A background service that ends on its own is a bug: say so (and /healthz shows it)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s died", task.get_name(), exc_info=task.exception())
 
 
 def _events_ctx(settings: Settings):
@@ -177,7 +207,7 @@ def _supervisor_ctx(settings: Settings):
         app[keys.STORE] = store
         run_ctx = RunContext(node=settings.node, gateway_id=settings.gateway_id, ingest=settings.ingest,
                              media_dirs=tuple(p.resolve() for p in settings.media_dirs), events=app[keys.EVENTS],
-                             pool=app.get(keys.POOL))
+                             decoders=app[keys.DECODERS], analysis=app[keys.ANALYSIS])
         sup = StreamSupervisor(run_ctx)
         app[keys.SUPERVISOR] = sup
 
@@ -261,12 +291,28 @@ async def healthz(request: web.Request) -> web.Response:
     except (RedisError, OSError, asyncio.TimeoutError):
         redis_ok = False
     ev = app[keys.EVENTS]
+    analysis = analysis_health(app)
+    ok = redis_ok and analysis["running"]
     return web.json_response({
-        "status": "ok" if redis_ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
+        "status": "ok" if ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
         "cameras_running": len(app[keys.SUPERVISOR].workers), "events_buffered": ev.pending,
         "events_dropped": ev.dropped, "detector": app[keys.POOL].name if keys.POOL in app else None,
+        "analysis": analysis,
         "bridge": await bridge_api.health(app) if redis_ok else bridge_api.health_offline(app),
     })
+
+
+def analysis_health(app: web.Application) -> dict:
+    """The analysis load: asked vs analysed rate, capacity, whether frames are being shed."""
+    runner = app[keys.ANALYSIS]
+    st = runner.scheduler.stats()
+    task = app[keys.ANALYSIS_TASK]
+    return {
+        "running": not task.done(), "slots": st.slots, "decode_threads": app[keys.DECODERS].threads,
+        "asked_fps": st.asked_fps, "analyzed_fps": st.analyzed_fps, "capacity_fps": st.capacity_fps,
+        "load": st.load, "overloaded": st.overloaded, "skipped": st.skipped,
+        "shed_cameras": sorted(cid for cid in runner.cameras if (c := runner.scheduler.camera(cid)) and c.shed),
+    }
 
 
 async def describe(request: web.Request) -> web.Response:
@@ -292,7 +338,7 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     node_names = load_node_file(nodes_file)
     app.cleanup_ctx.extend([
         _redis_ctx(settings), _access_ctx(settings), _nodes_ctx(nodes_file, node_names), _detector_ctx(settings),
-        _events_ctx(settings), _supervisor_ctx(settings), _status_ctx(settings), _bridge_ctx(settings),
+        _analysis_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings), _status_ctx(settings), _bridge_ctx(settings),
     ])
     web_ui.setup(app)  # the control-room page at /
     app.router.add_get("/api/v1", describe)

@@ -1,32 +1,34 @@
-"""One camera at run time: ingest with reconnects, analysis, tracking, and the events they raise."""
+"""One camera at run time: its connection loop (connect, watch, reconnect) around a CameraAnalysis.
+
+The connection feeds sampled frames to the gateway's analysis scheduler; decoding runs on the
+gateway's decode pool and analysis on its detector threads (gateway/ingest.py, gateway/analysis.py),
+so a camera costs one demuxer thread blocked on I/O, not a core's share.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from analytics.events import Event, Origin, iso_ms
-from analytics.motion import MotionGate
-from analytics.pool import DetectorPool
-from analytics.quality import FAULTS, QualityChange, QualityConfig, QualityDiagnoser, Thumbs
-from analytics.snapshot import render_snapshot
-from analytics.tracker import IouTracker
-from analytics.types import Detection, Frame, TrackUpdate
+from analytics.scheduler import SkipReason
+from analytics.types import Detection, Frame, Sample
+from gateway.analysis import AnalysisRunner, CameraAnalysis, EventSink
 from gateway.backoff import Backoff
 from gateway.config import IngestConfig
 from gateway.events import EventLog
-from gateway.ingest import DecodeOptions, DecodeThread, FrameSlot, StreamError, StreamInfo
+from gateway.ingest import DecodeCounters, DecodeMode, DecodeOptions, DecodePool, Demuxer, StreamError, StreamInfo
 from registry.models import Camera
 from registry.urls import Source, SourceError, parse_source, scrub
 
 log = logging.getLogger(__name__)
 
-_PHASE = {"appear": "start", "update": "update", "leave": "end"}
+WATCH_TICK_S = 1.0  # how often a connection is checked for a stall (and analysis for idleness)
 
 
 class CameraState(str, Enum):
@@ -40,18 +42,25 @@ class CameraState(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """What every camera worker shares: settings, the event log and the detector pool."""
+    """What every camera worker shares: settings, the event log, the decode pool and the analysis runner."""
 
     node: str
     gateway_id: str
     ingest: IngestConfig
     media_dirs: tuple[Path, ...]
     events: EventLog
-    pool: DetectorPool | None
+    decoders: DecodePool
+    analysis: AnalysisRunner
+    clock: Callable[[], float] = time.time
 
     @property
     def origin(self) -> Origin:
         return Origin(self.node, self.gateway_id)
+
+    @property
+    def model(self) -> str | None:
+        pool = self.analysis.pool
+        return pool.name if pool is not None else None
 
 
 class _Rate:
@@ -84,14 +93,18 @@ class CameraStatus:
     state: str
     source: str  # "main" | "substream": which stream analysis pulls
     fps_in: float = 0.0
+    fps_asked: float = 0.0  # the analysis rate asked (0 while the camera delivers no frames)
     fps_analyzed: float = 0.0
+    shed: bool = False  # the gateway is overloaded and analyses fewer of this camera's frames than asked
+    skipped: dict[str, int] = field(default_factory=dict)  # sampled frames not analysed, by reason
     last_frame_at: str | None = None
     reconnects: int = 0
     last_error: str | None = None
-    frames_dropped: int = 0
+    frames_dropped: int = 0  # sum of skipped
     frames_analyzed: int = 0
     decode_errors: int = 0
-    decode_mode: str = "all frames"
+    decode_mode: str = DecodeMode.ALL.value
+    decode_cpu_s: float = 0.0
     inferences: int = 0
     inference_ms: float | None = None
     width: int | None = None
@@ -108,47 +121,12 @@ class CameraStatus:
         return cls(state=state.value, source=_source_kind(camera))
 
 
-def _label_set(camera: Camera) -> frozenset[str] | None:
-    """The labels a camera reports, built once per settings change rather than per frame."""
-    return frozenset(camera.analytics.labels) if camera.analytics.labels else None
-
-
-def _quality_config(camera: Camera) -> QualityConfig:
-    """The diagnoser's thresholds from the camera's settings, built once per settings change."""
-    q = camera.analytics.quality
-    return QualityConfig(**q.model_dump(exclude={"enabled", "disabled"}), disabled=tuple(q.disabled))
-
-
-def _diagnose(diagnoser: QualityDiagnoser, frame: Frame) -> tuple[Thumbs, list[QualityChange]]:
-    """Shrink a frame once and diagnose it (runs in a worker thread: OpenCV releases the GIL)."""
-    thumbs = Thumbs.of(frame.image)
-    return thumbs, diagnoser.update(thumbs, frame.captured_at)
-
-
 def _source_kind(camera: Camera) -> str:
     return "substream" if camera.substream_url else "main"
 
 
-@dataclass(slots=True)
-class _AnalysisState:
-    """Mutable per-camera analysis state, owned by the analysis task alone."""
-
-    tracker: IouTracker
-    gate: MotionGate
-    in_motion: bool = False
-    motion_frames: int = 0
-    last_motion: float = 0.0
-    last_detect: float = 0.0
-    # Track updates not yet published. A cancel (camera removed) can land while a snapshot is
-    # being rendered; what is left here is published by stop(), so no start loses its end.
-    pending: collections.deque[TrackUpdate] = field(default_factory=collections.deque)
-    quality: QualityDiagnoser = field(default_factory=QualityDiagnoser)
-    # Faults whose start was published: only these get an end (a start lost to a cancel gets none).
-    quality_open: set[str] = field(default_factory=set)
-
-
 class CameraWorker:
-    """Runs one camera: a decode thread per connection, an analysis task, status and events."""
+    """Runs one camera: a connection loop feeding the analysis scheduler; status and state events."""
 
     def __init__(self, camera: Camera, ctx: RunContext) -> None:
         self.camera = camera
@@ -159,64 +137,47 @@ class CameraWorker:
         self.last_frame_at: float | None = None
         self.info: StreamInfo | None = None
         self.frames_in = 0
-        self.frames_analyzed = 0
-        self.detections_run = 0
-        self.inference_s = 0.0
         self._rate_in = _Rate()
-        self._rate_an = _Rate()
-        self.slot = FrameSlot()
-        # Newest sampled frame and the detections last drawn from it: thumbnails, live view and
-        # upper tiers read these; nothing decodes a second time for them.
-        self.latest: Frame | None = None
-        self.latest_detections: tuple[Detection, ...] = ()
-        self._thread: DecodeThread | None = None
-        self._past_decode_errors = 0  # damaged packets skipped on earlier connections
+        self.analysis = CameraAnalysis(camera, EventSink(ctx.events, ctx.origin, ctx.model), ctx.ingest.max_width,
+                                       clock=ctx.clock, stages=ctx.analysis.stages)
+        self._demuxer: Demuxer | None = None
+        self._past = DecodeCounters()  # counters of earlier connections
+        self._behind_reported = 0
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._stopping = False
-        self._analysis = _AnalysisState(IouTracker(), MotionGate())
-        self._analysis.quality.config = _quality_config(camera)
-        self._labels = _label_set(camera)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the ingest and analysis tasks."""
-        cid = self.camera.id
-        self._tasks = [
-            asyncio.create_task(self._ingest(), name=f"camera:{cid}:ingest"),
-            asyncio.create_task(self._analyze(), name=f"camera:{cid}:analyze"),
-        ]
+        """Join the analysis scheduler and start the connection loop."""
+        self.ctx.analysis.attach(self.analysis)
+        self._tasks = [asyncio.create_task(self._ingest(), name=f"camera:{self.camera.id}:ingest")]
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop tasks and the decode thread; end open tracks."""
+        """Stop the connection and its analysis; end open tracks and faults."""
         self._stopping = True
-        if self._thread is not None:
-            self._thread.quit.set()
+        if self._demuxer is not None:
+            self._demuxer.quit.set()
         for t in self._tasks:
             t.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
         self._tasks = []
-        thread = self._thread
-        if thread is not None:
+        demuxer = self._demuxer
+        if demuxer is not None:
             # The thread notices quit between packets; FFmpeg's socket timeout bounds a blocked read.
-            await asyncio.to_thread(thread.join, timeout)
+            await asyncio.to_thread(demuxer.join, timeout)
+        await self.ctx.analysis.detach(self.camera.id, timeout)
         # Every object reported in view gets its "end", so consumers can pair starts and ends.
-        loop = asyncio.get_running_loop()
-        st = self._analysis
-        await self._emit_tracks(st, st.tracker.flush(time.time()), loop)
-        # Likewise every quality fault reported gets its end.
-        ends = {c.fault: c for c in st.quality.flush(time.time(), "camera stopped")}
-        self._publish_quality(st, [ends.get(f) or QualityChange(f, "end", 0.0, {"cause": "camera stopped"})
-                                   for f in FAULTS if f in st.quality_open], None)
+        await self.analysis.stop()
 
     def update(self, camera: Camera) -> None:
         """Apply changes that need no reconnect (name, node, analytics settings)."""
         self.camera = camera
-        self._labels = _label_set(camera)
-        self._analysis.quality.config = _quality_config(camera)  # read once per frame by the diagnoser
-        if self._thread is not None:
-            self._thread.analysis_fps = camera.analytics.fps
+        self.analysis.configure(camera)
+        self.ctx.analysis.reconfigure(camera)
+        if self._demuxer is not None:
+            self._demuxer.analysis_fps = camera.analytics.fps
 
     def mark_disabled(self, camera: Camera) -> None:
         """After stop(): record that the camera was switched off, and announce it with a status event."""
@@ -229,34 +190,49 @@ class CameraWorker:
         return self.camera.substream_url or self.camera.url
 
     @property
-    def decode_thread_id(self) -> int | None:
-        """OS thread id of the current connection's decode thread (metrics read its CPU time), or None."""
-        thread = self._thread
-        return thread.native_id if thread is not None else None
+    def latest(self) -> Frame | None:
+        """The newest analysed frame (thumbnails, live view, upper tiers)."""
+        return self.analysis.latest
+
+    @property
+    def latest_detections(self) -> tuple[Detection, ...]:
+        """What the detector found on the newest analysed frame."""
+        return self.analysis.latest_detections
+
+    def decode_counters(self) -> DecodeCounters:
+        """Decode counters over every connection so far."""
+        return self._past + self._demuxer.counters if self._demuxer is not None else self._past
 
     # ---- status --------------------------------------------------------------------------------
     def status(self) -> CameraStatus:
         """The camera's run-time status for the API."""
         online = self.state == CameraState.ONLINE
-        thread = self._thread
+        a = self.analysis
+        load = self.ctx.analysis.scheduler.camera(self.camera.id)
+        dec = self.decode_counters()
+        skipped = dict(load.skipped) if load else {}
         return CameraStatus(
             state=self.state.value,
             source=_source_kind(self.camera),
             fps_in=self._rate_in.value() if online else 0.0,
-            fps_analyzed=self._rate_an.value() if online else 0.0,
+            fps_asked=self.camera.analytics.fps if online else 0.0,
+            fps_analyzed=load.fps_analyzed if load and online else 0.0,
+            shed=bool(load and load.shed and online),
+            skipped=skipped,
             last_frame_at=iso_ms(self.last_frame_at) if self.last_frame_at else None,
             reconnects=self.reconnects,
             last_error=self.last_error,
-            frames_dropped=self.slot.dropped,
-            frames_analyzed=self.frames_analyzed,
-            decode_errors=self._past_decode_errors + (thread.decode_errors if thread else 0),
-            decode_mode="key frames" if thread and thread.key_frames_only else "all frames",
-            inferences=self.detections_run,
-            inference_ms=round(1000 * self.inference_s / self.detections_run, 1) if self.detections_run else None,
+            frames_dropped=sum(skipped.values()),
+            frames_analyzed=a.frames_analyzed,
+            decode_errors=dec.decode_errors,
+            decode_mode=(self._demuxer.mode if self._demuxer is not None else DecodeMode.ALL).value,
+            decode_cpu_s=round(dec.cpu_s, 3),
+            inferences=a.detections_run,
+            inference_ms=round(1000 * a.inference_s / a.detections_run, 1) if a.detections_run else None,
             width=self.info.width if self.info else None,
             height=self.info.height if self.info else None,
             codec=self.info.codec if self.info else None,
-            quality=tuple(f for f in FAULTS if f in self._analysis.quality_open),
+            quality=a.faults,
         )
 
     def _set_state(self, state: CameraState, reason: str | None = None) -> None:
@@ -268,11 +244,11 @@ class CameraWorker:
         if state == CameraState.ONLINE and self.info:
             extra = {"width": self.info.width, "height": self.info.height, "codec": self.info.codec}
         self.ctx.events.publish(Event(
-            type="status", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(time.time()),
+            type="status", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(self.ctx.clock()),
             origin=self.ctx.origin, state=state.value, reason=reason, extra=extra,
         ))
 
-    # ---- ingest --------------------------------------------------------------------------------
+    # ---- the connection loop -------------------------------------------------------------------
     async def _ingest(self) -> None:
         ing = self.ctx.ingest
         backoff = Backoff(ing.backoff_initial_s, ing.backoff_max_s)
@@ -299,10 +275,14 @@ class CameraWorker:
             wait = backoff.next()
             log.debug("camera %s: reconnect in %.1fs", self.camera.id, wait)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait)  # interruptible: a config change wakes it
-            except asyncio.TimeoutError:
-                pass
+            deadline = time.monotonic() + wait
+            # Interruptible (a config change wakes it); objects in view end while the camera is away.
+            while (left := deadline - time.monotonic()) > 0 and not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(left, WATCH_TICK_S))
+                except asyncio.TimeoutError:
+                    pass
+                await self.analysis.idle()
             self.reconnects += 1
 
     async def _run_once(self, source: Source, loop: asyncio.AbstractEventLoop) -> tuple[str, float]:
@@ -310,6 +290,7 @@ class CameraWorker:
         ended: asyncio.Future[BaseException | None] = loop.create_future()
         online_since: float | None = None
         opened_at = time.monotonic()
+        runner = self.ctx.analysis
 
         def on_open(info: StreamInfo) -> None:
             self.info = info
@@ -317,36 +298,38 @@ class CameraWorker:
         def on_tick(n: int) -> None:
             self.frames_in += n
             self._rate_in.add(n)
-            self.last_frame_at = time.time()
+            self.last_frame_at = self.ctx.clock()
 
-        def on_frame(frame: Frame) -> None:
+        def on_sample(sample: Sample) -> None:
             nonlocal online_since
-            self.last_frame_at = frame.captured_at
+            self.last_frame_at = sample.captured_at
             if online_since is None:
                 online_since = time.monotonic()
                 self.last_error = None
                 self._set_state(CameraState.ONLINE)
-            self.latest = frame
-            self.slot.put(frame)
+            runner.offer(sample)
 
         def on_end(err: BaseException | None) -> None:
             if not ended.done():
                 ended.set_result(err)
 
         opts = DecodeOptions(self.camera.analytics.fps, self.ctx.ingest.max_width, self.ctx.ingest.open_timeout_s)
-        thread = DecodeThread(self.camera.id, source, opts, loop, on_open, on_frame, on_tick, on_end)
-        self._thread = thread
-        thread.start()
+        demuxer = Demuxer(self.camera.id, source, opts, self.ctx.decoders, loop, on_open, on_sample, on_tick, on_end)
+        self._demuxer = demuxer
+        self._behind_reported = 0
+        demuxer.start()
         stall = self.ctx.ingest.stall_timeout_s
         reason = "stream ended"
         try:
             while True:
                 try:
-                    err = await asyncio.wait_for(asyncio.shield(ended), 1.0)
+                    err = await asyncio.wait_for(asyncio.shield(ended), WATCH_TICK_S)
                     reason = str(err) if err else "stream ended"
                     break
                 except asyncio.TimeoutError:
                     pass
+                self._report_behind(demuxer)
+                await self.analysis.idle()
                 now = time.monotonic()
                 last = self.last_frame_at
                 if online_since is None:
@@ -355,146 +338,27 @@ class CameraWorker:
                     if now - opened_at > self.ctx.ingest.open_timeout_s + stall:
                         reason = "no picture from the source"
                         break
-                elif last is not None and time.time() - last > stall:
+                elif last is not None and self.ctx.clock() - last > stall:
                     reason = f"no frames for {stall:.0f} s"
                     break
         finally:
-            thread.quit.set()
-            if thread.is_alive():
-                await asyncio.to_thread(thread.join, self.ctx.ingest.open_timeout_s + 2)
-            self._past_decode_errors += thread.decode_errors
-            self._thread = None
+            demuxer.quit.set()
+            if demuxer.is_alive():
+                await asyncio.to_thread(demuxer.join, self.ctx.ingest.open_timeout_s + 2)
+            self._report_behind(demuxer)
+            self._past = self._past + demuxer.counters
+            self._demuxer = None
         return scrub(reason), (time.monotonic() - online_since) if online_since else 0.0
 
-    # ---- analysis ------------------------------------------------------------------------------
-    async def _analyze(self) -> None:
-        st = self._analysis
-        loop = asyncio.get_running_loop()
-        failures = 0
-        while True:
-            try:
-                frame = await asyncio.wait_for(self.slot.get(), timeout=st.tracker.max_age_s + 0.5)
-            except asyncio.TimeoutError:
-                # No frames: the stream stalled or ended; objects in view are gone from our view.
-                await self._emit_tracks(st, st.tracker.flush(time.time()), loop)
-                if st.in_motion:
-                    st.in_motion = False
-                    self._emit_motion("end", None)
-                continue
-            try:
-                await self._analyze_one(frame, st, loop)
-                failures = 0
-            except Exception:
-                # One bad frame or a detector hiccup must not end this camera's analysis.
-                failures += 1
-                if failures == 1 or failures % 100 == 0:
-                    log.exception("camera %s: analysis failed (%d in a row)", self.camera.id, failures)
-
-    async def _analyze_one(self, frame: Frame, st: "_AnalysisState", loop: asyncio.AbstractEventLoop) -> None:
-        pool = self.ctx.pool
-        self.frames_analyzed += 1
-        self._rate_an.add()
-        a = self.camera.analytics
-        small = frame.image
-        if a.quality.enabled:
-            # Thumbnails made once per frame serve the quality checks and the motion gate alike.
-            thumbs, changes = await loop.run_in_executor(None, _diagnose, st.quality, frame)
-            small = thumbs.small
-            await self._emit_quality(st, changes, frame, loop)
-        elif st.quality_open:
-            self._publish_quality(st, st.quality.flush(frame.captured_at, "diagnosis switched off"), frame)
-        if a.motion_threshold is not None:
-            st.gate.threshold = a.motion_threshold
-        moving = st.gate.update(small) >= st.gate.threshold
-        now = frame.captured_at
-        if moving:
-            st.last_motion = now
-        if pool is not None:
-            # The motion gate saves inference on still scenes; tracks in view are still followed,
-            # and a periodic look catches objects that arrived while the gate was shut.
-            if moving or st.tracker.active or now - st.last_detect > 10.0:
-                st.last_detect = now
-                t0 = time.perf_counter()
-                dets = await pool.detect(frame.image, a.min_score, self._labels)
-                self.latest_detections = tuple(dets)
-                self.inference_s += time.perf_counter() - t0
-                self.detections_run += 1
-                await self._emit_tracks(st, st.tracker.update(frame, dets), loop)
-            else:
-                # Nothing tracked and nothing moving: the live view must not keep drawing old boxes.
-                self.latest_detections = ()
-            return
-        st.motion_frames = st.motion_frames + 1 if moving else 0
-        if not st.in_motion and st.motion_frames >= 2:
-            st.in_motion = True
-            snap = await loop.run_in_executor(None, render_snapshot, frame.image)
-            self._emit_motion("start", frame, snap)
-        elif st.in_motion and now - st.last_motion > 3.0:
-            st.in_motion = False
-            self._emit_motion("end", frame)
-
-    async def _emit_quality(self, st: "_AnalysisState", changes: list[QualityChange], frame: Frame,
-                            loop: asyncio.AbstractEventLoop) -> None:
-        # Ends first, at once: a cancel during a start's snapshot must not lose them.
-        self._publish_quality(st, [c for c in changes if c.phase == "end"], frame)
-        for change in changes:
-            if change.phase == "start":
-                # A start carries the picture that shows the fault.
-                snap = await loop.run_in_executor(None, render_snapshot, frame.image)
-                self._publish_quality(st, [change], frame, snap)
-
-    def _publish_quality(self, st: "_AnalysisState", changes: list[QualityChange], frame: Frame | None,
-                         snapshot: bytes | None = None) -> None:
-        for change in changes:
-            if change.phase == "start":
-                st.quality_open.add(change.fault)
-            elif change.fault in st.quality_open:
-                st.quality_open.discard(change.fault)
-            else:
-                continue
-            log.info("camera %s: quality %s %s (score %.2f)", self.camera.id, change.fault, change.phase,
-                     change.score)
-            self.ctx.events.publish(Event(
-                type="quality", camera_id=self.camera.id, node=self.camera.node,
-                ts=iso_ms(frame.captured_at if frame else time.time()), origin=self.ctx.origin, phase=change.phase,
-                reason=change.fault, score=change.score, extra=change.extra, media_ts=self._media_ts(frame),
-            ), snapshot)
-
-    def _emit_motion(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> None:
-        ts = frame.captured_at if frame else time.time()
-        self.ctx.events.publish(Event(
-            type="motion", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(ts),
-            origin=self.ctx.origin, phase=phase, media_ts=self._media_ts(frame),
-        ), snapshot)
-
-    @staticmethod
-    def _media_ts(frame: Frame | None) -> float | None:
-        # File sources: position in the file; live streams: seconds since this connection opened.
-        return frame.media_ts if frame is not None else None
-
-    async def _emit_tracks(self, st: "_AnalysisState", updates: list[TrackUpdate],
-                           loop: asyncio.AbstractEventLoop) -> None:
-        st.pending.extend(updates)
-        while st.pending:
-            try:
-                await self._emit_track(st.pending[0], loop)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                st.pending.popleft()  # a snapshot that cannot be rendered must not block the rest
-                raise
-            st.pending.popleft()
-
-    async def _emit_track(self, u: TrackUpdate, loop: asyncio.AbstractEventLoop) -> None:
-        d = u.detection
-        snap = await loop.run_in_executor(None, render_snapshot, u.frame.image, d.box, d.label, d.score)
-        self.ctx.events.publish(Event(
-            type="detection", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(u.frame.captured_at),
-            origin=self.ctx.origin, label=d.label, score=d.score, box=d.box, track_id=u.track_id,
-            model=self.ctx.pool.name if self.ctx.pool else None, media_ts=self._media_ts(u.frame),
-            phase=_PHASE[u.kind],
-        ), snap)
-
+    def _report_behind(self, demuxer: Demuxer) -> None:
+        """Tell the scheduler about frames decoding dropped since the last look (as sampled frames lost)."""
+        dropped = demuxer.counters.behind_dropped
+        if dropped > self._behind_reported:
+            fps = self.info.fps if self.info and self.info.fps else None
+            share = min(1.0, self.camera.analytics.fps / fps) if fps else 1.0
+            lost = round((dropped - self._behind_reported) * share)
+            self.ctx.analysis.scheduler.skipped(self.camera.id, SkipReason.DECODE_BEHIND, max(1, lost))
+            self._behind_reported = dropped
 
 
 def describe_error(e: BaseException) -> str:

@@ -35,6 +35,10 @@ class DetectorConfig(_Section):
         min_length=1, max_length=4,
         description="onnxruntime execution providers in order of preference",
     )
+    nice: int = Field(
+        10, ge=0, le=19,
+        description="how much nicer detector threads run than decoding and the event loop: inference can be "
+                    "shed, decoding cannot (0: same priority)")
 
 
 class IngestConfig(_Section):
@@ -46,6 +50,7 @@ class IngestConfig(_Section):
     backoff_max_s: float = Field(60.0, ge=1, le=3600, description="cap of the reconnect wait")
     healthy_after_s: float = Field(30.0, ge=1, le=3600, description="an online run this long resets the backoff")
     max_width: int = Field(1280, ge=160, le=7680, description="analysed frames wider than this are scaled down")
+    decode_threads: int = Field(0, ge=0, le=64, description="decode pool threads; 0: one per core")
 
 
 class EventsConfig(_Section):

@@ -1,25 +1,49 @@
-"""Blocking decode of one camera in its own thread; frames handed to the loop, newest wins."""
+"""Ingest: one demuxer thread per connection (I/O only), decoding on a pool sized to the cores.
+
+A camera's connection reads packets in its own thread: reading a socket or a paced file costs
+next to no CPU, and a thread blocked in FFmpeg's read holds no core. Decoding, the CPU-heavy part,
+runs on a `DecodePool` of as many threads as there are cores, whatever the number of cameras: the
+kernel shares the cores per runnable thread, so a thread per camera decoder took the cores from
+inference as cameras were added (DESIGN §7: 24 decoders 1.16 cores, two detectors 0.27).
+
+Decoding is the work that cannot be shed (H.264 needs every reference frame), so the pool's
+threads run at normal priority and the detector threads below it (analytics/pool.py): inference
+takes what decoding leaves. If decoding still falls behind, a camera's packets are dropped up to
+its next key frame (counted as ``decode_behind``): a camera never lags its stream.
+
+Sampled frames leave the pool unconverted (`AvPicture`): conversion to BGR happens on an analysis
+worker for frames actually analysed, never for frames a newer one supersedes.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import av
 import numpy as np
 
-from analytics.types import Frame
+from analytics.sampler import Sampler
+from analytics.types import Sample
 from registry.urls import Source, scrub
 
 log = logging.getLogger(__name__)
 
-
 MAX_BAD_PACKETS = 50  # this many undecodable packets in a row: the source is broken, not glitching
+QUEUE_SECONDS = 2.0  # packets waiting for a decoder beyond this much video: decoding fell behind
+QUEUE_MIN_PACKETS = 25  # ...but never fewer than this (streams of unknown or very low rate)
+BATCH_PACKETS = 8  # packets one pool thread decodes for a camera before it lets another camera in
+TICK_PACKETS = 5  # the demuxer reports its packet count to the loop every this many packets
+NONREF_MAX_SHARE = 0.5  # analysing at most this share of the frame rate: skip frames nothing refers to
+KEY_ONLY_SHARE = 0.95  # an analysis interval at least this share of the GOP: decode key frames only
 
 
 class StreamError(Exception):
@@ -28,7 +52,7 @@ class StreamError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
-    """What the decoder learned when the stream opened."""
+    """What the demuxer learned when the stream opened."""
 
     width: int
     height: int
@@ -38,33 +62,260 @@ class StreamInfo:
 
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """Per-session decode settings."""
+    """Per-connection decode settings."""
 
     analysis_fps: float
     max_width: int
     open_timeout_s: float
 
 
-class FrameSlot:
-    """One-frame mailbox on the loop: a new frame replaces an unread one, and the drop is counted."""
+class DecodeMode(str, Enum):
+    """Which frames the decoder decodes (status shows it)."""
 
-    def __init__(self) -> None:
-        self._frame: Frame | None = None
-        self._ready = asyncio.Event()
-        self.dropped = 0
+    ALL = "all frames"
+    REFERENCE = "reference frames"  # non-reference B-frames skipped: nothing decodes from them
+    KEY = "key frames"
 
-    def put(self, frame: Frame) -> None:
-        if self._frame is not None:
-            self.dropped += 1
+
+class AvPicture:
+    """A decoded frame kept in the decoder's own format until someone needs BGR pixels."""
+
+    __slots__ = ("_frame", "width", "height")
+
+    def __init__(self, frame: av.VideoFrame) -> None:
         self._frame = frame
-        self._ready.set()
+        self.width = frame.width
+        self.height = frame.height
 
-    async def get(self) -> Frame:
-        while self._frame is None:
-            self._ready.clear()
-            await self._ready.wait()
-        frame, self._frame = self._frame, None
-        return frame
+    def to_bgr(self, max_width: int) -> np.ndarray:
+        """BGR pixels, scaled down to max_width in the same swscale call as the conversion."""
+        f = self._frame
+        if f.width > max_width:
+            h = int(round(f.height * max_width / f.width / 2)) * 2
+            return f.reformat(width=max_width, height=h, format="bgr24").to_ndarray()
+        return f.to_ndarray(format="bgr24")
+
+
+_END_OF_PASS = object()  # queue marker: a file's last packet went by; drain the decoder before it loops
+
+
+@dataclass(slots=True)
+class DecodeCounters:
+    """What one connection's decoding did (read from the loop for status and metrics)."""
+
+    decoded: int = 0
+    sampled: int = 0
+    decode_errors: int = 0  # damaged packets skipped
+    behind_dropped: int = 0  # packets dropped because decoding fell behind (to the next key frame)
+    cpu_s: float = 0.0  # thread CPU time spent decoding this camera
+
+    def __add__(self, other: "DecodeCounters") -> "DecodeCounters":
+        return DecodeCounters(self.decoded + other.decoded, self.sampled + other.sampled,
+                              self.decode_errors + other.decode_errors, self.behind_dropped + other.behind_dropped,
+                              self.cpu_s + other.cpu_s)
+
+
+class StreamDecoder:
+    """One connection's decoder: packets queued by its demuxer, decoded by whichever pool thread is free.
+
+    At most one pool thread works on it at a time (``_scheduled``), so the codec context needs no lock;
+    the queue does, because the demuxer fills it from its own thread.
+    """
+
+    def __init__(self, camera_id: str, stream: av.VideoStream, sampler: Sampler,
+                 on_sample: Callable[[Sample], None], on_error: Callable[[BaseException], None],
+                 max_queue: int, resubmit: Callable[["StreamDecoder"], None]) -> None:
+        self.camera_id = camera_id
+        self._resubmit = resubmit
+        self._stream = stream
+        self._ctx = stream.codec_context
+        self.sampler = sampler
+        self._on_sample = on_sample
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: collections.deque = collections.deque()
+        self._max_queue = max_queue
+        self._scheduled = False  # in the pool's ready queue or being decoded
+        self._busy = False  # a pool thread is decoding right now
+        self._closed = False
+        self._held = False  # the demuxer is seeking: PyAV's seek flushes the codec, so nobody may decode
+        self._wait_key = False  # after a drop: skip until the next key frame
+        self._resync = False  # the decoder must drop its state before the next packet
+        self._bad = 0
+        self.key_only = False
+        self.mode = DecodeMode.ALL
+        self.counters = DecodeCounters()
+        self._seq = 0
+
+    # ---- demuxer side ----------------------------------------------------------------------------
+    def push(self, packet: av.Packet | object, media_t: float | None = None) -> bool:
+        """Queue a packet (or _END_OF_PASS); True when the decoder must be handed to the pool.
+
+        A media time given with a packet means the demuxer already chose it for analysis (key-frame mode).
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            if packet is not _END_OF_PASS:
+                if self._wait_key:
+                    if not packet.is_keyframe:
+                        self.counters.behind_dropped += 1
+                        return False
+                    self._wait_key = False
+                if len(self._queue) >= self._max_queue:
+                    # Decoding fell behind: drop what waits and resume at the next key frame, so the
+                    # camera stays on its live edge instead of lagging ever further.
+                    self.counters.behind_dropped += len(self._queue) + 1
+                    self._queue.clear()
+                    self._resync = True
+                    if not packet.is_keyframe:
+                        self._wait_key = True
+                        return False
+            self._queue.append((packet, media_t))
+            if self._scheduled:
+                return False
+            self._scheduled = True
+            return True
+
+    def hold(self, timeout: float) -> None:
+        """Wait (bounded) until queued packets are decoded, then keep pool threads off the codec until release()."""
+        with self._lock:
+            self._idle.wait_for(lambda: self._closed or (not self._queue and not self._busy), timeout)
+            self._held = True
+            self._idle.wait_for(lambda: not self._busy, timeout)
+
+    def release(self) -> None:
+        """Let pool threads decode again (after hold())."""
+        with self._lock:
+            self._held = False
+            if not self._queue or self._scheduled:
+                return
+            self._scheduled = True
+        self._resubmit(self)
+
+    def close(self, timeout: float) -> None:
+        """No more decoding; waits (bounded) for a pool thread that is mid-batch, so the container may close."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            self._idle.wait_for(lambda: not self._busy, timeout)
+
+    # ---- pool side -------------------------------------------------------------------------------
+    def decode_batch(self) -> bool:
+        """Decode up to BATCH_PACKETS queued packets; True when more wait (re-queue me)."""
+        with self._lock:
+            if self._closed or self._held:
+                self._scheduled = False  # release() hands it back if packets wait
+                return False
+            self._busy = True
+            batch = [self._queue.popleft() for _ in range(min(BATCH_PACKETS, len(self._queue)))]
+            resync, self._resync = self._resync, False
+        t0 = time.thread_time()
+        try:
+            if resync:
+                self._ctx.flush_buffers()
+            for packet, media_t in batch:
+                if packet is _END_OF_PASS:
+                    # The frames the decoder holds back for reordering come out only when drained.
+                    self._decode(None, None)
+                    self._ctx.flush_buffers()
+                    self.sampler.new_pass()
+                    continue
+                self._decode(packet, media_t)
+        except BaseException as e:  # noqa: BLE001 - reported to the connection, which ends
+            with self._lock:
+                self._closed = True
+                self._queue.clear()
+            self._on_error(e)
+        finally:
+            self.counters.cpu_s += time.thread_time() - t0
+            with self._lock:
+                self._busy = False
+                self._idle.notify_all()
+                more = bool(self._queue) and not self._closed
+                self._scheduled = more
+        return more
+
+    def _decode(self, packet: av.Packet | None, chosen_t: float | None) -> None:
+        try:
+            frames = self._ctx.decode(packet)
+            if chosen_t is not None:
+                # A key frame alone: drain the decoder's reorder delay now, or this frame would come
+                # out only with the next key frame, a GOP later.
+                frames = frames + self._ctx.decode(None)
+                self._ctx.flush_buffers()
+        except av.InvalidDataError:
+            self._bad += 1
+            self.counters.decode_errors += 1
+            if self._bad >= MAX_BAD_PACKETS:
+                raise StreamError(f"corrupt video: {self._bad} undecodable packets in a row") from None
+            return
+        self._bad = 0
+        for frame in frames:
+            self.counters.decoded += 1
+            if chosen_t is not None:
+                media_t = chosen_t
+            else:
+                media_t = self.sampler.clock(frame.time)
+                if not self.sampler.take(media_t):
+                    continue
+            self._seq += 1
+            self.counters.sampled += 1
+            self._on_sample(Sample(self.camera_id, AvPicture(frame), time.time(), round(media_t, 3), self._seq))
+
+    def set_mode(self, mode: DecodeMode) -> None:
+        """Change which frames are decoded; called by the demuxer between packets."""
+        if mode == self.mode:
+            return
+        self.mode = mode
+        self.key_only = mode == DecodeMode.KEY
+        # skip_frame is read by the decoder per packet; a stale value for one batch costs nothing.
+        self._ctx.skip_frame = "NONREF" if mode == DecodeMode.REFERENCE else "DEFAULT"
+
+
+class DecodePool:
+    """Threads, one per core by default, that decode whichever camera has packets waiting."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads or os.cpu_count() or 1
+        self._ready: queue.SimpleQueue[StreamDecoder | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self.native_ids: list[int] = []
+
+    def start(self) -> None:
+        """Start the pool threads."""
+        for i in range(self.threads):
+            t = threading.Thread(target=self._work, name=f"decode-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, decoder: StreamDecoder) -> None:
+        """Hand a decoder with queued packets to the pool (StreamDecoder.push said it must be)."""
+        self._ready.put(decoder)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the threads after their current batch."""
+        for _ in self._threads:
+            self._ready.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    def _work(self) -> None:
+        self.native_ids.append(threading.get_native_id())
+        while True:
+            decoder = self._ready.get()
+            if decoder is None:
+                return
+            try:
+                more = decoder.decode_batch()
+            except Exception:  # a bug here must not kill a pool thread: that camera's connection reports it
+                log.exception("decode pool: %s failed", decoder.camera_id)
+                continue
+            if more:
+                self._ready.put(decoder)  # to the back: other cameras' packets go first
 
 
 def _av_options(source: Source, opts: DecodeOptions) -> dict[str, str]:
@@ -76,22 +327,25 @@ def _av_options(source: Source, opts: DecodeOptions) -> dict[str, str]:
     return {}
 
 
-class DecodeThread(threading.Thread):
-    """Opens the source, decodes, samples at the analysis rate, converts only sampled frames."""
+class Demuxer(threading.Thread):
+    """One connection: opens the source, reads packets (files paced as a live camera sends them), feeds its decoder."""
 
-    def __init__(self, camera_id: str, source: Source, opts: DecodeOptions, loop: asyncio.AbstractEventLoop,
-                 on_open: Callable[[StreamInfo], None], on_frame: Callable[[Frame], None],
-                 on_tick: Callable[[int], None], on_end: Callable[[BaseException | None], None]) -> None:
-        super().__init__(name=f"decode-{camera_id}", daemon=True)
+    def __init__(self, camera_id: str, source: Source, opts: DecodeOptions, pool: DecodePool,
+                 loop: asyncio.AbstractEventLoop, on_open: Callable[[StreamInfo], None],
+                 on_sample: Callable[[Sample], None], on_tick: Callable[[int], None],
+                 on_end: Callable[[BaseException | None], None]) -> None:
+        super().__init__(name=f"demux-{camera_id}", daemon=True)
         self.camera_id = camera_id
         self.source = source
         self.opts = opts
+        self.pool = pool
         self.loop = loop
         self.quit = threading.Event()
-        self._on_open, self._on_frame, self._on_tick, self._on_end = on_open, on_frame, on_tick, on_end
+        self._on_open, self._on_sample, self._on_tick, self._on_end = on_open, on_sample, on_tick, on_end
         self.analysis_fps = opts.analysis_fps  # may be changed live from the loop
-        self.decode_errors = 0  # damaged packets skipped (read from the loop for status)
-        self.key_frames_only = False  # decoding only key frames: the analysis rate is at or below the GOP rate
+        self.decoder: StreamDecoder | None = None
+        self._has_b_frames = False
+        self._error: BaseException | None = None  # the decoder's, raised here
 
     def _call(self, fn: Callable, *args) -> bool:
         try:
@@ -101,24 +355,48 @@ class DecodeThread(threading.Thread):
             self.quit.set()
             return False
 
+    @property
+    def counters(self) -> DecodeCounters:
+        """This connection's decode counters (zeros before the stream opened)."""
+        return self.decoder.counters if self.decoder is not None else DecodeCounters()
+
+    @property
+    def mode(self) -> DecodeMode:
+        """Which frames are decoded now."""
+        return self.decoder.mode if self.decoder is not None else DecodeMode.ALL
+
     def run(self) -> None:
         error: BaseException | None = None
         try:
-            self._decode()
+            self._demux()
         except StreamError as e:
             error = e
         except av.FFmpegError as e:
             error = StreamError(scrub(_describe(e)))
         except Exception as e:  # a bug must not kill the supervisor; report it as a stream error
-            log.exception("decoder for %s crashed", self.camera_id)
-            error = StreamError(scrub(f"decoder crashed: {type(e).__name__}: {e}"))
+            log.exception("demuxer for %s crashed", self.camera_id)
+            error = StreamError(scrub(f"demuxer crashed: {type(e).__name__}: {e}"))
+        if self._error is not None:
+            error = self._error
         self._call(self._on_end, error)
 
-    def _decode(self) -> None:
+    def _decoder_failed(self, e: BaseException) -> None:
+        # Runs on a pool thread: keep the first error, stop reading.
+        if self._error is None:
+            if isinstance(e, StreamError):
+                self._error = e
+            elif isinstance(e, av.FFmpegError):
+                self._error = StreamError(scrub(_describe(e)))
+            else:
+                log.error("decoder for %s crashed: %r", self.camera_id, e)
+                self._error = StreamError(scrub(f"decoder crashed: {type(e).__name__}: {e}"))
+        self.quit.set()
+
+    def _open(self) -> av.container.InputContainer:
         url = str(self.source.path) if self.source.kind == "file" else self.source.url
         opened_at = time.monotonic()
         try:
-            container = av.open(url, options=_av_options(self.source, self.opts))
+            return av.open(url, options=_av_options(self.source, self.opts))
         except av.InvalidDataError:
             # FFmpeg reports an RTSP server that accepts the connection but never answers as
             # "invalid data" once its socket timeout passes: say what actually happened.
@@ -126,7 +404,11 @@ class DecodeThread(threading.Thread):
             if self.source.kind == "rtsp" and waited >= 0.9 * self.opts.open_timeout_s:
                 raise StreamError(f"no answer from the camera within {waited:.0f} s") from None
             raise
-        with contextlib.closing(container):
+
+    def _demux(self) -> None:
+        container = self._open()
+        decoder: StreamDecoder | None = None
+        try:
             if not container.streams.video:
                 raise StreamError("source has no video stream")
             stream = container.streams.video[0]
@@ -135,109 +417,104 @@ class DecodeThread(threading.Thread):
                 # One core cannot decode 4K in real time: let FFmpeg spread one stream over threads.
                 stream.thread_type = "AUTO"
             else:
-                # Parallelism comes from one thread per camera; frame threads per decoder only add
-                # latency and contention (bench, 16 files on 2 cores: 1,094 vs 872 frames/s with AUTO).
+                # Parallelism comes from the pool; frame threads per decoder only add latency and
+                # contention (bench, 16 files on 2 cores: 1,094 vs 872 frames/s with AUTO).
                 ctx.thread_count = 1
             fps = float(stream.average_rate) if stream.average_rate else None
+            # Only B-frames are ever left unreferenced in practice; without them REFERENCE saves nothing.
+            self._has_b_frames = bool(ctx.has_b_frames)
             self._call(self._on_open, StreamInfo(ctx.width, ctx.height, ctx.name, fps))
-            is_file = self.source.kind == "file"
-            seq = 0
-            next_sample = 0.0
-            loop_offset = 0.0  # media time added per pass so a looped file runs on like a live camera
-            wall0 = time.monotonic()
-            last_t = 0.0
-            t0: float | None = None
+            max_queue = max(QUEUE_MIN_PACKETS, int(QUEUE_SECONDS * (fps or 25)))
+            decoder = StreamDecoder(self.camera_id, stream, Sampler(self.analysis_fps, fps),
+                                    self._sample, self._decoder_failed, max_queue, self.pool.submit)
+            self.decoder = decoder
+            self._read(container, stream, decoder, fps)
+        finally:
+            if decoder is not None:
+                decoder.close(timeout=self.opts.open_timeout_s)
+            container.close()
 
-            def pace(media_t: float) -> bool:
-                """File sources: hold each packet until its time, as a live camera would send it."""
-                delay = wall0 + loop_offset + media_t - time.monotonic()
-                return not (delay > 0 and self.quit.wait(delay))
+    def _sample(self, sample: Sample) -> None:
+        if not self._call(self._on_sample, sample):
+            self.quit.set()
 
-            while not self.quit.is_set():
-                got = False
-                for frame in self._frames(container, stream, pace if is_file else None):
-                    got = True
-                    if self.quit.is_set():
-                        return
-                    t = frame.time if frame.time is not None else last_t + 1 / (fps or 25)
-                    if t0 is None:
-                        t0 = 0.0 if is_file else t  # a live stream's clock starts where we joined it
-                    t -= t0
-                    last_t = t
-                    stream_t = t + loop_offset
-                    fps_a = self.analysis_fps
-                    if fps_a > 0 and next_sample > stream_t + 1 / fps_a:
-                        next_sample = stream_t  # the rate was raised: start the new grid now
-                    # Half a frame of tolerance, so a sample due at a frame's time is not pushed to the next.
-                    if fps_a <= 0 or stream_t + 0.5 / (fps or 25) < next_sample:
-                        continue
-                    next_sample += 1 / fps_a
-                    if next_sample <= stream_t:  # first frame, a gap, or a rate change: restart the grid
-                        next_sample = stream_t + 1 / fps_a
-                    image = self._convert(frame)
-                    seq += 1
-                    out = Frame(self.camera_id, image, time.time(), round(t, 3), seq)
-                    if not self._call(self._on_frame, out):
-                        return
+    def _feed(self, decoder: StreamDecoder, item: av.Packet | object, media_t: float | None = None) -> None:
+        if decoder.push(item, media_t):
+            self.pool.submit(decoder)
+
+    def _read(self, container, stream, decoder: StreamDecoder, fps: float | None) -> None:
+        is_file = self.source.kind == "file"
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        wall0 = time.monotonic()
+        pass_start = 0.0  # wall offset of the current pass of a looped file
+        ticks = 0
+        last_key: float | None = None
+        t0: float | None = None  # a live stream's clock starts where we joined it
+        while not self.quit.is_set():
+            got = False
+            last_dts = 0.0
+            for packet in container.demux(stream):
                 if self.quit.is_set():
                     return
-                if not is_file:
-                    raise StreamError("stream ended")
-                if not got:
-                    raise StreamError("file has no decodable frames")
-                # Loop the file: seek to the start and keep the clock running.
-                loop_offset += last_t + 1 / (fps or 25)
-                container.seek(0)
-                stream.codec_context.flush_buffers()
-
-    def _frames(self, container, stream, pace: Callable[[float], bool] | None):
-        """Decode packet by packet so that a damaged packet costs a frame, not the connection."""
-        bad = 0
-        ticks = 0
-        ctx = stream.codec_context
-        tb = float(stream.time_base) if stream.time_base else 0.0
-        last_key: float | None = None
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream flush packet
-            if pace is not None and packet.dts is not None and tb and not pace(packet.dts * tb):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream flush packet
+                got = True
+                t = packet.dts * tb if packet.dts is not None and tb else None
+                if is_file and t is not None:
+                    # Hold each packet until its time, as a live camera would send it.
+                    last_dts = t
+                    delay = wall0 + pass_start + t - time.monotonic()
+                    if delay > 0 and self.quit.wait(delay):
+                        return
+                # Packets, not decoded frames, are the camera's pulse: in key-frame mode most are skipped.
+                ticks += 1
+                if ticks >= TICK_PACKETS:
+                    self._call(self._on_tick, ticks)
+                    ticks = 0
+                if packet.is_keyframe and packet.pts is not None and tb:
+                    kt = packet.pts * tb
+                    if last_key is not None and kt > last_key:
+                        decoder.set_mode(self._choose_mode(kt - last_key, fps))
+                    last_key = kt
+                decoder.sampler.fps = self.analysis_fps
+                if decoder.key_only:
+                    # Demux only: a non-key packet, or a key frame the sampler would not take, is never
+                    # decoded. Key frames come in order, so their own times make the clock here.
+                    if not packet.is_keyframe or packet.pts is None or not tb:
+                        continue
+                    kt = packet.pts * tb
+                    if t0 is None:
+                        t0 = 0.0 if is_file else kt
+                    media_t = pass_start + kt - t0 if is_file else kt - t0
+                    if decoder.sampler.take(media_t):
+                        self._feed(decoder, packet, media_t)
+                    continue
+                self._feed(decoder, packet)
+            if self.quit.is_set():
                 return
-            # Packets, not decoded frames, are the camera's pulse: in key-frame mode most are skipped.
-            ticks += 1
-            if ticks >= 5:
-                self._call(self._on_tick, ticks)
-                ticks = 0
-            if packet.is_keyframe and packet.pts is not None and tb:
-                t = packet.pts * tb
-                if last_key is not None and t > last_key:
-                    self._choose_mode(ctx, t - last_key)
-                last_key = t
+            if not is_file:
+                raise StreamError("stream ended")
+            if not got:
+                raise StreamError("file has no decodable frames")
+            # Loop the file: seek to the start and keep the clock running, like a live camera.
+            pass_start += last_dts + 1 / (fps or 25)
+            self._feed(decoder, _END_OF_PASS)
+            # PyAV's seek flushes the stream's codec context: no pool thread may be decoding meanwhile.
+            decoder.hold(timeout=self.opts.open_timeout_s)
             try:
-                frames = packet.decode()
-            except av.InvalidDataError:
-                bad += 1
-                self.decode_errors += 1
-                if bad >= MAX_BAD_PACKETS:
-                    raise StreamError(f"corrupt video: {bad} undecodable packets in a row") from None
-                continue
-            bad = 0
-            yield from frames
+                container.seek(0)
+            finally:
+                decoder.release()
+            last_key = None
 
-    def _choose_mode(self, ctx, gop_s: float) -> None:
-        """Decode key frames only when the analysis rate needs no more (DESIGN §7: ~8x cheaper)."""
+    def _choose_mode(self, gop_s: float, fps: float | None) -> DecodeMode:
+        """Decode as little as the analysis rate needs (DESIGN §7: key frames only ~8x cheaper)."""
         fps_a = self.analysis_fps
-        key_only = fps_a > 0 and 1.0 / fps_a >= 0.95 * gop_s
-        if key_only != self.key_frames_only:
-            # Takes effect from the next packet; going back to all frames resumes at a key frame.
-            ctx.skip_frame = "NONKEY" if key_only else "DEFAULT"
-            self.key_frames_only = key_only
-
-    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        # Scale and convert in one swscale call, only for frames we analyse.
-        if frame.width > self.opts.max_width:
-            h = int(round(frame.height * self.opts.max_width / frame.width / 2)) * 2
-            return frame.reformat(width=self.opts.max_width, height=h, format="bgr24").to_ndarray()
-        return frame.to_ndarray(format="bgr24")
+        if fps_a > 0 and 1.0 / fps_a >= KEY_ONLY_SHARE * gop_s:
+            return DecodeMode.KEY
+        if fps and fps_a <= NONREF_MAX_SHARE * fps and self._has_b_frames:
+            return DecodeMode.REFERENCE
+        return DecodeMode.ALL
 
 
 def _describe(e: av.FFmpegError) -> str:
@@ -254,3 +531,8 @@ def _describe(e: av.FFmpegError) -> str:
         return "stream not found on the server"
     msg = e.strerror or str(e)
     return f"{msg} ({name})"
+
+
+__all__ = ["AvPicture", "DecodeCounters", "DecodeMode", "DecodeOptions", "DecodePool", "Demuxer", "StreamDecoder",
+           "StreamError", "StreamInfo", "MAX_BAD_PACKETS"]
+

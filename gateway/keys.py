@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from analytics.pool import DetectorPool
+from gateway.analysis import AnalysisRunner
 from gateway.audit import AuditLog
 from gateway.config import Settings
 from gateway.events import EventHub, EventLog
+from gateway.ingest import DecodePool
 from gateway.supervisor import StreamSupervisor
 from gateway.web.frames import LiveFrames
 from registry.store import CameraStore
@@ -25,6 +29,9 @@ EVENTS = web.AppKey("events", EventLog)
 HUB = web.AppKey("hub", EventHub)
 POOL = web.AppKey("pool", DetectorPool)  # absent when no model is configured
 SUPERVISOR = web.AppKey("supervisor", StreamSupervisor)
+DECODERS = web.AppKey("decoders", DecodePool)  # decode threads sized to the cores, shared by every camera
+ANALYSIS = web.AppKey("analysis", AnalysisRunner)  # the analysis scheduler and its jobs
+ANALYSIS_TASK = web.AppKey("analysis_task", asyncio.Task)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 TOKENS = web.AppKey("tokens", TokenStore)
 REVOCATIONS = web.AppKey("revocations", RevocationWatch)  # open streams of revoked tokens are closed

@@ -45,6 +45,7 @@ Fps = Annotated[float, Field(ge=0.1, le=30)]
 Score = Annotated[float, Field(ge=0.05, le=0.99)]
 Threshold = Annotated[float, Field(ge=0, le=1)]
 Labels = Annotated[list[Label], Field(max_length=80)]
+Priority = Literal["low", "normal", "high"]
 Epoch = Annotated[float, Field(ge=0, le=32503680000)]  # up to year 3000
 
 _DESC = {
@@ -52,6 +53,8 @@ _DESC = {
     "labels": "detector labels to report (at most 80); null reports every label",
     "min_score": "minimum detection confidence to report (0.05..0.99)",
     "motion_threshold": "fraction of changed pixels that opens the motion gate (0..1); null uses the default",
+    "priority": "who is shed first when the gateway cannot analyse every camera at its rate: low, normal or "
+                "high (a high camera's share is 4x a normal one's, 16x a low one's; none is shed to nothing)",
     "id": "GB/T 28181 20-digit camera code (type 131 or 132)",
     "name": "human-readable camera name (1..128 characters)",
     "node": "administrative node code the camera belongs to (2/4/6/9/12 digits, padded form accepted)",
@@ -85,6 +88,7 @@ QualityCheck = Literal[
 ]
 
 _Hold = Annotated[float, Field(ge=0.5, le=600)]
+_Interval = Annotated[float, Field(ge=0.2, le=60)]
 _Share = Annotated[float, Field(ge=0.05, le=1)]
 _Luma = Annotated[float, Field(ge=0, le=255)]
 _Checks = Annotated[list[QualityCheck], Field(max_length=9)]
@@ -92,6 +96,7 @@ _Checks = Annotated[list[QualityCheck], Field(max_length=9)]
 # Defaults mirror analytics.quality.QualityConfig (a test pins them together).
 _QDESC = {
     "enabled": "run video quality diagnosis on this camera",
+    "interval_s": "seconds between diagnosed frames (0.2..60): camera health needs seconds, not every frame",
     "disabled": "checks not run on this camera (signal_loss, frozen, blur, ...)",
     "min_duration_s": "seconds a fault must show (in 80 % of analysed frames) before its start event (0.5..600)",
     "clear_s": "seconds a fault must be gone before its end event (0.5..600)",
@@ -127,6 +132,7 @@ class QualitySettings(BaseModel):
 
     enabled: bool = Field(True, description=_QDESC["enabled"])
     disabled: _Checks = Field(default_factory=list, description=_QDESC["disabled"])
+    interval_s: _Interval = Field(1.0, description=_QDESC["interval_s"])
     min_duration_s: _Hold = Field(3.0, description=_QDESC["min_duration_s"])
     clear_s: _Hold = Field(3.0, description=_QDESC["clear_s"])
     solid_fraction: Annotated[float, Field(ge=0.5, le=1)] = Field(0.97, description=_QDESC["solid_fraction"])
@@ -159,6 +165,7 @@ class QualityPatch(BaseModel):
 
     enabled: bool | None = Field(None, description=_QDESC["enabled"])
     disabled: _Checks | None = Field(None, description=_QDESC["disabled"])
+    interval_s: _Interval | None = Field(None, description=_QDESC["interval_s"])
     min_duration_s: _Hold | None = Field(None, description=_QDESC["min_duration_s"])
     clear_s: _Hold | None = Field(None, description=_QDESC["clear_s"])
     solid_fraction: Annotated[float, Field(ge=0.5, le=1)] | None = Field(None, description=_QDESC["solid_fraction"])
@@ -195,6 +202,7 @@ class AnalyticsSettings(BaseModel):
     labels: Labels | None = Field(None, description=_DESC["labels"])
     min_score: Score = Field(0.4, description=_DESC["min_score"])
     motion_threshold: Threshold | None = Field(None, description=_DESC["motion_threshold"])
+    priority: Priority = Field("normal", description=_DESC["priority"])
     quality: QualitySettings = Field(default_factory=QualitySettings, description=_DESC["quality"])
 
     _dedupe_labels = field_validator("labels")(_dedupe)
@@ -209,11 +217,12 @@ class AnalyticsPatch(BaseModel):
     labels: Labels | None = Field(None, description=_DESC["labels"])
     min_score: Score | None = Field(None, description=_DESC["min_score"])
     motion_threshold: Threshold | None = Field(None, description=_DESC["motion_threshold"])
+    priority: Priority | None = Field(None, description=_DESC["priority"])
     quality: QualityPatch | None = Field(None, description=_DESC["quality"] + "; only keys present change")
 
     _dedupe_labels = field_validator("labels")(_dedupe)
 
-    @field_validator("fps", "min_score", "quality")
+    @field_validator("fps", "min_score", "quality", "priority")
     @classmethod
     def _not_null(cls, value: float | None) -> float:
         # Runs only for keys the client sent: an explicit null cannot mean "unset" here.

@@ -38,8 +38,8 @@ def assert_status_shape(view: dict) -> None:
     assert status["state"] in {"connecting", "online", "offline", "disabled"}
 
 
-def decode_threads(camera_id: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"decode-{camera_id}" and t.is_alive()]
+def demux_threads(camera_id: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"demux-{camera_id}" and t.is_alive()]
 
 
 async def frames_analyzed(gw, cid: str) -> int:
@@ -226,7 +226,7 @@ async def test_patch_changes_the_running_stream_without_restart(redis_url, make_
             assert (await gw.camera(cid))["status"]["state"] == "disabled"
             _, health = await gw.request("GET", "/healthz")
             assert health["cameras_running"] == 0
-            await until(lambda: asyncio.sleep(0, result=not decode_threads(cid)), 5, "decode thread to end")
+            await until(lambda: asyncio.sleep(0, result=not demux_threads(cid)), 5, "demux thread to end")
 
             # enabled=true again: back online, announced too.
             status, patched = await gw.request("PATCH", f"/api/v1/cameras/{cid}", json={"enabled": True})
@@ -256,7 +256,7 @@ async def test_delete_removes_the_camera_and_stops_its_worker(redis_url, make_ga
         gone = await gw.add_camera(name="gone", node="450102", url="file:day_night.mp4", analytics={"fps": 5})
         await gw.wait_state(gone["id"], "online", timeout=15)
         await gw.wait_state(keep["id"], "online", timeout=15)
-        assert decode_threads(gone["id"])
+        assert demux_threads(gone["id"])
 
         status, body = await gw.request("DELETE", f"/api/v1/cameras/{gone['id']}")
         assert status == 200 and body == {"deleted": gone["id"]}
@@ -266,7 +266,7 @@ async def test_delete_removes_the_camera_and_stops_its_worker(redis_url, make_ga
             assert status == 404, (method, err)
             assert gone["id"] in err["error"]["message"]
         assert gone["id"] not in gw.app[keys.SUPERVISOR].workers
-        await until(lambda: asyncio.sleep(0, result=not decode_threads(gone["id"])), 5, "decode thread to end")
+        await until(lambda: asyncio.sleep(0, result=not demux_threads(gone["id"])), 5, "demux thread to end")
         _, health = await gw.request("GET", "/healthz")
         assert health["cameras_running"] == 1
         _, listing = await gw.request("GET", "/api/v1/cameras")

@@ -361,7 +361,7 @@ async def test_redis_outage_answers_503_keeps_running_and_loses_no_events(redis_
         _, body = await call("GET", f"/api/v1/events?camera={cid}&limit=1")
         marker = body["events"][0]["id"]
         worker = gw.app[keys.SUPERVISOR].workers[cid]
-        analysed_before = worker.frames_analyzed
+        analysed_before = worker.analysis.frames_analyzed
 
         redis_server.stop()
         outage_start = time.time()
@@ -386,7 +386,7 @@ async def test_redis_outage_answers_503_keeps_running_and_loses_no_events(redis_
                 await asyncio.sleep(0.5)
             assert peak >= 2, f"only {peak} events buffered in 7 s: the scenario proves nothing"
             assert worker.state.value == "online"
-            assert worker.frames_analyzed - analysed_before >= 20, "ingest stalled while Redis was away"
+            assert worker.analysis.frames_analyzed - analysed_before >= 20, "ingest stalled while Redis was away"
         finally:
             redis_server.start()
         outage_end = time.time()

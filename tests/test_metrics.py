@@ -100,6 +100,16 @@ async def test_metrics_parse_follow_conventions_and_match_the_cameras_state(redi
         assert m.value("sharp_eyes_camera_frames_in_total", camera=online) > 0
         assert m.value("sharp_eyes_camera_frames_analyzed_total", camera=online) >= before["frames_analyzed"]
         assert m.value("sharp_eyes_camera_frames_dropped_total", camera=online) >= 0
+        # Overload figures (tests/test_overload.py overloads a gateway): asked rate, shed, skipped by reason.
+        assert m.value("sharp_eyes_camera_fps_asked", camera=online) == 4
+        assert m.value("sharp_eyes_camera_shed", camera=online) in (0, 1)
+        skipped = {s.labels["reason"]: s.value
+                   for s in m.samples("sharp_eyes_camera_frames_skipped_total", camera=online)}
+        assert {"overload", "decode_behind"} <= skipped.keys(), skipped
+        assert sum(skipped.values()) == m.value("sharp_eyes_camera_frames_dropped_total", camera=online)
+        assert m.value("sharp_eyes_camera_fps_asked", camera=dead) == 0
+        assert m.value("sharp_eyes_analysis_asked_fps") == 4 and m.value("sharp_eyes_analysis_slots") >= 1
+        assert m.value("sharp_eyes_analysis_overloaded") in (0, 1)
         assert m.value("sharp_eyes_camera_decode_errors_total", camera=online) == 0
         assert m.value("sharp_eyes_camera_decode_cpu_seconds_total", camera=online) > 0
         assert m.value("sharp_eyes_camera_inference_seconds_count", camera=online) == 0  # no model: motion only
@@ -171,8 +181,10 @@ async def test_metrics_need_a_token_and_show_its_jurisdiction_only(redis_url, ma
         assert nodes and all(n.startswith("450103") for n in nodes), nodes
         # The tier's own machinery (audit writer, bridge) is for tokens over the tier's node.
         assert not m.has("sharp_eyes_audit_entries_written_total")
+        assert not m.has("sharp_eyes_analysis_overloaded") and not m.has("sharp_eyes_analysis_asked_fps")
         whole = await scrape(gw)
         assert whole.has("sharp_eyes_camera_state", camera=a) and whole.has("sharp_eyes_node_info", node="4501")
+        assert whole.value("sharp_eyes_analysis_overloaded") == 0
         # Events written are counted within the jurisdiction too: switched on, each camera goes online.
         for cid in (a, b):
             status, _ = await gw.request("PATCH", f"/api/v1/cameras/{cid}", json={"enabled": True})

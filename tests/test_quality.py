@@ -188,7 +188,8 @@ def test_settings_defaults_mirror_the_diagnoser():
     for f in dataclasses.fields(QualityConfig):
         if f.name != "disabled":
             assert getattr(settings, f.name) == getattr(config, f.name), f.name
-    assert set(QualitySettings.model_fields) == {f.name for f in dataclasses.fields(QualityConfig)} | {"enabled"}
+    # Two settings steer the gateway, not the checks: whether to diagnose, and how often.
+    assert set(QualitySettings.model_fields) == {f.name for f in dataclasses.fields(QualityConfig)} | {"enabled", "interval_s"}
     assert set(QualitySettings.model_json_schema()["properties"]["disabled"]["items"]["enum"]) == set(FAULTS)
 
 

@@ -115,23 +115,23 @@ async def test_a_start_interrupted_by_removal_is_still_published_with_its_end(
     # The race CI once hit, made certain: the camera is removed while a track's `start` is still
     # being prepared (its snapshot rendering). Holding that one report is the only change to the
     # real pipeline; stop() must publish it before it publishes the `end` of every open track.
-    from gateway.camera import CameraWorker
+    from gateway.analysis import CameraAnalysis
 
-    real_emit = CameraWorker._emit_track
+    real_emit = CameraAnalysis._emit_track
     first_start_done = False
     held: dict[str, int] = {}
     holding = asyncio.Event()
 
     async def emit_holding_second_start(self, u, loop):
         nonlocal first_start_done
-        if u.kind == "appear" and first_start_done and not self._stopping:
+        if u.kind == "appear" and first_start_done and not self.stopping:
             held["track_id"] = u.track_id
             holding.set()
             await asyncio.Event().wait()  # only the removal's cancel ends this wait
         await real_emit(self, u, loop)
         first_start_done = first_start_done or u.kind == "appear"
 
-    monkeypatch.setattr(CameraWorker, "_emit_track", emit_holding_second_start)
+    monkeypatch.setattr(CameraAnalysis, "_emit_track", emit_holding_second_start)
     async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent]) as gw:
         async with gw.subscribe(type="detection") as sub:
             cam = await gw.add_camera(name="street file", node="450102", url=f"file:{street_clip.name}",

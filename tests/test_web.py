@@ -358,3 +358,73 @@ async def test_page_follows_the_browser_language_and_refuses_a_bad_token(make_ga
         assert trail["entries"] == []
         await _shot(page, "09-viewer.png")
         await ctx.close()
+
+
+@pytest.mark.model
+async def test_overload_is_shown_on_the_wall_the_camera_page_and_the_header(make_gateway, redis_url, model_path,
+                                                                            street_clip, browser):
+    # Real overload, as in tests/test_overload.py: four cameras asking 25 frames a second each of one
+    # detector session (about 60 a second), so every camera is shed.
+    async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent],
+                            detector={"workers": 1}) as gw:
+        ids = []
+        for i in range(4):
+            cam = await gw.add_camera(name=f"Street {i + 1}", node="450102001", url=f"file:{street_clip.name}",
+                                      analytics={"fps": 25})
+            ids.append(cam["id"])
+
+        async def overloaded() -> bool:
+            # In the steady state: each camera analysed a while (the model's first, slow runs are behind).
+            for cid in ids:
+                if (await gw.camera(cid))["status"]["frames_analyzed"] < 20:
+                    return False
+            _, health = await gw.request("GET", "/healthz")
+            return health["analysis"]["overloaded"] and health["analysis"]["asked_fps"] == 100
+
+        deadline = time.monotonic() + 60
+        while not await overloaded():
+            assert time.monotonic() < deadline, "the gateway never became overloaded"
+            await asyncio.sleep(0.5)
+
+        ctx = await browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
+        page = await ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        page.on("console", lambda m: errors.append(f"console: {m.text}")
+                if m.type == "error" and "Content Security Policy" in m.text else None)
+        await page.goto(gw.url("/"))
+        await page.fill("#token-input", TOKEN)
+        await page.click("#login-button")
+        await page.wait_for_selector("#app", state="visible")
+
+        # The header: asked vs capacity, while /healthz says overloaded.
+        await page.wait_for_selector("#overload:not([hidden])", timeout=WAIT_MS)
+        banner = await page.inner_text("#overload")
+        assert re.fullmatch(r"Overloaded: asked 100 / capacity [\d.]+ fps", banner), banner
+        assert "Skipped frames: overload" in await page.get_attribute("#overload", "title")
+
+        # Each camera on the wall: analysed vs asked rate, and the shed badge naming why frames were skipped.
+        for cid in ids:
+            card = f"#camera-grid .card[data-camera-id='{cid}']"
+            await page.wait_for_selector(f"{card}[data-shed='true'] .badge.shed:not([hidden])", timeout=WAIT_MS)
+            assert await page.inner_text(f"{card} .badge.shed") == "shed"
+            title = await page.get_attribute(f"{card} .badge.shed", "title")
+            assert "of the 25 frames a second" in title and re.search(r"overload \d+", title), title
+            assert re.search(r"\b\d+\.\d / 25 fps analysed\b", await page.inner_text(f"{card} .card-meta"))
+            await _says_its_state(page, f"{card} .badge", "en")  # the state badge is still the first
+        await _shot(page, "10-overload.png")
+
+        # The camera page: the same badge beside its state, analysed vs asked, skipped frames by reason.
+        await page.click(f"#camera-grid .card[data-camera-id='{ids[0]}'] .thumb")
+        await page.wait_for_selector("#cam-shed:not([hidden])", timeout=WAIT_MS)
+        assert re.fullmatch(r"\d+\.\d / 25 fps", await page.inner_text("#fact-analysis"))
+        assert re.match(r"overload \d+", await page.inner_text("#fact-skipped"))
+
+        # In Chinese too.
+        await page.click("#lang-switch")
+        await page.wait_for_selector("#cam-shed:has-text('降帧')")
+        assert (await page.inner_text("#overload")).startswith("分析过载：需求 100 / 能力 ")
+        assert "分析过载" in await page.inner_text("#fact-skipped")
+        await _shot(page, "11-overload-camera-zh.png")
+        assert not errors, errors
+        await ctx.close()

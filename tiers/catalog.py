@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -342,11 +342,17 @@ TIER_SCRIPTS = Scripts(status_put=_STATUS_PUT, status_changes=_STATUS_CHANGES, r
 
 # ---- status -------------------------------------------------------------------------------------------
 def status_json(camera_id: str, node: str, owner: str, enabled: bool, status: Any, now: float | None = None) -> str:
-    """The status entry of one camera (`status` is a CameraStatus or anything with its fields)."""
+    """The status entry of one camera (`status` is a CameraStatus or anything with its fields).
+
+    `fps_asked`, `shed` and `skipped` let upper tiers see a lower tier's overload (asked vs analysed rate,
+    frames skipped by reason); entries written before they existed read as asking nothing and not shed.
+    """
     return json.dumps({
         "camera_id": camera_id, "node": node, "owner": owner, "state": status.state, "enabled": enabled,
         "quality": list(getattr(status, "quality", ()) or ()),
-        "fps_in": status.fps_in, "fps_analyzed": status.fps_analyzed, "last_frame_at": status.last_frame_at,
+        "fps_in": status.fps_in, "fps_asked": getattr(status, "fps_asked", 0.0), "fps_analyzed": status.fps_analyzed,
+        "shed": bool(getattr(status, "shed", False)), "skipped": dict(getattr(status, "skipped", None) or {}),
+        "last_frame_at": status.last_frame_at,
         "reconnects": status.reconnects, "last_error": status.last_error,
         "updated_at": iso_ms(time.time() if now is None else now),
     }, separators=(",", ":"), ensure_ascii=False)
@@ -386,11 +392,16 @@ class CameraView:
     stale: bool = False  # remote: no status news for STALE_AFTER_S; state then reads "offline"
     reconnects: int = 0
     last_error: str | None = None
+    fps_asked: float = 0.0  # the analysis rate asked (0 while the camera delivers no frames)
+    shed: bool = False  # its gateway is overloaded and analyses fewer of its frames than asked
+    skipped: dict[str, int] = field(default_factory=dict)  # sampled frames not analysed, by reason
 
     def status_dict(self) -> dict[str, Any]:
         """The status part as the API shows it for a remote camera."""
         return {"state": self.state, "quality": list(self.quality), "fps_in": self.fps_in,
-                "fps_analyzed": self.fps_analyzed, "last_frame_at": self.last_frame_at,
+                "fps_asked": self.fps_asked, "fps_analyzed": self.fps_analyzed, "shed": self.shed,
+                "skipped": dict(self.skipped),
+                "last_frame_at": self.last_frame_at,
                 "reconnects": self.reconnects, "last_error": self.last_error, "updated_at": self.updated_at,
                 "stale": self.stale}
 
@@ -446,7 +457,20 @@ def remote_view(raw: bytes | str, status_raw: bytes | str | None, now: float | N
         fps_analyzed=float(st.get("fps_analyzed") or 0.0) if not stale else 0.0,
         last_frame_at=st.get("last_frame_at"), public=public, via=pub.get("via"), updated_at=st.get("updated_at"),
         stale=stale, reconnects=int(st.get("reconnects") or 0), last_error=st.get("last_error"),
+        fps_asked=float(st.get("fps_asked") or 0.0) if not stale else 0.0,
+        shed=bool(st.get("shed")) and not stale, skipped=_counts(st.get("skipped")),
     )
+
+
+def _counts(v: Any) -> dict[str, int]:
+    """A {reason: n} map from a status entry, whatever a tier below wrote (anything else: empty)."""
+    if not isinstance(v, dict):
+        return {}
+    out: dict[str, int] = {}
+    for k, n in v.items():
+        if isinstance(n, (int, float)) and not isinstance(n, bool):
+            out[str(k)] = int(n)
+    return out
 
 
 class SubtreeCatalog:
@@ -483,6 +507,7 @@ class SubtreeCatalog:
                     local=True, state=st.state, quality=tuple(getattr(st, "quality", ()) or ()),
                     fps_in=st.fps_in, fps_analyzed=st.fps_analyzed, last_frame_at=st.last_frame_at,
                     public=cam.public_dict(), reconnects=st.reconnects, last_error=st.last_error,
+                    fps_asked=st.fps_asked, shed=st.shed, skipped=dict(st.skipped),
                 ))
             if not cursor:
                 return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from redis.exceptions import RedisError
 from gateway import keys
 from gateway.api.auth import authenticate
 from gateway.api.errors import error
+from analytics.scheduler import SkipReason
 from gateway.api.nodes import camera_views, subtree_root
 from gateway.camera import CameraWorker
 from tiers.access import Principal
@@ -36,27 +36,13 @@ log = logging.getLogger(__name__)
 _P = "sharp_eyes_"
 _STATES = ("connecting", "online", "offline", "disabled")
 _PING_TIMEOUT_S = 5.0
-try:
-    _CLK_TCK = os.sysconf("SC_CLK_TCK")
-except (AttributeError, ValueError, OSError):  # not Linux: no per-thread CPU figures
-    _CLK_TCK = 0
+_SKIP_REASONS = tuple(r.value for r in SkipReason)  # always reported (0 until one happens), so rate() has a start
 
 
-def thread_cpu_seconds(tid: int | None) -> float | None:
-    """CPU seconds (user + system) an OS thread of this process has used, from /proc; None when unknown."""
-    if tid is None or not _CLK_TCK:
-        return None
-    try:
-        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:  # the thread ended (a reconnect) between the look-up and the read
-        return None
-    # The command name may hold spaces and parentheses: fields are counted after its last ')'.
-    fields = stat[stat.rfind(b")") + 2:].split()
-    try:
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (IndexError, ValueError):
-        return None
+def _skipped(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """Skipped frames by reason: every known reason (0 when none), then any other reason counted."""
+    return tuple((r, counts.get(r, 0)) for r in _SKIP_REASONS) + \
+        tuple(sorted((r, n) for r, n in counts.items() if r not in _SKIP_REASONS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +50,13 @@ class _Run:
     """A running camera's figures, read on the event loop (the collector may run in a thread)."""
 
     fps_in: float
+    fps_asked: float
     fps_analyzed: float
+    shed: bool
     frames_in: int
     frames_analyzed: int
-    frames_dropped: int
+    frames_dropped: int  # the sum of skipped
+    skipped: tuple[tuple[str, int], ...]  # (reason, frames) for every reason
     reconnects: int
     decode_errors: int
     decode_cpu_s: float | None
@@ -78,9 +67,9 @@ class _Run:
     @classmethod
     def of(cls, w: CameraWorker) -> "_Run":
         st = w.status()
-        return cls(st.fps_in, st.fps_analyzed, w.frames_in, st.frames_analyzed, st.frames_dropped, st.reconnects,
-                   st.decode_errors, thread_cpu_seconds(w.decode_thread_id), w.detections_run, w.inference_s,
-                   w.last_frame_at)
+        return cls(st.fps_in, st.fps_asked, st.fps_analyzed, st.shed, w.frames_in, st.frames_analyzed,
+                   st.frames_dropped, _skipped(st.skipped), st.reconnects, st.decode_errors, st.decode_cpu_s,
+                   st.inferences, w.analysis.inference_s, w.last_frame_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +95,27 @@ class _TierFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class _AnalysisFigures:
+    """This gateway's analysis load (the scheduler's figures, as /healthz shows them): for tokens over the
+    tier's node only."""
+
+    slots: int
+    decode_threads: int
+    asked_fps: float
+    analyzed_fps: float
+    capacity_fps: float | None  # None before the first job
+    load: float | None
+    overloaded: bool
+    skipped: tuple[tuple[str, int], ...]  # (reason, frames) for every reason
+
+    @classmethod
+    def of(cls, app: web.Application) -> "_AnalysisFigures":
+        st = app[keys.ANALYSIS].scheduler.stats()
+        return cls(st.slots, app[keys.DECODERS].threads, st.asked_fps, st.analyzed_fps, st.capacity_fps, st.load,
+                   st.overloaded, _skipped(st.skipped))
+
+
+@dataclass(frozen=True, slots=True)
 class Scrape:
     """Everything one scrape reports, read from the live state; the collector only formats it."""
 
@@ -122,6 +132,7 @@ class Scrape:
     events_delivered: int
     subscribers: int
     tier: _TierFigures | None = None
+    analysis: _AnalysisFigures | None = None
 
 
 class ScrapeCollector:
@@ -163,6 +174,33 @@ class ScrapeCollector:
                                 value=s.subscribers)
         if s.tier is not None:
             yield from ScrapeCollector._tier(s.tier)
+        if s.analysis is not None:
+            yield from ScrapeCollector._analysis(s.analysis)
+
+    @staticmethod
+    def _analysis(a: _AnalysisFigures) -> Iterator[Metric]:
+        yield GaugeMetricFamily(_P + "analysis_slots", "Analysis slots: frames analysed at once (one per detector "
+                                "session).", value=a.slots)
+        yield GaugeMetricFamily(_P + "analysis_decode_threads", "Threads of the decode pool every camera shares.",
+                                value=a.decode_threads)
+        yield GaugeMetricFamily(_P + "analysis_asked_fps", "Frames per second the cameras ask to have analysed "
+                                "(the analysis rates of those delivering frames).", value=a.asked_fps)
+        yield GaugeMetricFamily(_P + "analysis_analyzed_fps", "Frames per second analysed, all cameras together.",
+                                value=a.analyzed_fps)
+        if a.capacity_fps is not None:
+            yield GaugeMetricFamily(_P + "analysis_capacity_fps", "Frames per second the analysis slots can take "
+                                    "(slots / mean job time); absent before the first job.", value=a.capacity_fps)
+        if a.load is not None:
+            yield GaugeMetricFamily(_P + "analysis_load", "Asked / capacity: above 1 the gateway cannot analyse "
+                                    "every camera at its rate.", value=a.load)
+        yield GaugeMetricFamily(_P + "analysis_overloaded", "1 while frames are being shed: newer frames replace "
+                                "unanalysed ones (over 5 % of those offered in the last 5 s).",
+                                value=1 if a.overloaded else 0)
+        skipped = CounterMetricFamily(_P + "analysis_frames_skipped", "Sampled frames not analysed, all cameras "
+                                      "together, by reason (overload, decode_behind).", labels=["reason"])
+        for reason, n in a.skipped:
+            skipped.add_metric([reason], n)
+        yield skipped
 
     @staticmethod
     def _tier(t: _TierFigures) -> Iterator[Metric]:
@@ -205,19 +243,27 @@ class ScrapeCollector:
         fault = GaugeMetricFamily(_P + "camera_quality_fault", "1 for each video quality fault active now.",
                                   labels=lab + ["fault"])
         fps_in = GaugeMetricFamily(_P + "camera_fps_in", "Frames per second received from the source.", labels=lab)
+        fps_asked = GaugeMetricFamily(_P + "camera_fps_asked", "Frames per second asked to be analysed (the "
+                                      "camera's analysis rate; 0 while it delivers no frames).", labels=lab)
         fps_an = GaugeMetricFamily(_P + "camera_fps_analyzed", "Frames per second analysed.", labels=lab)
+        shed = GaugeMetricFamily(_P + "camera_shed", "1 while the gateway analyses fewer of this camera's frames "
+                                 "than asked (frames of it skipped in the last 5 s).", labels=lab)
         frames_in = CounterMetricFamily(_P + "camera_frames_in", "Frames (packets) received from the source.",
                                         labels=lab)
         analysed = CounterMetricFamily(_P + "camera_frames_analyzed", "Frames analysed.", labels=lab)
         dropped = CounterMetricFamily(_P + "camera_frames_dropped",
-                                      "Sampled frames replaced before analysis took them (analysis behind).",
-                                      labels=lab)
+                                      "Sampled frames not analysed, every reason together (the sum of "
+                                      "camera_frames_skipped_total).", labels=lab)
+        skipped = CounterMetricFamily(_P + "camera_frames_skipped",
+                                      "Sampled frames not analysed, by reason: overload (a newer frame replaced it "
+                                      "before a slot was free), decode_behind (decoding fell behind the stream).",
+                                      labels=lab + ["reason"])
         reconnects = CounterMetricFamily(_P + "camera_reconnects", "Times the stream was reopened.", labels=lab)
         decode_err = CounterMetricFamily(_P + "camera_decode_errors", "Damaged packets skipped by the decoder.",
                                          labels=lab)
         decode_cpu = CounterMetricFamily(
             _P + "camera_decode_cpu_seconds",
-            "CPU time of the decode thread (demux, decode, scaling) of the current connection; resets on reconnect.",
+            "CPU time the decode pool spent decoding this camera (every connection).",
             labels=lab)
         inference = SummaryMetricFamily(_P + "camera_inference_seconds",
                                         "Detector time per analysed frame, waiting for a worker included.",
@@ -234,10 +280,14 @@ class ScrapeCollector:
             if r is None:
                 continue
             fps_in.add_metric(v, r.fps_in)
+            fps_asked.add_metric(v, r.fps_asked)
             fps_an.add_metric(v, r.fps_analyzed)
+            shed.add_metric(v, 1 if r.shed else 0)
             frames_in.add_metric(v, r.frames_in)
             analysed.add_metric(v, r.frames_analyzed)
             dropped.add_metric(v, r.frames_dropped)
+            for reason, n in r.skipped:
+                skipped.add_metric(v + [reason], n)
             reconnects.add_metric(v, r.reconnects)
             decode_err.add_metric(v, r.decode_errors)
             if r.decode_cpu_s is not None:
@@ -245,8 +295,8 @@ class ScrapeCollector:
             inference.add_metric(v, count_value=r.inferences, sum_value=r.inference_s)
             if r.last_frame_at is not None:
                 last_frame.add_metric(v, r.last_frame_at)
-        yield from (state, fault, fps_in, fps_an, frames_in, analysed, dropped, reconnects, decode_err, decode_cpu,
-                    inference, last_frame)
+        yield from (state, fault, fps_in, fps_asked, fps_an, shed, frames_in, analysed, dropped, skipped, reconnects,
+                    decode_err, decode_cpu, inference, last_frame)
 
     @staticmethod
     def _nodes(tree: NodeTree) -> Iterator[Metric]:
@@ -329,7 +379,8 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
         if cid not in seen and p.covers(w.camera.node):
             st = w.status()
             cameras.append(_Camera(cid, w.camera.node, st.state, tuple(getattr(st, "quality", ())), _Run.of(w)))
-    tier = await _tier_figures(app) if p.covers(settings.node) else None
+    over_tier = p.covers(settings.node)
+    tier = await _tier_figures(app) if over_tier else None
     ev, hub = app[keys.EVENTS], app[keys.HUB]
     written: dict[tuple[str, str], int] = {}
     for (node, t, label), n in list(ev.written_by.items()):
@@ -341,6 +392,7 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
         cameras=tuple(sorted(cameras, key=lambda c: c.id)), tree=tree, events_last_hour=by_pair,
         events_written=written, events_dropped=ev.dropped, events_buffered=ev.pending,
         events_delivered=hub.delivered, subscribers=len(hub.subs), tier=tier,
+        analysis=_AnalysisFigures.of(app) if over_tier else None,
     )
 
 
@@ -377,4 +429,4 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
-__all__ = ["Scrape", "ScrapeCollector", "gather", "handle", "render", "thread_cpu_seconds"]
+__all__ = ["Scrape", "ScrapeCollector", "gather", "handle", "render"]

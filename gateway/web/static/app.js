@@ -14,6 +14,7 @@ const COMMON_LABELS = ["person", "car", "bus", "truck", "bicycle", "motorcycle"]
 const S = {
   token: sessionStorage.getItem("se.token"),
   me: null, // GET /api/v1: {node, you: {name, role, node}}
+  analysis: null, // GET /healthz -> analysis: this gateway's load (tokens over the tier's node only)
   tree: null,
   selected: null,
   listed: [],
@@ -107,6 +108,30 @@ function stateBadge(state) {
   return h("span", { class: `badge state-${state}`, dataset: { state } }, t(`state.${state}`));
 }
 
+// Rates as people write them: "5", "0.25", "2.9".
+const fpsText = (x) => String(Math.round((x ?? 0) * 100) / 100);
+
+/** "2.9 / 5 fps": analysed vs asked (asked is 0 while the camera delivers no frames). */
+function rateText(st, key = "cams.rate") {
+  const fps = (st.fps_analyzed ?? 0).toFixed(1);
+  return st.fps_asked > 0 ? t(`${key}.asked`, { fps, asked: fpsText(st.fps_asked) }) : t(key, { fps });
+}
+
+/** The skipped frames by reason, in words: "overload 120, decoding behind 3". */
+function skippedText(skipped) {
+  return Object.entries(skipped || {}).filter(([, n]) => n > 0).map(([r, n]) => `${tOr("skip", r)} ${n}`).join(", ");
+}
+
+/** The "shed" badge's state: shown while the gateway analyses fewer of the camera's frames than asked. */
+function setShed(el, st) {
+  el.hidden = !st.shed;
+  if (!st.shed) return;
+  el.textContent = t("shed");
+  const skipped = skippedText(st.skipped);
+  el.title = [t("shed.title", { fps: (st.fps_analyzed ?? 0).toFixed(1), asked: fpsText(st.fps_asked) }),
+    skipped ? t("shed.skipped", { skipped }) : ""].filter(Boolean).join(" ");
+}
+
 function nodeLabel(node) {
   return node.name ? `${node.name}` : node.code;
 }
@@ -144,6 +169,8 @@ function signOut(message = "") {
     S.ws = null;
   }
   stopLive();
+  S.analysis = null;
+  renderOverload();
   for (const url of S.thumbs.values()) URL.revokeObjectURL(url);
   S.thumbs.clear();
   S.cards.clear();
@@ -174,7 +201,7 @@ async function start() {
     }
   });
   renderFeedFilters();
-  await Promise.allSettled([refreshTree(), refreshCameras()]);
+  await Promise.allSettled([refreshTree(), refreshCameras(), refreshHealth()]);
   loadHistory();
   route();
   S.timers.push(setInterval(tick, REFRESH_EVERY_MS), setInterval(refreshThumbs, THUMB_EVERY_MS),
@@ -187,7 +214,7 @@ let ticks = 0;
 async function tick() {
   if (document.hidden || !S.me) return;
   ticks += 1;
-  const jobs = [refreshCameras()];
+  const jobs = [refreshCameras(), refreshHealth()];
   if (ticks % 2 === 0) jobs.push(refreshTree());
   if (S.camId) jobs.push(refreshCameraFacts());
   await Promise.allSettled(jobs);
@@ -198,6 +225,34 @@ function clock() {
   const el = $("#clock");
   el.textContent = now.toLocaleString(locale(), { hour12: false });
   el.dateTime = now.toISOString();
+}
+
+// ---- this gateway's analysis load --------------------------------------------------------------------
+
+// The gateway's own machinery is for tokens over the tier's node (as in /metrics); a token over part of
+// the tier sees its cameras' "shed" badges only.
+const overTier = () => Boolean(S.me) && S.me.node.startsWith(S.me.you.node);
+
+async function refreshHealth() {
+  if (!overTier()) return;
+  try {
+    const r = await fetch("/healthz", { cache: "no-store" });
+    S.analysis = r.ok ? (await r.json()).analysis || null : null;
+  } catch {
+    S.analysis = null; // the gateway is away: the camera list says so
+  }
+  renderOverload();
+}
+
+function renderOverload() {
+  const el = $("#overload");
+  const a = S.analysis;
+  el.hidden = !a?.overloaded;
+  if (el.hidden) return;
+  const capacity = a.capacity_fps != null ? fpsText(a.capacity_fps) : t("unknown");
+  el.textContent = t("top.overload", { asked: fpsText(a.asked_fps), capacity });
+  el.title = t("top.overload.title", { asked: fpsText(a.asked_fps), analyzed: fpsText(a.analyzed_fps), capacity,
+    cameras: (a.shed_cameras || []).length, skipped: skippedText(a.skipped) || t("unknown") });
 }
 
 // ---- node tree -------------------------------------------------------------------------------------
@@ -319,7 +374,8 @@ function cameraCard(cam) {
       h("img", { class: "thumb-img", alt: "" }),
       h("span", { class: "thumb-empty" })),
     h("div", { class: "card-body" },
-      h("div", { class: "card-title" }, h("span", { class: "badge" }), h("span", { class: "name" })),
+      h("div", { class: "card-title" }, h("span", { class: "badge" }), h("span", { class: "name" }),
+        h("span", { class: "badge shed", hidden: true })),
       h("div", { class: "mono small muted cam-id" }, cam.id),
       h("div", { class: "small card-meta" })));
 }
@@ -329,15 +385,17 @@ function updateCard(card, cam) {
   const state = st.state || "connecting";
   card.dataset.state = state;
   card.querySelector(".thumb").setAttribute("aria-label", t("cams.open", { name: cam.name }));
-  const badge = card.querySelector(".badge");
+  const badge = card.querySelector(".badge:not(.shed)");
   badge.className = `badge state-${state}`;
   badge.dataset.state = state;
   badge.textContent = t(`state.${state}`);
   card.querySelector(".name").textContent = cam.name;
+  setShed(card.querySelector(".badge.shed"), st);
+  card.dataset.shed = st.shed ? "true" : "false";
   const quality = (st.quality || []).map((q) => tOr("quality", q)).join(", ");
   card.querySelector(".card-meta").textContent = [
     st.last_frame_at ? t("cams.lastframe", { ago: ago(st.last_frame_at) }) : t("cams.noframe"),
-    t("cams.rate", { fps: (st.fps_analyzed ?? 0).toFixed(1) }),
+    rateText(st),
     quality,
   ].filter(Boolean).join(" · ");
   const url = S.thumbs.get(cam.id);
@@ -594,6 +652,7 @@ function renderCamera() {
   badge.className = `badge state-${st.state}`;
   badge.dataset.state = st.state;
   badge.textContent = t(`state.${st.state}`);
+  setShed($("#cam-shed"), st);
   $("#live-view").alt = t("cam.live.aria", { name: cam.name });
   const fact = (k, v, id) => [h("dt", {}, t(k)), h("dd", { id }, v ?? t("unknown"))];
   const faults = (st.quality || []).map((q) => tOr("quality", q)).join(", ") || t("cam.quality.none");
@@ -601,6 +660,8 @@ function renderCamera() {
     fact("cam.status", `${t(`state.${st.state}`)} · ${st.last_frame_at ? ago(st.last_frame_at) : t("cams.noframe")}`, "fact-state"),
     fact("cam.resolution", st.width ? `${st.width}×${st.height} ${st.codec || ""}` : null),
     fact("cam.fps", `${(st.fps_in ?? 0).toFixed(1)} / ${(st.fps_analyzed ?? 0).toFixed(1)}`, "fact-fps"),
+    fact("cam.analysis", rateText(st, "cam.analysis.rate"), "fact-analysis"),
+    fact("cam.skipped", skippedText(st.skipped) || t("cam.skipped.none"), "fact-skipped"),
     fact("cam.inference", st.inference_ms != null ? `${st.inference_ms} ms` : null),
     fact("cam.reconnects", String(st.reconnects ?? 0)),
     fact("cam.quality", faults),
@@ -741,6 +802,7 @@ function switchLanguage() {
   $("#whoami").textContent = t("top.role", { name: you.name, role: tOr("role", you.role), node: you.node });
   setWs($("#ws-status").dataset.state);
   if (S.feedDenied) $("#feed-error").textContent = t("err.forbidden");
+  renderOverload();
   renderTree();
   renderGrid();
   renderFeedFilters();

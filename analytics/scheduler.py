@@ -1,0 +1,255 @@
+"""The analysis scheduler: which camera's newest frame is analysed next, on a clock tests can drive.
+
+Every camera hands its sampled frames to the scheduler; a newer frame replaces one still waiting
+(newest wins, the replaced one counted as skipped for ``overload``), so no queue grows and a frame
+analysed under overload is at most one sampling interval old. Whenever an analysis slot (one per
+detector session) is free and a frame waits, the scheduler picks the camera by start-time fair
+queueing: each analysed frame advances the camera's virtual time by ``1 / weight``, and the
+waiting camera with the smallest virtual time goes next. That is max-min fairness in frames: under
+overload every camera of one priority is analysed at the same rate, a camera asking less than that
+(a patrol camera at 0.25 fps) gets all it asks, and what it leaves goes to the others. No camera
+starves: one that was idle rejoins at the current virtual time, neither behind (it would crowd
+the others out) nor ahead.
+
+``priority`` scales the weight: a ``high`` camera's share is 4x a ``normal`` one's, 16x a ``low``
+one's, so low-priority cameras are shed first and high ones last, yet none is shed to nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Generic, TypeVar
+
+PRIORITY_WEIGHTS: dict[str, float] = {"low": 1.0, "normal": 4.0, "high": 16.0}
+RATE_WINDOW_S = 5.0  # rates and the overload flag look at this much recent time
+OVERLOAD_SHARE = 0.05  # frames superseded over this share of those offered (in the window): overloaded
+JOB_EMA = 0.05  # smoothing of the mean job time that capacity is estimated from
+
+T = TypeVar("T")
+
+
+class SkipReason(str, Enum):
+    """Why a sampled frame was not analysed."""
+
+    OVERLOAD = "overload"  # a newer frame of the camera arrived before an analysis slot was free
+    DECODE_BEHIND = "decode_behind"  # decoding fell behind the stream: packets dropped to the next key frame
+
+
+class _Window:
+    """Counts over a sliding window on the scheduler's clock (one mark per second bucket)."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: collections.deque[list[float]] = collections.deque()  # [second, count]
+
+    def add(self, now: float, n: float = 1.0) -> None:
+        sec = float(int(now))
+        if self._buckets and self._buckets[-1][0] == sec:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([sec, n])
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        cut = now - RATE_WINDOW_S
+        while self._buckets and self._buckets[0][0] < cut:
+            self._buckets.popleft()
+
+    def total(self, now: float) -> float:
+        self._trim(now)
+        return sum(n for _, n in self._buckets)
+
+    def rate(self, now: float, since: float) -> float:
+        """Per second over the window, or since `since` when that is more recent (a camera just added)."""
+        span = min(RATE_WINDOW_S, max(now - since, 1.0))
+        return self.total(now) / span
+
+
+@dataclass(slots=True)
+class _Camera(Generic[T]):
+    key: str
+    fps: float
+    weight: float
+    added_at: float
+    pending: T | None = None
+    busy: bool = False
+    vtime: float = 0.0  # virtual start time of this camera's next analysis
+    offered: int = 0
+    analysed: int = 0
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
+    offered_w: _Window = field(default_factory=_Window)
+    analysed_w: _Window = field(default_factory=_Window)
+    skipped_w: _Window = field(default_factory=_Window)
+
+    @property
+    def ready(self) -> bool:
+        return self.pending is not None and not self.busy
+
+
+@dataclass(frozen=True, slots=True)
+class CameraLoad:
+    """One camera's analysis figures."""
+
+    fps_asked: float
+    fps_analyzed: float
+    analysed: int
+    skipped: dict[str, int]
+    shed: bool  # frames were superseded in the recent window: it gets less than it asks
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """The gateway's analysis load as a whole."""
+
+    slots: int
+    busy: int
+    cameras: int
+    asked_fps: float  # what the cameras ask (their rates while they deliver frames)
+    offered_fps: float  # sampled frames handed over per second
+    analyzed_fps: float
+    capacity_fps: float | None  # slots / mean job time; None before the first job
+    load: float | None  # asked / capacity
+    overloaded: bool
+    skipped: dict[str, int]
+
+
+class AnalysisScheduler(Generic[T]):
+    """Fair, newest-frame-wins scheduling of analysis jobs over a fixed number of slots."""
+
+    def __init__(self, slots: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self.slots = slots
+        self.clock = clock
+        self._cams: dict[str, _Camera[T]] = {}
+        self._busy_slots = 0
+        self._vclock = 0.0  # virtual time of the job dispatched last
+        self._job_s: float | None = None  # smoothed seconds a slot is held per job
+        self._superseded = _Window()
+        self._offered = _Window()
+        self._analysed = _Window()
+        self._skipped_total: collections.Counter[str] = collections.Counter()
+
+    # ---- cameras ---------------------------------------------------------------------------------
+    def add(self, key: str, fps: float, priority: str = "normal") -> None:
+        """Register a camera (or change its rate and priority)."""
+        cam = self._cams.get(key)
+        weight = PRIORITY_WEIGHTS[priority]
+        if cam is None:
+            self._cams[key] = _Camera(key, fps, weight, self.clock(), vtime=self._vclock)
+        else:
+            cam.fps, cam.weight = fps, weight
+
+    def remove(self, key: str) -> None:
+        """Forget a camera; a job of it still running finishes normally."""
+        self._cams.pop(key, None)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._cams
+
+    # ---- frames ----------------------------------------------------------------------------------
+    def offer(self, key: str, item: T) -> None:
+        """A camera's newest sampled frame; it replaces one still waiting (counted as overload)."""
+        cam = self._cams.get(key)
+        if cam is None:
+            return
+        now = self.clock()
+        cam.offered += 1
+        cam.offered_w.add(now)
+        self._offered.add(now)
+        if cam.pending is not None:
+            self._skip(cam, SkipReason.OVERLOAD, now)
+            self._superseded.add(now)
+        elif not cam.busy:
+            self._rejoin(cam)
+        cam.pending = item
+
+    def skipped(self, key: str, reason: SkipReason, n: int = 1) -> None:
+        """Count frames lost before they reached the scheduler (decoding behind)."""
+        cam = self._cams.get(key)
+        if cam is not None and n > 0:
+            self._skip(cam, reason, self.clock(), n)
+
+    def _skip(self, cam: _Camera[T], reason: SkipReason, now: float, n: int = 1) -> None:
+        cam.skipped[reason.value] += n
+        cam.skipped_w.add(now, n)
+        self._skipped_total[reason.value] += n
+
+    def _rejoin(self, cam: _Camera[T]) -> None:
+        # Start-time fair queueing: an idle camera starts at the current virtual time, so it neither
+        # claims the service it did not use nor waits behind those that were busy.
+        cam.vtime = max(cam.vtime, self._vclock)
+
+    # ---- jobs ------------------------------------------------------------------------------------
+    def take(self) -> tuple[str, T] | None:
+        """The next job when a slot is free and a frame waits; the slot and the camera become busy."""
+        if self._busy_slots >= self.slots:
+            return None
+        best: _Camera[T] | None = None
+        for cam in self._cams.values():
+            if cam.ready and (best is None or cam.vtime < best.vtime):
+                best = cam
+        if best is None:
+            return None
+        item, best.pending = best.pending, None
+        best.busy = True
+        self._busy_slots += 1
+        self._vclock = best.vtime
+        best.vtime += 1.0 / best.weight
+        now = self.clock()
+        best.analysed += 1
+        best.analysed_w.add(now)
+        self._analysed.add(now)
+        assert item is not None
+        return best.key, item
+
+    def slot_done(self, held_s: float) -> None:
+        """A job's heavy part finished: its slot is free (held_s: how long it held it)."""
+        self._busy_slots = max(0, self._busy_slots - 1)
+        self._job_s = held_s if self._job_s is None else (1 - JOB_EMA) * self._job_s + JOB_EMA * held_s
+
+    def finish(self, key: str) -> None:
+        """A camera's job is completely done (results applied): its next frame may go."""
+        cam = self._cams.get(key)
+        if cam is not None:
+            cam.busy = False
+            if cam.pending is not None:
+                self._rejoin(cam)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a job could be taken now."""
+        return self._busy_slots < self.slots and any(c.ready for c in self._cams.values())
+
+    # ---- figures ---------------------------------------------------------------------------------
+    def camera(self, key: str) -> CameraLoad | None:
+        """One camera's figures, or None when it is not registered."""
+        cam = self._cams.get(key)
+        if cam is None:
+            return None
+        now = self.clock()
+        return CameraLoad(
+            fps_asked=cam.fps, fps_analyzed=round(cam.analysed_w.rate(now, cam.added_at), 2), analysed=cam.analysed,
+            skipped=dict(cam.skipped), shed=cam.skipped_w.total(now) > 0,
+        )
+
+    def stats(self) -> SchedulerStats:
+        """The whole gateway's analysis figures."""
+        now = self.clock()
+        offered = self._offered.total(now)
+        # A camera asks its rate while it delivers frames; one offline asks nothing of the detectors.
+        asked = sum(c.fps for c in self._cams.values() if c.offered_w.total(now) > 0)
+        capacity = self.slots / self._job_s if self._job_s else None
+        overloaded = offered > 0 and self._superseded.total(now) > OVERLOAD_SHARE * offered
+        return SchedulerStats(
+            slots=self.slots, busy=self._busy_slots, cameras=len(self._cams), asked_fps=round(asked, 2),
+            offered_fps=round(offered / RATE_WINDOW_S, 2), analyzed_fps=round(self._analysed.total(now) / RATE_WINDOW_S, 2),
+            capacity_fps=round(capacity, 1) if capacity else None,
+            load=round(asked / capacity, 2) if capacity else None, overloaded=overloaded,
+            skipped=dict(self._skipped_total),
+        )

@@ -1,0 +1,418 @@
+"""Analysis of sampled frames: one scheduler for the gateway, one CameraAnalysis per camera.
+
+The scheduler (analytics/scheduler.py) decides whose newest frame goes next; `AnalysisRunner`
+keeps every detector session busy with such jobs. A job has a heavy part on a detector thread
+(convert to BGR, thumbnails, quality diagnosis when due, motion gate, inference) and a light part
+on the loop (tracker, events). The slot is freed as soon as the heavy part ends; the camera's
+next frame waits for the light part, so each camera's frames are tracked in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from analytics.detector import Detector
+from analytics.events import Event, Origin, iso_ms
+from analytics.motion import MotionGate
+from analytics.pool import DEFAULT_NICE, DetectorPool, lower_thread_priority
+from analytics.quality import FAULTS, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb
+from analytics.scheduler import AnalysisScheduler
+from analytics.snapshot import render_snapshot
+from analytics.tracker import IouTracker
+from analytics.types import Detection, Frame, Sample, TrackUpdate
+from gateway.events import EventLog
+from registry.models import Camera
+
+log = logging.getLogger(__name__)
+
+_PHASE = {"appear": "start", "update": "update", "leave": "end"}
+PERIODIC_LOOK_S = 10.0  # with the motion gate shut and nothing tracked, still look this often
+MOTION_END_S = 3.0  # no motion for this long ends a motion event (no-model mode)
+MOTION_START_FRAMES = 2  # frames in a row with motion start one
+IDLE_MARGIN_S = 0.5  # no analysed frame for the tracker's max age plus this: objects in view are gone
+
+
+@dataclass(frozen=True, slots=True)
+class EventSink:
+    """Where a camera's analysis publishes: the tier's event log, under this gateway's origin."""
+
+    events: EventLog
+    origin: Origin
+    model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the heavy part of a job does, decided on the loop from the camera's state."""
+
+    max_width: int
+    diagnose: bool  # quality diagnosis is due on this frame
+    detect_always: bool  # tracks are open or the periodic look is due: detect even without motion
+    min_score: float
+    labels: frozenset[str] | None
+    motion_threshold: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """What the heavy part of a job found on one frame."""
+
+    frame: Frame
+    moving: bool
+    detections: tuple[Detection, ...] | None  # None: the detector did not run
+    quality: tuple[QualityChange, ...]
+    convert_s: float  # thread CPU seconds: BGR conversion
+    diagnose_s: float  # thumbnails, quality checks and motion gate
+    detect_s: float  # inference (letterbox, ONNX Runtime, NMS)
+
+
+def _label_set(camera: Camera) -> frozenset[str] | None:
+    """The labels a camera reports, built once per settings change rather than per frame."""
+    return frozenset(camera.analytics.labels) if camera.analytics.labels else None
+
+
+def _quality_config(camera: Camera) -> QualityConfig:
+    """The diagnoser's thresholds from the camera's settings, built once per settings change."""
+    q = camera.analytics.quality
+    return QualityConfig(**q.model_dump(exclude={"enabled", "disabled", "interval_s"}), disabled=tuple(q.disabled))
+
+
+@dataclass(slots=True)
+class StageTimes:
+    """Thread CPU seconds per stage, summed over analysed frames (the bench's per-frame breakdown)."""
+
+    frames: int = 0
+    convert_s: float = 0.0
+    diagnose_s: float = 0.0
+    detect_s: float = 0.0
+    snapshot_s: float = 0.0
+    snapshots: int = 0
+
+
+class CameraAnalysis:
+    """One camera's analysis state: motion gate, tracker, quality diagnosis, and the events they raise."""
+
+    def __init__(self, camera: Camera, sink: EventSink, max_width: int,
+                 clock: Callable[[], float] = time.time, stages: StageTimes | None = None) -> None:
+        self.camera = camera
+        self.sink = sink
+        self.max_width = max_width
+        self.clock = clock
+        self.stages = stages if stages is not None else StageTimes()
+        self.tracker = IouTracker()
+        self.gate = MotionGate()
+        self.quality = QualityDiagnoser(_quality_config(camera))
+        self.quality_open: set[str] = set()  # faults whose start was published: only these get an end
+        self._labels = _label_set(camera)
+        self.in_motion = False
+        self.motion_frames = 0
+        self.last_motion = 0.0
+        self.last_detect = float("-inf")
+        self.last_diagnosed = float("-inf")
+        self.last_frame_at: float | None = None
+        # Track updates not yet published. A cancel (camera removed) can land while a snapshot is
+        # being rendered; what is left here is published by stop(), so no start loses its end.
+        self.pending: collections.deque[TrackUpdate] = collections.deque()
+        # Newest analysed frame and the detections drawn from it: thumbnails, live view and upper
+        # tiers read these; nothing decodes a second time for them.
+        self.latest: Frame | None = None
+        self.latest_detections: tuple[Detection, ...] = ()
+        self.frames_analyzed = 0
+        self.detections_run = 0
+        self.inference_s = 0.0
+        self.stopping = False  # stop() is publishing what was left open
+
+    def configure(self, camera: Camera) -> None:
+        """Apply changed analysis settings (read by the next frame)."""
+        self.camera = camera
+        self._labels = _label_set(camera)
+        self.quality.config = _quality_config(camera)
+
+    # ---- a job -----------------------------------------------------------------------------------
+    def plan(self, sample: Sample) -> _Plan:
+        """Decide on the loop what the heavy part does with this frame."""
+        a = self.camera.analytics
+        now = sample.captured_at
+        diagnose = a.quality.enabled and now - self.last_diagnosed >= a.quality.interval_s
+        if diagnose:
+            self.last_diagnosed = now
+        return _Plan(
+            max_width=self.max_width, diagnose=diagnose,
+            detect_always=bool(self.tracker.active) or now - self.last_detect >= PERIODIC_LOOK_S,
+            min_score=a.min_score, labels=self._labels, motion_threshold=a.motion_threshold,
+        )
+
+    def work(self, sample: Sample, plan: _Plan, detector: Detector | None,
+             detect: Callable[[Detector, object, float, frozenset[str] | None], list[Detection]] | None = None
+             ) -> FrameResult:
+        """The heavy part, on a worker thread: convert, diagnose when due, gate, detect when needed.
+
+        Only this camera's job touches its gate and diagnoser at a time (the scheduler runs one job
+        per camera), so they need no lock.
+        """
+        t0 = time.thread_time()
+        image = sample.picture.to_bgr(plan.max_width)
+        frame = Frame(sample.camera_id, image, sample.captured_at, sample.media_ts, sample.seq)
+        t1 = time.thread_time()
+        changes: list[QualityChange] = []
+        if plan.diagnose:
+            # Thumbnails made once serve the quality checks and the motion gate alike.
+            thumbs = Thumbs.of(image)
+            changes = self.quality.update(thumbs, frame.captured_at)
+            small = thumbs.small
+        else:
+            small = small_thumb(image)
+        if plan.motion_threshold is not None:
+            self.gate.threshold = plan.motion_threshold
+        moving = self.gate.update(small) >= self.gate.threshold
+        t2 = time.thread_time()
+        dets: tuple[Detection, ...] | None = None
+        if detector is not None and (moving or plan.detect_always):
+            run = detect or (lambda d, img, s, lab: d.detect(img, s, lab))
+            dets = tuple(run(detector, image, plan.min_score, plan.labels))
+        t3 = time.thread_time()
+        return FrameResult(frame, moving, dets, tuple(changes), t1 - t0, t2 - t1, t3 - t2)
+
+    async def apply(self, r: FrameResult) -> None:
+        """The light part, on the loop: tracker, motion and quality events."""
+        loop = asyncio.get_running_loop()
+        frame = r.frame
+        now = frame.captured_at
+        self.frames_analyzed += 1
+        self.last_frame_at = now
+        st = self.stages
+        st.frames += 1
+        st.convert_s += r.convert_s
+        st.diagnose_s += r.diagnose_s
+        st.detect_s += r.detect_s
+        self.latest = frame
+        if r.quality:
+            await self._emit_quality(list(r.quality), frame, loop)
+        elif self.quality_open and not self.camera.analytics.quality.enabled:
+            self._publish_quality(self.quality.flush(now, "diagnosis switched off"), frame)
+        if r.moving:
+            self.last_motion = now
+        if self.sink.model is not None:
+            if r.detections is None:
+                # Nothing tracked and nothing moving: the live view must not keep drawing old boxes.
+                self.latest_detections = ()
+                return
+            self.last_detect = now
+            self.latest_detections = r.detections
+            self.detections_run += 1
+            self.inference_s += r.detect_s
+            await self._emit_tracks(self.tracker.update(frame, list(r.detections)), loop)
+            return
+        self.motion_frames = self.motion_frames + 1 if r.moving else 0
+        if not self.in_motion and self.motion_frames >= MOTION_START_FRAMES:
+            self.in_motion = True
+            snap = await self._snapshot(loop, frame.image)
+            self._emit_motion("start", frame, snap)
+        elif self.in_motion and now - self.last_motion > MOTION_END_S:
+            self.in_motion = False
+            self._emit_motion("end", frame)
+
+    async def idle(self) -> None:
+        """No frame analysed for a while (stream stalled or ended): objects in view are gone from our view."""
+        last = self.last_frame_at
+        now = self.clock()
+        if last is not None and now - last < self.tracker.max_age_s + IDLE_MARGIN_S:
+            return
+        await self._emit_tracks(self.tracker.flush(now), asyncio.get_running_loop())
+        if self.in_motion:
+            self.in_motion = False
+            self._emit_motion("end", None)
+
+    async def stop(self) -> None:
+        """End what was reported open: every object in view gets its end, every quality fault too."""
+        self.stopping = True
+        now = self.clock()
+        await self._emit_tracks(self.tracker.flush(now), asyncio.get_running_loop())
+        ends = {c.fault: c for c in self.quality.flush(now, "camera stopped")}
+        self._publish_quality([ends.get(f) or QualityChange(f, "end", 0.0, {"cause": "camera stopped"})
+                               for f in FAULTS if f in self.quality_open], None)
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """Active quality faults, in FAULTS order."""
+        return tuple(f for f in FAULTS if f in self.quality_open)
+
+    # ---- events ----------------------------------------------------------------------------------
+    async def _snapshot(self, loop: asyncio.AbstractEventLoop, *args) -> bytes:
+        # Rendered only for an event about to be published, at most 960 wide (render_snapshot).
+        def timed() -> bytes:
+            t0 = time.thread_time()
+            try:
+                return render_snapshot(*args)
+            finally:
+                self.stages.snapshot_s += time.thread_time() - t0
+                self.stages.snapshots += 1
+        return await loop.run_in_executor(None, timed)
+
+    async def _emit_quality(self, changes: list[QualityChange], frame: Frame,
+                            loop: asyncio.AbstractEventLoop) -> None:
+        # Ends first, at once: a cancel during a start's snapshot must not lose them.
+        self._publish_quality([c for c in changes if c.phase == "end"], frame)
+        for change in changes:
+            if change.phase == "start":
+                # A start carries the picture that shows the fault.
+                snap = await self._snapshot(loop, frame.image)
+                self._publish_quality([change], frame, snap)
+
+    def _publish_quality(self, changes: list[QualityChange], frame: Frame | None,
+                         snapshot: bytes | None = None) -> None:
+        cam = self.camera
+        for change in changes:
+            if change.phase == "start":
+                self.quality_open.add(change.fault)
+            elif change.fault in self.quality_open:
+                self.quality_open.discard(change.fault)
+            else:
+                continue
+            log.info("camera %s: quality %s %s (score %.2f)", cam.id, change.fault, change.phase, change.score)
+            self.sink.events.publish(Event(
+                type="quality", camera_id=cam.id, node=cam.node,
+                ts=iso_ms(frame.captured_at if frame else self.clock()), origin=self.sink.origin,
+                phase=change.phase, reason=change.fault, score=change.score, extra=change.extra,
+                media_ts=frame.media_ts if frame else None,
+            ), snapshot)
+
+    def _emit_motion(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> None:
+        cam = self.camera
+        self.sink.events.publish(Event(
+            type="motion", camera_id=cam.id, node=cam.node, ts=iso_ms(frame.captured_at if frame else self.clock()),
+            origin=self.sink.origin, phase=phase, media_ts=frame.media_ts if frame else None,
+        ), snapshot)
+
+    async def _emit_tracks(self, updates: list[TrackUpdate], loop: asyncio.AbstractEventLoop) -> None:
+        self.pending.extend(updates)
+        while self.pending:
+            try:
+                await self._emit_track(self.pending[0], loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.pending.popleft()  # a snapshot that cannot be rendered must not block the rest
+                raise
+            self.pending.popleft()
+
+    async def _emit_track(self, u: TrackUpdate, loop: asyncio.AbstractEventLoop) -> None:
+        d = u.detection
+        cam = self.camera
+        snap = await self._snapshot(loop, u.frame.image, d.box, d.label, d.score)
+        self.sink.events.publish(Event(
+            type="detection", camera_id=cam.id, node=cam.node, ts=iso_ms(u.frame.captured_at),
+            origin=self.sink.origin, label=d.label, score=d.score, box=d.box, track_id=u.track_id,
+            model=self.sink.model, media_ts=u.frame.media_ts, phase=_PHASE[u.kind],
+        ), snap)
+
+
+class AnalysisRunner:
+    """Keeps the analysis slots busy: takes jobs from the scheduler and runs them."""
+
+    def __init__(self, pool: DetectorPool | None, threads: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pool = pool
+        slots = pool.workers if pool is not None else threads
+        self.scheduler: AnalysisScheduler[Sample] = AnalysisScheduler(slots, clock)
+        self.cameras: dict[str, CameraAnalysis] = {}
+        self.stages = StageTimes()
+        # Without a model the heavy part is conversion and the motion gate: threads of their own,
+        # as nice as detectors would be.
+        self._executor = None if pool is not None else ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="analysis", initializer=lower_thread_priority,
+            initargs=(DEFAULT_NICE,))
+        self._wake = asyncio.Event()
+        self._jobs: dict[str, asyncio.Task] = {}  # camera id -> its job in flight (at most one)
+        self._stopping = False
+        self.failures = 0
+
+    # ---- cameras ---------------------------------------------------------------------------------
+    def attach(self, analysis: CameraAnalysis) -> None:
+        """Schedule a camera's frames."""
+        cam = analysis.camera
+        self.cameras[cam.id] = analysis
+        self.scheduler.add(cam.id, cam.analytics.fps, cam.analytics.priority)
+
+    def reconfigure(self, camera: Camera) -> None:
+        """A camera's rate or priority changed."""
+        if camera.id in self.scheduler:
+            self.scheduler.add(camera.id, camera.analytics.fps, camera.analytics.priority)
+
+    async def detach(self, camera_id: str, timeout: float = 5.0) -> None:
+        """Stop scheduling a camera; its job in flight is cancelled (what it had not published stays pending)."""
+        self.scheduler.remove(camera_id)
+        self.cameras.pop(camera_id, None)
+        job = self._jobs.get(camera_id)
+        if job is not None:
+            job.cancel()
+            await asyncio.wait([job], timeout=timeout)
+
+    def offer(self, sample: Sample) -> None:
+        """A camera's newest sampled frame (newest wins)."""
+        self.scheduler.offer(sample.camera_id, sample)
+        self._wake.set()
+
+    # ---- the loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Dispatch jobs until stopped."""
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while (job := self.scheduler.take()) is not None:
+                key, sample = job
+                analysis = self.cameras.get(key)
+                if analysis is None:  # removed between offer and take
+                    self.scheduler.slot_done(0.0)
+                    self.scheduler.finish(key)
+                    continue
+                t = asyncio.create_task(self._job(analysis, sample), name=f"analysis:{key}")
+                self._jobs[key] = t
+                t.add_done_callback(lambda t, key=key: self._jobs.pop(key, None) if self._jobs.get(key) is t else None)
+
+    async def _job(self, analysis: CameraAnalysis, sample: Sample) -> None:
+        key = analysis.camera.id
+        plan = analysis.plan(sample)
+        t0 = time.perf_counter()
+        released = False
+        try:
+            result = await self._heavy(analysis, sample, plan)
+            self.scheduler.slot_done(time.perf_counter() - t0)
+            released = True
+            self._wake.set()
+            await analysis.apply(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One bad frame or a detector hiccup must not end this camera's analysis.
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:
+                log.exception("camera %s: analysis failed (%d failures so far)", key, self.failures)
+        finally:
+            if not released:
+                self.scheduler.slot_done(time.perf_counter() - t0)
+            self.scheduler.finish(key)
+            self._wake.set()
+
+    def _heavy(self, analysis: CameraAnalysis, sample: Sample, plan: _Plan) -> Awaitable[FrameResult]:
+        if self.pool is not None:
+            pool = self.pool
+            return pool.run(lambda det: analysis.work(sample, plan, det, pool.timed_detect))
+        return asyncio.get_running_loop().run_in_executor(self._executor, analysis.work, sample, plan, None)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop dispatching; jobs in flight finish (bounded)."""
+        self._stopping = True
+        self._wake.set()
+        jobs = list(self._jobs.values())
+        if jobs:
+            await asyncio.wait(jobs, timeout=timeout)
+        for t in jobs:
+            t.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
