@@ -28,6 +28,11 @@ PRIORITY_WEIGHTS: dict[str, float] = {"low": 1.0, "normal": 4.0, "high": 16.0}
 RATE_WINDOW_S = 5.0  # rates and the overload flag look at this much recent time
 OVERLOAD_SHARE = 0.05  # frames superseded over this share of those offered (in the window): overloaded
 JOB_EMA = 0.05  # smoothing of the mean job time that capacity is estimated from
+# Under overload each camera is told the rate it will get (its fair share), so its decoder can skip
+# what would only be superseded; the shares add up to this much more than was analysed, so frames
+# keep arriving a little faster than they are taken and any capacity that frees up is claimed.
+TARGET_HEADROOM = 1.1
+TARGET_REFRESH_S = 1.0  # fair shares are worked out again this often
 
 T = TypeVar("T")
 
@@ -134,6 +139,8 @@ class AnalysisScheduler(Generic[T]):
         self._offered = _Window()
         self._analysed = _Window()
         self._skipped_total: collections.Counter[str] = collections.Counter()
+        self._targets: dict[str, float] = {}
+        self._targets_at = float("-inf")
 
     # ---- cameras ---------------------------------------------------------------------------------
     def add(self, key: str, fps: float, priority: str = "normal") -> None:
@@ -237,6 +244,42 @@ class AnalysisScheduler(Generic[T]):
             fps_asked=cam.fps, fps_analyzed=round(cam.analysed_w.rate(now, cam.added_at), 2), analysed=cam.analysed,
             skipped=dict(cam.skipped), shed=cam.skipped_w.total(now) > 0,
         )
+
+    def target(self, key: str) -> float:
+        """The rate this camera will be analysed at: what it asks, or under overload its fair share."""
+        now = self.clock()
+        if now - self._targets_at >= TARGET_REFRESH_S:
+            self._targets = self._fair_shares(now)
+            self._targets_at = now
+        cam = self._cams.get(key)
+        if cam is None:
+            return 0.0
+        return self._targets.get(key, cam.fps)
+
+    def _fair_shares(self, now: float) -> dict[str, float]:
+        """Max-min fair rates (weighted by priority) that fill what is being analysed, plus headroom."""
+        offered = self._offered.total(now)
+        if not offered or self._superseded.total(now) <= OVERLOAD_SHARE * offered:
+            return {}
+        if not self._job_s:
+            return {}
+        # Capacity from how long a job holds its slot (CPU waits included), not from what was analysed:
+        # frames superseded for want of a slot at one instant must not shrink the shares for good.
+        capacity = TARGET_HEADROOM * self.slots / self._job_s
+        cams = sorted((c for c in self._cams.values() if c.offered_w.total(now) > 0), key=lambda c: c.fps / c.weight)
+        shares: dict[str, float] = {}
+        weights = sum(c.weight for c in cams)
+        for i, cam in enumerate(cams):
+            level = capacity / weights if weights > 0 else 0.0
+            if cam.fps <= level * cam.weight:
+                shares[cam.key] = cam.fps  # asks less than its share: gets all of it
+                capacity -= cam.fps
+                weights -= cam.weight
+                continue
+            for rest in cams[i:]:
+                shares[rest.key] = level * rest.weight
+            break
+        return shares
 
     def stats(self) -> SchedulerStats:
         """The whole gateway's analysis figures."""

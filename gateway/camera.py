@@ -8,6 +8,7 @@ so a camera costs one demuxer thread blocked on I/O, not a core's share.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -64,26 +65,28 @@ class RunContext:
 
 
 class _Rate:
-    """Events per second over a sliding few-second window."""
+    """Events per second over a sliding few-second window, from counts added now and then."""
 
     def __init__(self, window: float = 5.0) -> None:
         self.window = window
-        self._marks: list[tuple[float, int]] = []
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
 
     def add(self, n: int = 1, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self._marks.append((now, n))
         cut = now - self.window
         while self._marks and self._marks[0][0] < cut:
-            self._marks.pop(0)
+            self._marks.popleft()
 
     def value(self) -> float:
         now = time.monotonic()
         marks = [(t, n) for t, n in self._marks if t >= now - self.window]
         if not marks:
             return 0.0
-        span = max(now - marks[0][0], 1.0)
-        return round(sum(n for _, n in marks) / span, 2)
+        if len(marks) == 1:
+            return float(marks[0][1])
+        # The first mark's count arrived before its time: it opens the span, the others fill it.
+        return round(sum(n for _, n in marks[1:]) / max(marks[-1][0] - marks[0][0], 1e-3), 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class CameraStatus:
     frames_analyzed: int = 0
     decode_errors: int = 0
     decode_mode: str = DecodeMode.ALL.value
+    decode_head_s: float | None = None  # under overload: seconds decoded from each key frame (None: all)
     decode_cpu_s: float = 0.0
     inferences: int = 0
     inference_ms: float | None = None
@@ -226,6 +230,7 @@ class CameraWorker:
             frames_analyzed=a.frames_analyzed,
             decode_errors=dec.decode_errors,
             decode_mode=(self._demuxer.mode if self._demuxer is not None else DecodeMode.ALL).value,
+            decode_head_s=round(self._demuxer.head_s, 2) if self._demuxer and self._demuxer.head_s else None,
             decode_cpu_s=round(dec.cpu_s, 3),
             inferences=a.detections_run,
             inference_ms=round(1000 * a.inference_s / a.detections_run, 1) if a.detections_run else None,
@@ -295,11 +300,6 @@ class CameraWorker:
         def on_open(info: StreamInfo) -> None:
             self.info = info
 
-        def on_tick(n: int) -> None:
-            self.frames_in += n
-            self._rate_in.add(n)
-            self.last_frame_at = self.ctx.clock()
-
         def on_sample(sample: Sample) -> None:
             nonlocal online_since
             self.last_frame_at = sample.captured_at
@@ -314,7 +314,19 @@ class CameraWorker:
                 ended.set_result(err)
 
         opts = DecodeOptions(self.camera.analytics.fps, self.ctx.ingest.max_width, self.ctx.ingest.open_timeout_s)
-        demuxer = Demuxer(self.camera.id, source, opts, self.ctx.decoders, loop, on_open, on_sample, on_tick, on_end)
+        demuxer = Demuxer(self.camera.id, source, opts, self.ctx.decoders, loop, on_open, on_sample, on_end)
+        packets_seen = 0
+
+        def pulse() -> None:
+            # The demuxer counts packets in its thread; the loop reads the count once a tick.
+            nonlocal packets_seen
+            n = demuxer.packets - packets_seen
+            if n:
+                packets_seen += n
+                self.frames_in += n
+                self._rate_in.add(n)
+                self.last_frame_at = max(self.last_frame_at or 0.0, demuxer.last_packet_at or 0.0)
+
         self._demuxer = demuxer
         self._behind_reported = 0
         demuxer.start()
@@ -328,7 +340,9 @@ class CameraWorker:
                     break
                 except asyncio.TimeoutError:
                     pass
+                pulse()
                 self._report_behind(demuxer)
+                demuxer.target_fps = runner.scheduler.target(self.camera.id)
                 await self.analysis.idle()
                 now = time.monotonic()
                 last = self.last_frame_at
@@ -345,6 +359,7 @@ class CameraWorker:
             demuxer.quit.set()
             if demuxer.is_alive():
                 await asyncio.to_thread(demuxer.join, self.ctx.ingest.open_timeout_s + 2)
+            pulse()
             self._report_behind(demuxer)
             self._past = self._past + demuxer.counters
             self._demuxer = None

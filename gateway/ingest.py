@@ -41,9 +41,12 @@ MAX_BAD_PACKETS = 50  # this many undecodable packets in a row: the source is br
 QUEUE_SECONDS = 2.0  # packets waiting for a decoder beyond this much video: decoding fell behind
 QUEUE_MIN_PACKETS = 25  # ...but never fewer than this (streams of unknown or very low rate)
 BATCH_PACKETS = 8  # packets one pool thread decodes for a camera before it lets another camera in
-TICK_PACKETS = 5  # the demuxer reports its packet count to the loop every this many packets
+PACE_SLACK_S = 0.1  # a paced file's packets may go this early: the demuxer wakes 10 times a second, not 25
 NONREF_MAX_SHARE = 0.5  # analysing at most this share of the frame rate: skip frames nothing refers to
 KEY_ONLY_SHARE = 0.95  # an analysis interval at least this share of the GOP: decode key frames only
+BURST_SHARE = 0.9  # a fair share under this share of the asked rate: decode only the head of each GOP
+REORDER_MARGIN_S = 0.12  # decoded past the head's last sample: a reordered frame there may refer this far on
+HEAD_SHARE = 0.5  # the samples of an overloaded camera's GOP are spread over at most this share of it
 
 
 class StreamError(Exception):
@@ -108,11 +111,12 @@ class DecodeCounters:
     decode_errors: int = 0  # damaged packets skipped
     behind_dropped: int = 0  # packets dropped because decoding fell behind (to the next key frame)
     cpu_s: float = 0.0  # thread CPU time spent decoding this camera
+    head_skipped: int = 0  # packets past a GOP's head not decoded (overload: they would only be superseded)
 
     def __add__(self, other: "DecodeCounters") -> "DecodeCounters":
         return DecodeCounters(self.decoded + other.decoded, self.sampled + other.sampled,
                               self.decode_errors + other.decode_errors, self.behind_dropped + other.behind_dropped,
-                              self.cpu_s + other.cpu_s)
+                              self.cpu_s + other.cpu_s, self.head_skipped + other.head_skipped)
 
 
 class StreamDecoder:
@@ -332,8 +336,7 @@ class Demuxer(threading.Thread):
 
     def __init__(self, camera_id: str, source: Source, opts: DecodeOptions, pool: DecodePool,
                  loop: asyncio.AbstractEventLoop, on_open: Callable[[StreamInfo], None],
-                 on_sample: Callable[[Sample], None], on_tick: Callable[[int], None],
-                 on_end: Callable[[BaseException | None], None]) -> None:
+                 on_sample: Callable[[Sample], None], on_end: Callable[[BaseException | None], None]) -> None:
         super().__init__(name=f"demux-{camera_id}", daemon=True)
         self.camera_id = camera_id
         self.source = source
@@ -341,8 +344,18 @@ class Demuxer(threading.Thread):
         self.pool = pool
         self.loop = loop
         self.quit = threading.Event()
-        self._on_open, self._on_sample, self._on_tick, self._on_end = on_open, on_sample, on_tick, on_end
+        self._on_open, self._on_sample, self._on_end = on_open, on_sample, on_end
+        # The camera's pulse, read by the loop when it looks (no call per packet): packets read, and
+        # when the last one came (wall clock).
+        self.packets = 0
+        self.last_packet_at: float | None = None
         self.analysis_fps = opts.analysis_fps  # may be changed live from the loop
+        # The rate the scheduler will analyse this camera at (its fair share under overload), set from
+        # the loop: below the asked rate only the head of each GOP is decoded, at the asked spacing.
+        self.target_fps = opts.analysis_fps
+        self.head_s: float | None = None  # seconds decoded from each key frame; None: the whole GOP
+        self.head_fps = opts.analysis_fps  # the sampling rate within that head
+        self.gop_s: float | None = None
         self.decoder: StreamDecoder | None = None
         self._has_b_frames = False
         self._error: BaseException | None = None  # the decoder's, raised here
@@ -447,7 +460,6 @@ class Demuxer(threading.Thread):
         tb = float(stream.time_base) if stream.time_base else 0.0
         wall0 = time.monotonic()
         pass_start = 0.0  # wall offset of the current pass of a looped file
-        ticks = 0
         last_key: float | None = None
         t0: float | None = None  # a live stream's clock starts where we joined it
         while not self.quit.is_set():
@@ -461,22 +473,28 @@ class Demuxer(threading.Thread):
                 got = True
                 t = packet.dts * tb if packet.dts is not None and tb else None
                 if is_file and t is not None:
-                    # Hold each packet until its time, as a live camera would send it.
+                    # Hold each packet until its time, as a live camera would send it (give or take
+                    # PACE_SLACK_S, so the thread wakes for a few packets at a time).
                     last_dts = t
                     delay = wall0 + pass_start + t - time.monotonic()
-                    if delay > 0 and self.quit.wait(delay):
+                    if delay > PACE_SLACK_S and self.quit.wait(delay):
                         return
                 # Packets, not decoded frames, are the camera's pulse: in key-frame mode most are skipped.
-                ticks += 1
-                if ticks >= TICK_PACKETS:
-                    self._call(self._on_tick, ticks)
-                    ticks = 0
+                self.packets += 1
+                self.last_packet_at = time.time()
                 if packet.is_keyframe and packet.pts is not None and tb:
                     kt = packet.pts * tb
                     if last_key is not None and kt > last_key:
-                        decoder.set_mode(self._choose_mode(kt - last_key, fps))
+                        self.gop_s = kt - last_key
+                        decoder.set_mode(self._choose_mode(self.gop_s, fps))
                     last_key = kt
-                decoder.sampler.fps = self.analysis_fps
+                    self.head_s, self.head_fps = self._gop_head(decoder.mode)
+                elif (self.head_s is not None and last_key is not None and packet.pts is not None and tb
+                      and packet.pts * tb - last_key > self.head_s):
+                    # Past this GOP's head: the scheduler would supersede these frames anyway.
+                    decoder.counters.head_skipped += 1
+                    continue
+                decoder.sampler.fps = self.head_fps if self.head_s is not None else self.analysis_fps
                 if decoder.key_only:
                     # Demux only: a non-key packet, or a key frame the sampler would not take, is never
                     # decoded. Key frames come in order, so their own times make the clock here.
@@ -499,6 +517,7 @@ class Demuxer(threading.Thread):
             # Loop the file: seek to the start and keep the clock running, like a live camera.
             pass_start += last_dts + 1 / (fps or 25)
             self._feed(decoder, _END_OF_PASS)
+            self.head_s, self.head_fps = None, self.analysis_fps
             # PyAV's seek flushes the stream's codec context: no pool thread may be decoding meanwhile.
             decoder.hold(timeout=self.opts.open_timeout_s)
             try:
@@ -506,6 +525,22 @@ class Demuxer(threading.Thread):
             finally:
                 decoder.release()
             last_key = None
+
+    def _gop_head(self, mode: DecodeMode) -> tuple[float | None, float]:
+        """Under overload, how much of each GOP to decode and how densely to sample it.
+
+        The camera gets `target_fps`; its samples are bunched into the first half of the GOP (at no
+        more than the asked rate), and the frames after the last one are not decoded at all: spread
+        over the whole GOP, each sample would need the GOP decoded up to it. Only half, not the
+        shortest head, so that cameras whose GOPs start together do not all ask at the same instant.
+        """
+        fps_a, target, gop = self.analysis_fps, self.target_fps, self.gop_s
+        if mode == DecodeMode.KEY or gop is None or fps_a <= 0 or target >= BURST_SHARE * fps_a:
+            return None, fps_a
+        samples = max(1, round(target * gop))
+        spacing = max(1.0 / fps_a, HEAD_SHARE * gop / samples)
+        head = (samples - 1) * spacing + REORDER_MARGIN_S
+        return (head, 1.0 / spacing) if head < gop else (None, fps_a)
 
     def _choose_mode(self, gop_s: float, fps: float | None) -> DecodeMode:
         """Decode as little as the analysis rate needs (DESIGN §7: key frames only ~8x cheaper)."""

@@ -19,10 +19,10 @@ async def test_a_bframe_avi_is_analysed_at_the_asked_rate_with_a_monotonic_media
     seen: list[tuple[str, float | None]] = []
     real_apply = CameraAnalysis.apply
 
-    async def recording_apply(self, result):
+    def recording_apply(self, result):
         # Observe what the real pipeline analysed, then let it carry on unchanged.
         seen.append((result.frame.camera_id, result.frame.media_ts))
-        await real_apply(self, result)
+        real_apply(self, result)
 
     monkeypatch.setattr(CameraAnalysis, "apply", recording_apply)
     async with make_gateway(redis_url, media_dirs=[tmp_path]) as gw:

@@ -175,3 +175,22 @@ def test_a_priority_change_applies_at_once():
     sched.add("b", 5.0, "high")  # raised live
     got = simulate(sched, clock, {"a": 5.0, "b": 5.0}, job_s=0.2, seconds=40)  # 5/s of 10/s asked
     assert got["b"] / got["a"] == pytest.approx(4.0, rel=0.1)
+
+
+def test_under_overload_each_camera_is_told_its_fair_share():
+    clock = Clock()
+    sched = AnalysisScheduler(2, clock)
+    rates = {**{f"c{i}": 5.0 for i in range(10)}, "patrol": 0.25, "vip": 5.0}
+    for k, r in rates.items():
+        sched.add(k, r, "high" if k == "vip" else "normal")
+    assert sched.target("c0") == 5.0  # no overload yet: what it asks
+    simulate(sched, clock, rates, job_s=0.05, seconds=10)  # 40/s capacity, 55.25/s asked
+    clock.t += 1.0
+    shares = {k: sched.target(k) for k in rates}
+    assert shares["patrol"] == 0.25  # asks less than any share: all of it
+    assert shares["vip"] == 5.0  # a high camera's share (4x) exceeds what it asks
+    normal = [shares[f"c{i}"] for i in range(10)]
+    assert max(normal) == min(normal) < 5.0
+    # The shares fill the capacity (slots / time a job holds one), with headroom so that freed
+    # capacity is claimed.
+    assert sum(shares.values()) == pytest.approx(1.1 * 2 / 0.05, rel=0.02)

@@ -110,34 +110,42 @@ async def test_every_start_gets_its_end_when_a_camera_is_removed(make_gateway, r
     assert all(e["snapshot"] for e in ends)
 
 
-async def test_a_start_interrupted_by_removal_is_still_published_with_its_end(
+async def test_a_start_found_while_the_camera_is_removed_is_published_before_its_end(
         make_gateway, redis_url, model_path, street_clip, monkeypatch):
-    # The race CI once hit, made certain: the camera is removed while a track's `start` is still
-    # being prepared (its snapshot rendering). Holding that one report is the only change to the
-    # real pipeline; stop() must publish it before it publishes the `end` of every open track.
+    # The race CI once hit, made certain: the camera is removed while a frame whose tracker update
+    # starts a track is still on its worker thread. Holding that thread is the only change to the
+    # real pipeline; removal must wait for it, publish its start, then the end of every open track.
+    import threading
+
     from gateway.analysis import CameraAnalysis
 
-    real_emit = CameraAnalysis._emit_track
-    first_start_done = False
+    real_track_event = CameraAnalysis._track_event
+    starts_seen = 0
     held: dict[str, int] = {}
-    holding = asyncio.Event()
+    holding, release = threading.Event(), threading.Event()
 
-    async def emit_holding_second_start(self, u, loop):
-        nonlocal first_start_done
-        if u.kind == "appear" and first_start_done and not self.stopping:
-            held["track_id"] = u.track_id
-            holding.set()
-            await asyncio.Event().wait()  # only the removal's cancel ends this wait
-        await real_emit(self, u, loop)
-        first_start_done = first_start_done or u.kind == "appear"
+    def track_event_holding_second_start(self, u):
+        nonlocal starts_seen
+        if u.kind == "appear":
+            starts_seen += 1
+            if starts_seen == 2:
+                held["track_id"] = u.track_id
+                holding.set()
+                release.wait(30)  # the test lets it go once the removal is under way
+        return real_track_event(self, u)
 
-    monkeypatch.setattr(CameraAnalysis, "_emit_track", emit_holding_second_start)
+    monkeypatch.setattr(CameraAnalysis, "_track_event", track_event_holding_second_start)
     async with make_gateway(redis_url, model=model_path, media_dirs=[street_clip.parent]) as gw:
         async with gw.subscribe(type="detection") as sub:
             cam = await gw.add_camera(name="street file", node="450102", url=f"file:{street_clip.name}",
                                       analytics={"fps": 5})
-            await asyncio.wait_for(holding.wait(), timeout=60)
-            status, _ = await gw.request("DELETE", f"/api/v1/cameras/{cam['id']}")
+            await asyncio.to_thread(holding.wait, 60)
+            assert holding.is_set(), "no second track started"
+            removal = asyncio.create_task(gw.request("DELETE", f"/api/v1/cameras/{cam['id']}"))
+            await asyncio.sleep(0.5)
+            assert not removal.done()  # the removal waits for the frame on the worker thread
+            release.set()
+            status, _ = await removal
             assert status == 200
 
             def every_open_track_closed(ev):
