@@ -3,13 +3,15 @@
 Every camera hands its sampled frames to the scheduler; a newer frame replaces one still waiting
 (newest wins, the replaced one counted as skipped for ``overload``), so no queue grows and a frame
 analysed under overload is at most one sampling interval old. Whenever an analysis slot (one per
-detector session) is free and a frame waits, the scheduler picks the camera by start-time fair
-queueing: each analysed frame advances the camera's virtual time by ``1 / weight``, and the
-waiting camera with the smallest virtual time goes next. That is max-min fairness in frames: under
-overload every camera of one priority is analysed at the same rate, a camera asking less than that
-(a patrol camera at 0.25 fps) gets all it asks, and what it leaves goes to the others. No camera
-starves: one that was idle rejoins at the current virtual time, neither behind (it would crowd
-the others out) nor ahead.
+detector session) is free and a frame waits, the waiting camera that was analysed least lately
+goes next: each camera's service is a count of its analysed frames that decays with a time
+constant of SERVICE_TAU_S, divided by its weight. That is max-min fairness in frames: under overload
+every camera of one priority is analysed at the same rate, a camera asking less than that (a
+patrol camera at 0.25 fps) gets all it asks, and what it leaves goes to the others. A decaying
+count rather than start-time fair queueing's virtual time, because with newest-frame-wins a
+camera has no frame waiting most of the time: virtual time forgets a camera's past service each
+time it goes idle, so a camera whose frames came when others were idle kept its lead for good.
+No camera starves: one that was idle has the least recent service and goes first.
 
 ``priority`` scales the weight: a ``high`` camera's share is 4x a ``normal`` one's, 16x a ``low``
 one's, so low-priority cameras are shed first and high ones last, yet none is shed to nothing.
@@ -18,6 +20,7 @@ one's, so low-priority cameras are shed first and high ones last, yet none is sh
 from __future__ import annotations
 
 import collections
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,11 +31,13 @@ PRIORITY_WEIGHTS: dict[str, float] = {"low": 1.0, "normal": 4.0, "high": 16.0}
 RATE_WINDOW_S = 5.0  # rates and the overload flag look at this much recent time
 OVERLOAD_SHARE = 0.05  # frames superseded over this share of those offered (in the window): overloaded
 JOB_EMA = 0.05  # smoothing of the mean job time that capacity is estimated from
+SERVICE_TAU_S = 5.0  # time constant of the decaying count of analysed frames that fairness compares
 # Under overload each camera is told the rate it will get (its fair share), so its decoder can skip
 # what would only be superseded; the shares add up to this much more than was analysed, so frames
 # keep arriving a little faster than they are taken and any capacity that frees up is claimed.
 TARGET_HEADROOM = 1.1
 TARGET_REFRESH_S = 1.0  # fair shares are worked out again this often
+SHARES_OFF_MARGIN = 1.1  # fair shares end when the capacity exceeds what is asked by this factor
 
 T = TypeVar("T")
 
@@ -82,8 +87,10 @@ class _Camera(Generic[T]):
     weight: float
     added_at: float
     pending: T | None = None
+    waiting_since: float = 0.0  # when a frame of it began to wait (kept across supersedes): breaks ties
     busy: bool = False
-    vtime: float = 0.0  # virtual start time of this camera's next analysis
+    service: float = 0.0  # analysed frames, decaying with SERVICE_TAU_S, as of service_at
+    service_at: float = 0.0
     offered: int = 0
     analysed: int = 0
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -133,7 +140,6 @@ class AnalysisScheduler(Generic[T]):
         self.clock = clock
         self._cams: dict[str, _Camera[T]] = {}
         self._busy_slots = 0
-        self._vclock = 0.0  # virtual time of the job dispatched last
         self._job_s: float | None = None  # smoothed seconds a slot is held per job
         self._superseded = _Window()
         self._offered = _Window()
@@ -148,7 +154,8 @@ class AnalysisScheduler(Generic[T]):
         cam = self._cams.get(key)
         weight = PRIORITY_WEIGHTS[priority]
         if cam is None:
-            self._cams[key] = _Camera(key, fps, weight, self.clock(), vtime=self._vclock)
+            now = self.clock()
+            self._cams[key] = _Camera(key, fps, weight, now, service_at=now)
         else:
             cam.fps, cam.weight = fps, weight
 
@@ -172,8 +179,8 @@ class AnalysisScheduler(Generic[T]):
         if cam.pending is not None:
             self._skip(cam, SkipReason.OVERLOAD, now)
             self._superseded.add(now)
-        elif not cam.busy:
-            self._rejoin(cam)
+        else:
+            cam.waiting_since = now
         cam.pending = item
 
     def skipped(self, key: str, reason: SkipReason, n: int = 1) -> None:
@@ -187,28 +194,28 @@ class AnalysisScheduler(Generic[T]):
         cam.skipped_w.add(now, n)
         self._skipped_total[reason.value] += n
 
-    def _rejoin(self, cam: _Camera[T]) -> None:
-        # Start-time fair queueing: an idle camera starts at the current virtual time, so it neither
-        # claims the service it did not use nor waits behind those that were busy.
-        cam.vtime = max(cam.vtime, self._vclock)
-
     # ---- jobs ------------------------------------------------------------------------------------
     def take(self) -> tuple[str, T] | None:
         """The next job when a slot is free and a frame waits; the slot and the camera become busy."""
         if self._busy_slots >= self.slots:
             return None
+        now = self.clock()
         best: _Camera[T] | None = None
+        best_key = (0.0, 0.0)
         for cam in self._cams.values():
-            if cam.ready and (best is None or cam.vtime < best.vtime):
-                best = cam
+            if not cam.ready:
+                continue
+            # Least recent service per weight first; equal service: the one waiting longest.
+            key = (cam.service * math.exp((cam.service_at - now) / SERVICE_TAU_S) / cam.weight, cam.waiting_since)
+            if best is None or key < best_key:
+                best, best_key = cam, key
         if best is None:
             return None
         item, best.pending = best.pending, None
         best.busy = True
         self._busy_slots += 1
-        self._vclock = best.vtime
-        best.vtime += 1.0 / best.weight
-        now = self.clock()
+        best.service = best.service * math.exp((best.service_at - now) / SERVICE_TAU_S) + 1.0
+        best.service_at = now
         best.analysed += 1
         best.analysed_w.add(now)
         self._analysed.add(now)
@@ -225,8 +232,6 @@ class AnalysisScheduler(Generic[T]):
         cam = self._cams.get(key)
         if cam is not None:
             cam.busy = False
-            if cam.pending is not None:
-                self._rejoin(cam)
 
     @property
     def waiting(self) -> bool:
@@ -257,16 +262,20 @@ class AnalysisScheduler(Generic[T]):
         return self._targets.get(key, cam.fps)
 
     def _fair_shares(self, now: float) -> dict[str, float]:
-        """Max-min fair rates (weighted by priority) that fill what is being analysed, plus headroom."""
-        offered = self._offered.total(now)
-        if not offered or self._superseded.total(now) <= OVERLOAD_SHARE * offered:
-            return {}
+        """Max-min fair rates (weighted by priority) that fill the capacity, plus headroom; {} when all fit.
+
+        Capacity comes from how long a job holds its slot (CPU waits included), not from what was
+        analysed: frames superseded for want of a slot at one instant must not shrink the shares for
+        good, and once cameras decode less the jobs get faster and the shares grow.
+        """
         if not self._job_s:
             return {}
-        # Capacity from how long a job holds its slot (CPU waits included), not from what was analysed:
-        # frames superseded for want of a slot at one instant must not shrink the shares for good.
         capacity = TARGET_HEADROOM * self.slots / self._job_s
         cams = sorted((c for c in self._cams.values() if c.offered_w.total(now) > 0), key=lambda c: c.fps / c.weight)
+        asked = sum(c.fps for c in cams)
+        # Hysteresis: shares, once given, stay until the capacity clearly covers what is asked.
+        if asked <= capacity * (1.0 if not self._targets else 1.0 / SHARES_OFF_MARGIN):
+            return {}
         shares: dict[str, float] = {}
         weights = sum(c.weight for c in cams)
         for i, cam in enumerate(cams):
@@ -288,7 +297,8 @@ class AnalysisScheduler(Generic[T]):
         # A camera asks its rate while it delivers frames; one offline asks nothing of the detectors.
         asked = sum(c.fps for c in self._cams.values() if c.offered_w.total(now) > 0)
         capacity = self.slots / self._job_s if self._job_s else None
-        overloaded = offered > 0 and self._superseded.total(now) > OVERLOAD_SHARE * offered
+        # Overloaded: frames are being superseded, or the cameras are held to fair shares below what they ask.
+        overloaded = bool(self._targets) or (offered > 0 and self._superseded.total(now) > OVERLOAD_SHARE * offered)
         return SchedulerStats(
             slots=self.slots, busy=self._busy_slots, cameras=len(self._cams), asked_fps=round(asked, 2),
             offered_fps=round(offered / RATE_WINDOW_S, 2), analyzed_fps=round(self._analysed.total(now) / RATE_WINDOW_S, 2),

@@ -343,6 +343,9 @@ class CameraWorker:
                 pulse()
                 self._report_behind(demuxer)
                 demuxer.target_fps = runner.scheduler.target(self.camera.id)
+                load = runner.scheduler.camera(self.camera.id)
+                if load is not None:
+                    demuxer.adapt_head(load.fps_analyzed)
                 await self.analysis.idle()
                 now = time.monotonic()
                 last = self.last_frame_at

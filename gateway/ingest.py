@@ -46,7 +46,10 @@ NONREF_MAX_SHARE = 0.5  # analysing at most this share of the frame rate: skip f
 KEY_ONLY_SHARE = 0.95  # an analysis interval at least this share of the GOP: decode key frames only
 BURST_SHARE = 0.9  # a fair share under this share of the asked rate: decode only the head of each GOP
 REORDER_MARGIN_S = 0.12  # decoded past the head's last sample: a reordered frame there may refer this far on
-HEAD_SHARE = 0.5  # the samples of an overloaded camera's GOP are spread over at most this share of it
+HEAD_SHARE = 0.5  # the samples of an overloaded camera's GOP are first spread over this share of it...
+HEAD_SHARE_MIN, HEAD_SHARE_MAX = 0.25, 1.0  # ...adapted between these (Demuxer.head_share)
+HEAD_ADAPT_LOW, HEAD_ADAPT_HIGH = 0.8, 0.95  # analysed / share (which has 10 % headroom) below, above which the head widens, narrows
+HEAD_ADAPT_STEP = 1.15  # factor per second
 
 
 class StreamError(Exception):
@@ -355,6 +358,9 @@ class Demuxer(threading.Thread):
         self.target_fps = opts.analysis_fps
         self.head_s: float | None = None  # seconds decoded from each key frame; None: the whole GOP
         self.head_fps = opts.analysis_fps  # the sampling rate within that head
+        # Share of the GOP the head's samples are spread over; the loop widens it for a camera whose
+        # heads collide with others' (it gets less than its share) and narrows it back.
+        self.head_share = HEAD_SHARE
         self.gop_s: float | None = None
         self.decoder: StreamDecoder | None = None
         self._has_b_frames = False
@@ -532,15 +538,26 @@ class Demuxer(threading.Thread):
         The camera gets `target_fps`; its samples are bunched into the first half of the GOP (at no
         more than the asked rate), and the frames after the last one are not decoded at all: spread
         over the whole GOP, each sample would need the GOP decoded up to it. Only half, not the
-        shortest head, so that cameras whose GOPs start together do not all ask at the same instant.
+        shortest head, so that cameras whose GOPs start together do not all ask at the same instant;
+        a camera that still collides gets a longer head (`adapt_head`).
         """
         fps_a, target, gop = self.analysis_fps, self.target_fps, self.gop_s
         if mode == DecodeMode.KEY or gop is None or fps_a <= 0 or target >= BURST_SHARE * fps_a:
             return None, fps_a
         samples = max(1, round(target * gop))
-        spacing = max(1.0 / fps_a, HEAD_SHARE * gop / samples)
+        spacing = max(1.0 / fps_a, self.head_share * gop / samples)
         head = (samples - 1) * spacing + REORDER_MARGIN_S
         return (head, 1.0 / spacing) if head < gop else (None, fps_a)
+
+    def adapt_head(self, analysed_fps: float) -> None:
+        """From the loop, once a second under overload: widen the head while the camera gets less than its share."""
+        if self.head_s is None or self.target_fps <= 0:
+            return
+        got = analysed_fps / self.target_fps
+        if got < HEAD_ADAPT_LOW:
+            self.head_share = min(HEAD_SHARE_MAX, self.head_share * HEAD_ADAPT_STEP)
+        elif got > HEAD_ADAPT_HIGH:
+            self.head_share = max(HEAD_SHARE_MIN, self.head_share / HEAD_ADAPT_STEP)
 
     def _choose_mode(self, gop_s: float, fps: float | None) -> DecodeMode:
         """Decode as little as the analysis rate needs (DESIGN §7: key frames only ~8x cheaper)."""
