@@ -102,17 +102,50 @@ class DecodeResult:
 
 
 def decode_rate(path: Path, *, threads: int, seconds: float, key_only: bool = False,
-                convert_every: int = 0, frame_threads: bool = False) -> DecodeResult:
+                convert_every: int = 0, frame_threads: bool = False, demux_only: bool = False) -> DecodeResult:
     """One file per thread, looped; decode as fast as possible (no pacing).
 
     Decoder settings are the gateway's (DecodeThread, up to 1080p): one FFmpeg thread per decoder;
     `frame_threads=True` lets FFmpeg add its own frame threads per decoder (thread_type AUTO) instead. `convert_every=k`
     converts every k-th decoded frame with to_ndarray("bgr24"), as the gateway does for the
-    frames it samples (k = 5: a 5 fps analysis rate of a 25 fps camera).
+    frames it samples (k = 5: a 5 fps analysis rate of a 25 fps camera). `demux_only=True` reads the
+    packets and decodes nothing: what a camera that is watched but not analysed costs at the least
+    (frames_per_s then counts packets).
     """
     counts = [[0, 0, 0.0] for _ in range(threads)]  # frames, converted, media seconds
 
+    def demux_worker(i: int):
+        def run(stop: threading.Event, barrier: threading.Barrier) -> None:
+            c = av.open(str(path))
+            try:
+                s = c.streams.video[0]
+                tb = float(s.time_base) if s.time_base else 0.0
+                fps = float(s.average_rate or 25)
+                packets = 0
+                done_media = 0.0
+                last_t = 0.0
+                barrier.wait()
+                while not stop.is_set():
+                    for pkt in c.demux(s):
+                        if pkt.size == 0:
+                            continue
+                        packets += 1
+                        last_t = pkt.pts * tb if pkt.pts is not None and tb else last_t + 1 / fps
+                        if stop.is_set():
+                            break
+                    else:  # end of file: loop it
+                        done_media += last_t + 1 / fps
+                        last_t = 0.0
+                        c.seek(0)
+                counts[i][:] = [packets, 0, done_media + last_t]
+            finally:
+                c.close()
+        return run
+
     def worker(i: int):
+        if demux_only:
+            return demux_worker(i)
+
         def run(stop: threading.Event, barrier: threading.Barrier) -> None:
             c = av.open(str(path))
             try:
@@ -152,7 +185,7 @@ def decode_rate(path: Path, *, threads: int, seconds: float, key_only: bool = Fa
     frames = sum(c[0] for c in counts)
     conv = sum(c[1] for c in counts)
     media = sum(c[2] for c in counts)
-    mode = "key frames only" if key_only else "all frames"
+    mode = "demux only" if demux_only else "key frames only" if key_only else "all frames"
     if frame_threads:
         mode += ", FFmpeg frame threads per decoder"
     if convert_every == 1:
