@@ -28,6 +28,7 @@ from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
+from gateway.private import private_dir
 from gateway.supervisor import StreamSupervisor
 from gateway.status_pub import StatusPublisher
 from registry.store import CameraStore
@@ -56,6 +57,7 @@ def _redis_ctx(settings: Settings):
         embedded = None
         url = settings.redis
         if url is None:
+            private_dir(settings.data_dir)  # 0700: the AOF below holds camera passwords
             embedded = EmbeddedRedis(settings.data_dir / "redis")
             url = await embedded.start()
         client = aioredis.Redis.from_url(

@@ -21,6 +21,7 @@ from aiohttp import web
 from analytics.detector import ModelError
 from gateway.config import ConfigError, Settings, load_settings, new_token
 from gateway.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from gateway.private import private_dir, tighten
 from registry.urls import redact_url
 from tiers.names import NodeFileError
 
@@ -35,10 +36,11 @@ def _admin_token(settings: Settings) -> tuple[str, str]:
     """The admin token and where it came from: settings/env, or a file in the data folder."""
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value(), "SHARP_EYES_ADMIN_TOKEN"
+    private_dir(settings.data_dir)
     path = settings.data_dir / "admin_token"
     if path.exists():
+        tighten(path)  # 0600, also when an earlier version or a person left it readable
         return path.read_text().strip(), str(path)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = new_token()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -158,6 +160,7 @@ Stop with Ctrl-C.
         embedded = None
         if s.redis is None:
             _say(f"starting Redis (embedded redis-server, data in {(s.data_dir / 'redis').resolve()})")
+            private_dir(s.data_dir)
             embedded = EmbeddedRedis(s.data_dir / "redis")
             s = s.model_copy(update={"redis": await embedded.start()})
             _say(f"Redis ready at {s.redis}")
@@ -189,7 +192,8 @@ def _self_command() -> str:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+    # No level of its own for aiohttp.access: AccessLogger logs each request at the level its status
+    # calls for (4xx INFO, 5xx WARNING, the rest DEBUG), so 401s show at the default INFO.
 
 
 # ---- client commands -----------------------------------------------------------------------------
@@ -340,6 +344,9 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             return _fail(status, resp)
         until = f"  expires {resp['expires_at']}" if resp.get("expires_at") else ""
         print(f"{resp['id']}  {resp['role']:<8} node {resp['node']}  {resp['name']}{until}")
+        if resp.get("expires_capped"):
+            print("(its lifetime was shortened: a token ends no later than the token that made it)",
+                  file=sys.stderr)
         # The secret is shown here once; the gateway keeps only its hash.
         print(f"token: {resp['token']}")
         print("(store it now: it cannot be shown again)", file=sys.stderr)
@@ -364,6 +371,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     if status != 200:
         return _fail(status, resp)
     print(f"revoked {args.token_id}")
+    if resp.get("also_revoked"):
+        print(f"and the tokens made with it: {', '.join(resp['also_revoked'])}")
     return 0
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.config import Settings, load_settings
 from gateway.embedded_redis import EmbeddedRedis
+from gateway.private import private_dir
 
 log = logging.getLogger("sharp_eyes.demo")
 
@@ -194,6 +195,8 @@ async def run_chain(args: argparse.Namespace, self_cmd: str) -> None:
             data = root / spec.node
             _say(f"{spec.tier} {spec.node}: starting Redis "
                  f"(embedded redis-server, data in {(data / 'redis').resolve()})")
+            for folder in (root.parent, root, data):  # 0700 each: the AOFs hold camera passwords
+                private_dir(folder)
             redis = EmbeddedRedis(data / "redis", own_session=True)
             url = await redis.start()
             run = _Running(spec, _settings(args, spec, f"{host}:{port + i}", url, uplink, data), redis)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from gateway.private import UMASK, private_dir, tighten_tree
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,11 @@ def redis_executable() -> str:
 
 
 class EmbeddedRedis:
-    """redis-server on a unix socket in the data folder, AOF persistence, stopped with the gateway."""
+    """redis-server on a unix socket in the data folder, AOF persistence, stopped with the gateway.
+
+    The AOF holds camera URLs with their passwords: the folder is 0700 and what the server writes
+    (AOF, manifest, log, socket) is 0600/0700, the server running with umask 077.
+    """
 
     def __init__(self, data_dir: Path, *, own_session: bool = False) -> None:
         self.data_dir = data_dir.resolve()
@@ -48,7 +54,8 @@ class EmbeddedRedis:
 
     async def start(self, timeout: float = 15.0) -> str:
         """Start the server and wait until it answers PING; return its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        tighten_tree(self.data_dir)  # files an earlier version left readable by others
         if self.socket.exists():
             self.socket.unlink()  # left by a killed run; redis would refuse to bind
         self._proc = await asyncio.create_subprocess_exec(
@@ -57,6 +64,7 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
             "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=self.own_session,
+            umask=UMASK,  # set in the child only: the gateway's own umask is left as it is
         )
         client = aioredis.Redis.from_url(self.url, socket_timeout=1)
         try:

@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 
 from analytics.events import Event
 from gateway.outbox import Outbox
-from gateway.streams import scan_newest
+from gateway.streams import MAX_ENTRY_ID, StreamIdError, parse_entry_id, scan_newest
 from tiers.catalog import EVCOUNT_TTL_S, evcount_field, evcount_key, event_minute
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,22 @@ class EventIdError(ValueError):
     """An event id that is not '<node>-<ms>-<seq>'."""
 
 
+_EVENT_ID = re.compile(r"([0-9]{2,12})-([0-9]{1,20}-[0-9]{1,20})")  # ASCII digits only, never str.isdigit()
+
+
 def parse_event_id(event_id: str) -> tuple[str, str]:
-    """Split an event id into (origin node, stream entry id)."""
-    node, sep, entry = event_id.partition("-")
-    ms, sep2, seq = entry.partition("-")
-    if not (sep and sep2 and node.isdigit() and ms.isdigit() and seq.isdigit()) or len(event_id) > 64:
-        raise EventIdError(f"event id {event_id[:64]!r} is not of the form <node>-<ms>-<seq>")
-    return node, entry
+    """Split an event id into (origin node, stream entry id); EventIdError when malformed.
+
+    The entry id is two unsigned 64-bit integers in ASCII digits, checked here so that a malformed id
+    is the caller's 400, never a Redis error (which would answer 503 as if Redis were down).
+    """
+    m = _EVENT_ID.fullmatch(event_id) if len(event_id) <= 64 else None
+    if m is None:
+        raise EventIdError(f"event id {event_id[:64]!r} is not of the form <node>-<ms>-<seq> (ASCII digits)")
+    try:
+        return m[1], parse_entry_id(m[2])
+    except StreamIdError as e:
+        raise EventIdError(f"event id {event_id!r} {e}") from None
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -154,6 +164,8 @@ class EventLog(Outbox[_Pending]):
 
     async def range_after(self, after: str, count: int = 500) -> list[StoredEvent]:
         """Entries strictly after `after`, oldest first."""
+        if after == MAX_ENTRY_ID:
+            return []  # nothing can follow it, and Redis refuses "(" + the largest id as a start
         rows = await self.redis.xrange(self.stream, min=f"({after}", max="+", count=count)
         return [self.decode(i, f) for i, f in rows]
 

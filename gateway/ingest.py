@@ -331,7 +331,8 @@ def _av_options(source: Source, opts: DecodeOptions) -> dict[str, str]:
         # takes the GIL on every call (PyAV #1112, #1243).
         return {"rtsp_transport": "tcp", "timeout": str(int(opts.open_timeout_s * 1_000_000)),
                 "rtsp_flags": "prefer_tcp"}
-    return {}
+    # A file reads only itself: no other protocol, no playlist or reference format (registry/urls.py).
+    return source.file_options()
 
 
 class Demuxer(threading.Thread):
@@ -415,7 +416,7 @@ class Demuxer(threading.Thread):
         url = str(self.source.path) if self.source.kind == "file" else self.source.url
         opened_at = time.monotonic()
         try:
-            return av.open(url, options=_av_options(self.source, self.opts))
+            return self.source.open_av(url, _av_options(self.source, self.opts), StreamError)
         except av.InvalidDataError:
             # FFmpeg reports an RTSP server that accepts the connection but never answers as
             # "invalid data" once its socket timeout passes: say what actually happened.
@@ -478,15 +479,20 @@ class Demuxer(threading.Thread):
                     continue  # the demuxer's end-of-stream flush packet
                 got = True
                 t = packet.dts * tb if packet.dts is not None and tb else None
+                if t is not None:
+                    last_dts = t
+                # Packets, not decoded frames, are the camera's pulse: in key-frame mode most are skipped.
+                self.packets += 1
+                if not packet.is_keyframe and (decoder.key_only or self._past_head(packet, tb, last_key)):
+                    # Never decoded, so not paced either: a file's demuxer wakes for the packets it feeds.
+                    self.last_packet_at = time.time()
+                    continue
                 if is_file and t is not None:
                     # Hold each packet until its time, as a live camera would send it (give or take
                     # PACE_SLACK_S, so the thread wakes for a few packets at a time).
-                    last_dts = t
                     delay = wall0 + pass_start + t - time.monotonic()
                     if delay > PACE_SLACK_S and self.quit.wait(delay):
                         return
-                # Packets, not decoded frames, are the camera's pulse: in key-frame mode most are skipped.
-                self.packets += 1
                 self.last_packet_at = time.time()
                 if packet.is_keyframe and packet.pts is not None and tb:
                     kt = packet.pts * tb
@@ -495,11 +501,6 @@ class Demuxer(threading.Thread):
                         decoder.set_mode(self._choose_mode(self.gop_s, fps))
                     last_key = kt
                     self.head_s, self.head_fps = self._gop_head(decoder.mode)
-                elif (self.head_s is not None and last_key is not None and packet.pts is not None and tb
-                      and packet.pts * tb - last_key > self.head_s):
-                    # Past this GOP's head: the scheduler would supersede these frames anyway.
-                    decoder.counters.head_skipped += 1
-                    continue
                 decoder.sampler.fps = self.head_fps if self.head_s is not None else self.analysis_fps
                 if decoder.key_only:
                     # Demux only: a non-key packet, or a key frame the sampler would not take, is never
@@ -548,6 +549,15 @@ class Demuxer(threading.Thread):
         spacing = max(1.0 / fps_a, self.head_share * gop / samples)
         head = (samples - 1) * spacing + REORDER_MARGIN_S
         return (head, 1.0 / spacing) if head < gop else (None, fps_a)
+
+    def _past_head(self, packet: av.Packet, tb: float, last_key: float | None) -> bool:
+        """Under overload: whether this packet lies past its GOP's head (the scheduler would supersede it)."""
+        if self.head_s is None or last_key is None or packet.pts is None or not tb:
+            return False
+        if packet.pts * tb - last_key <= self.head_s:
+            return False
+        self.decoder.counters.head_skipped += 1
+        return True
 
     def adapt_head(self, analysed_fps: float) -> None:
         """From the loop, once a second under overload: widen the head while the camera gets less than its share."""

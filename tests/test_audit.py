@@ -164,9 +164,11 @@ async def test_every_action_leaves_an_entry_seen_only_in_its_jurisdiction(redis_
         theirs = await audit(gw, other_admin)
         assert all(e["node"].startswith(OTHER) for e in theirs)
         assert not {e["id"] for e in theirs} & {e["id"] for e in entries}
-        # Its own token, made by the region's admin; and the home county's attempt to add a camera there.
-        assert [e["action"] for e in theirs] == ["access.denied", "token.create"]
-        assert theirs[0]["actor"]["id"] == admin_id and theirs[0]["detail"]["why"] == "jurisdiction"
+        # Its own token, made by the region's admin; and the home county's attempts to add a camera there
+        # (the single request, and the bulk import's row before it).
+        assert [e["action"] for e in theirs] == ["access.denied", "access.denied", "token.create"]
+        assert all(e["actor"]["id"] == admin_id and e["detail"]["why"] == "jurisdiction" for e in theirs[:2])
+        assert theirs[1]["target"] == "/api/v1/cameras/bulk" and theirs[1]["detail"]["refused"] == [2]
         everything = await audit(gw, TOKEN)
         assert {e["id"] for e in entries} <= {e["id"] for e in everything}
         assert any(e["node"] == OTHER for e in everything)

@@ -428,3 +428,58 @@ async def test_overload_is_shown_on_the_wall_the_camera_page_and_the_header(make
         await _shot(page, "11-overload-camera-zh.png")
         assert not errors, errors
         await ctx.close()
+
+
+_OTHER_ORIGIN_SOCKET = """(url) => new Promise((resolve) => {
+  document.addEventListener("securitypolicyviolation",
+    (e) => resolve(`blocked ${e.effectiveDirective} ${e.blockedURI}`), { once: true });
+  let ws;
+  try { ws = new WebSocket(url); } catch (err) { resolve(`thrown ${err.name}`); return; }
+  ws.onopen = () => { ws.close(); resolve("opened"); };
+  ws.onerror = () => setTimeout(() => resolve("error"), 1000);
+})"""
+
+
+async def test_page_sockets_go_to_its_own_origin_only(make_gateway, redis_url, browser):
+    """connect-src 'self': the page's live WebSocket works, a script's socket to another origin is refused."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    async def listener(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        return ws
+
+    # Another origin that would take the token (same host, another port), were the page allowed to reach it.
+    other_app = web.Application()
+    other_app.router.add_get("/collect", listener)
+    other = TestServer(other_app, host="127.0.0.1")
+    await other.start_server()
+    try:
+        async with make_gateway(redis_url, media_dirs=[CLIPS_DIR]) as gw:
+            ctx = await browser.new_context(locale="en-US")
+            page = await ctx.new_page()
+            csp: list[str] = []
+            page.on("console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text else None)
+            await page.goto(gw.url("/"))
+            await page.wait_for_selector("#login-form", state="visible")
+            await page.fill("#token-input", TOKEN)
+            await page.click("#login-button")
+            # The page's own events socket (ws://<its host>/api/v1/events/ws, not routed by the test) is live
+            # and carries an event that happens now.
+            await page.wait_for_selector("#ws-status[data-state='live']", timeout=WAIT_MS)
+            cam = await gw.add_camera(name="North gate", node="450102001", url="file:moving_objects.mp4")
+            await page.wait_for_selector(f"#event-feed .event[data-type='status'][data-camera-id='{cam['id']}']",
+                                         timeout=WAIT_MS)
+            assert await page.get_attribute("#ws-status", "data-state") == "live"
+            assert csp == [], csp
+            # A script's socket to another origin, with the token, is refused by the browser.
+            url = f"ws://127.0.0.1:{other.port}/collect?token={TOKEN}"
+            result = await page.evaluate(_OTHER_ORIGIN_SOCKET, url)
+            assert result.startswith(("blocked connect-src", "error", "thrown")), result
+            assert any(f"127.0.0.1:{other.port}" in m for m in csp), csp
+            await ctx.close()
+    finally:
+        await other.close()

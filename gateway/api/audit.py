@@ -12,12 +12,13 @@ from gateway.api.auth import scope_node
 from gateway.api.errors import ApiError, query_int
 from gateway.audit import AuditQuery
 from gateway.events import parse_csv_set
+from gateway.streams import StreamIdError, parse_entry_id
 from tiers.access import Role
 
 routes = web.RouteTableDef()
 
 _ACTION = re.compile(r"^[a-z]+(\.[a-z_]+|\.\*)?$")
-_ID = re.compile(r"^([0-9]{2,12})-([0-9]{1,20}-[0-9]{1,20})$")
+_ID = re.compile(r"([0-9]{2,12})-([0-9]{1,20}-[0-9]{1,20})")  # ASCII digits only (fullmatch: no "\n" after)
 
 
 def _bound(request: web.Request, name: str) -> tuple[str, bool] | None:
@@ -25,12 +26,15 @@ def _bound(request: web.Request, name: str) -> tuple[str, bool] | None:
     value = request.query.get(name)
     if not value:
         return None
-    m = _ID.match(value)
+    m = _ID.fullmatch(value)
     if m:
         if m.group(1) != request.app[keys.SETTINGS].node:
             raise ApiError(400, f"{name}: {value[:64]} was recorded at another tier; page with this tier's "
                                 "next_before cursors or give a time")
-        return m.group(2), False
+        try:
+            return parse_entry_id(m.group(2)), False
+        except StreamIdError as e:
+            raise ApiError(400, f"{name}: audit id {value!r} {e}") from None
     try:
         # An unencoded "+01:00" offset arrives as " 01:00".
         t = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+") if "T" in value else value)

@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.api.errors import AccessDenied, ApiError, error, hash_token
 from tiers.access import Principal, Role
-from tiers.nodes import NodeCodeError, normalize_node
+from tiers.nodes import NodeCodeError, in_subtree, normalize_node, parent_of
 
 BOOTSTRAP_ID = "bootstrap"
 _MEDIA = (".jpg", ".mjpeg")  # what <img> tags load
@@ -81,6 +81,50 @@ def _audit_denial(request: web.Request, p: Principal, e: AccessDenied) -> None:
     request.app[keys.AUDIT].record_request(
         request, "access.denied", request.path, e.node or p.node,
         {"method": request.method, "status": e.status, "why": e.why, "reason": e.message})
+
+
+MAX_DENIAL_ENTRIES = 100  # access.denied entries one request may leave for the rows it was refused
+
+
+def audit_refused_nodes(request: web.Request, refused: dict[str, list], what: str) -> None:
+    """Audit the rows of a batch (bulk import, node names) refused for lying outside the caller's jurisdiction.
+
+    Single requests leave one `access.denied` entry for the node reached for (see `_audit_denial`); a
+    batch that reaches into other nodes leaves one per subtree reached for, so the admins over each
+    see it: `refused` maps each refused node to what was refused there (row numbers, codes); nodes
+    under another refused node (not above the jurisdiction) share its entry. At most
+    MAX_DENIAL_ENTRIES entries; the rest share one at their common ancestor.
+    """
+    if not refused:
+        return
+    p = request[keys.PRINCIPAL]
+
+    def root(node: str) -> str:
+        # The highest refused node at or above `node` that is not itself above the jurisdiction.
+        top, up = node, parent_of(node)
+        while up is not None and not p.node.startswith(up):
+            if up in refused:
+                top = up
+            up = parent_of(up)
+        return top
+
+    groups: dict[str, list] = {}
+    for node in sorted(refused):
+        groups.setdefault(root(node) if not p.node.startswith(node) else node, []).extend(refused[node])
+    roots = sorted(groups)
+    if len(roots) > MAX_DENIAL_ENTRIES:
+        rest = roots[MAX_DENIAL_ENTRIES - 1:]
+        common = rest[0]
+        while common is not None and not all(in_subtree(r, common) for r in rest):
+            common = parent_of(common)
+        merged = [x for r in rest for x in groups.pop(r)]
+        groups[common or rest[0][:2]] = groups.get(common or rest[0][:2], []) + merged
+    for node, items in sorted(groups.items()):
+        request.app[keys.AUDIT].record_request(
+            request, "access.denied", request.path, node,
+            {"method": request.method, "status": 403, "why": "jurisdiction",
+             "reason": f"{len(items)} {what} outside this token's jurisdiction ({p.node})",
+             "refused": sorted(items)[:100], "count": len(items)})
 
 
 def principal(request: web.Request) -> Principal:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.api.auth import outside_jurisdiction, require, require_node, scope_node
+from gateway.api.auth import audit_refused_nodes, outside_jurisdiction, require, require_node, scope_node
 from gateway.api.errors import AccessDenied, ApiError, query_int, read_json
 from registry.bulk import BulkError, parse_bulk_csv, parse_bulk_json
 from registry.ids import CameraIdError, validate_camera_id
@@ -238,10 +238,13 @@ async def bulk_import(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
     step = max(1, min(50, len(rows) // 100))
     last_sent = time.monotonic()
+    refused: dict[str, list[int]] = {}  # node reached for outside the jurisdiction -> rows (audited below)
     for n, row in enumerate(rows, start=1):
         try:
             cam = await _create(request, row, row=n)
         except ApiError as e:
+            if isinstance(e, AccessDenied) and e.node is not None:
+                refused.setdefault(e.node, []).append(n)
             results.append({"row": n, "ok": False, "status": e.status, "error": e.message})
         except ValidationError as e:
             results.append({"row": n, "ok": False, "status": 422, "error": _first_error(e)})
@@ -249,6 +252,7 @@ async def bulk_import(request: web.Request) -> web.StreamResponse:
             if resp is None:
                 raise  # a 503 from the error middleware
             # Headers are sent: the failure goes in the stream, with how far the import got.
+            audit_refused_nodes(request, refused, "rows")
             await _line(resp, {"error": {"status": 503, "message": "storage (Redis) unavailable; stopped at row "
                                          f"{n}, rows before it are imported", "done": n - 1, "created": created}})
             return resp
@@ -260,6 +264,8 @@ async def bulk_import(request: web.Request) -> web.StreamResponse:
             # A client that went away stops hearing progress; the rows it sent are still imported.
             await _line(resp, {"progress": {"done": n, "total": len(rows), "created": created,
                                             "failed": n - created}})
+    # Rows reaching outside the jurisdiction are refusals like single requests': for the admins over those nodes.
+    audit_refused_nodes(request, refused, "rows")
     request.app[keys.AUDIT].record_request(request, "camera.bulk", f"{len(rows)} rows", who.node,
                                            {"rows": len(rows), "created": created, "failed": len(rows) - created})
     result = {"rows": len(rows), "created": created, "failed": len(rows) - created, "results": results}

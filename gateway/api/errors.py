@@ -111,8 +111,23 @@ async def error_middleware(request: web.Request, handler):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Method, path (never the query: it may hold a token), status, size, time."""
+    """Method, path (never the query: it may hold a token), status, size, time.
+
+    Each line's level follows its status, so the default level (INFO) keeps what an operator needs
+    without a line per thumbnail: refused requests (4xx, 401s included: they are not audited) at
+    INFO, failures (5xx) at WARNING, successful ones at DEBUG.
+    """
+
+    @staticmethod
+    def level(status: int) -> int:
+        if status >= 500:
+            return logging.WARNING
+        if status >= 400:
+            return logging.INFO
+        return logging.DEBUG
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path,
-                         response.status, response.body_length, time)
+        level = self.level(response.status)
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, '%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path,
+                            response.status, response.body_length, time)

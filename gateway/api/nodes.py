@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import keys
-from gateway.api.auth import require, require_node
+from gateway.api.auth import audit_refused_nodes, require, require_node
 from gateway.api.errors import ApiError, query_int
 from tiers.access import Principal, Role
 from tiers.catalog import CameraView, SubtreeCatalog
@@ -105,11 +105,15 @@ async def put_names(request: web.Request) -> web.Response:
         raise ApiError(400, str(e)) from None
     entries = []
     errors: list[dict[str, Any]] = [{"where": e.where, "error": e.message} for e in parsed.errors]
+    refused: dict[str, list[str]] = {}
     for e in parsed.entries:
         if p.covers(e.code):
             entries.append(e)
         else:
+            refused.setdefault(e.code, []).append(e.code)
             errors.append({"where": f"code {e.code}", "error": f"outside this token's jurisdiction ({p.node})"})
+    # Names reaching outside the jurisdiction are refusals like single requests': for the admins over those nodes.
+    audit_refused_nodes(request, refused, "node names")
     if replace and errors:
         # Replacing with part of a file would silently lose the names of the rows refused.
         raise ApiError(422, f"{len(errors)} rows refused; nothing replaced", errors=errors[:1000])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.api.auth import BOOTSTRAP_ID, outside_jurisdiction, principal, require, require_node, scope_node
 from gateway.api.errors import AccessDenied, ApiError, read_json
-from registry.tokens import MAX_LIFETIME_S, NAME_MAX, TokenRecord
+from registry.tokens import MAX_LIFETIME_S, NAME_MAX, CreatorGone, TokenRecord
 from tiers.access import Role
 from tiers.nodes import NodeCodeError, normalize_node
 
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _FIELDS = {"name", "role", "node", "expires_in_s"}
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _parse_create(body: Any, default_node: str) -> tuple[str, Role, str, float | None]:
@@ -73,11 +78,22 @@ async def create_token(request: web.Request) -> web.Response:
     if not p.can(role):
         raise AccessDenied(403, f"cannot create a {role.label} token with a {p.role.label} token", why="role",
                            node=node)
-    rec, raw = await request.app[keys.TOKENS].create(name, role, node, p, lifetime_s=lifetime)
+    try:
+        # A token made by a token with a lifetime ends with it at the latest (capped, see docs/access.md),
+        # and stops with it when it is revoked.
+        rec, raw = await request.app[keys.TOKENS].create(name, role, node, p, lifetime_s=lifetime)
+    except CreatorGone:
+        raise ApiError(401, "missing, invalid, expired or revoked bearer token") from None
+    except ValueError as e:
+        raise ApiError(422, f"invalid token: {e}") from None
+    # Shorter than asked (or than "until revoked"): the creator ends sooner.
+    capped = rec.expires_at is not None and (
+        lifetime is None or _ts(rec.expires_at) < _ts(rec.created_at) + lifetime - 0.01)
     request.app[keys.AUDIT].record_request(request, "token.create", rec.id, rec.node,
-                                           {"name": rec.name, "role": rec.role.label, "expires_at": rec.expires_at})
+                                           {"name": rec.name, "role": rec.role.label, "expires_at": rec.expires_at,
+                                            **({"expires_capped": True} if capped else {})})
     log.info("token %s (%s, %s over %s) created by %s", rec.id, rec.name, rec.role.label, rec.node, p.token_id)
-    return web.json_response({**rec.public_dict(), "token": raw}, status=201)
+    return web.json_response({**rec.public_dict(), "token": raw, "expires_capped": capped}, status=201)
 
 
 @routes.get("/api/v1/tokens")
@@ -104,15 +120,25 @@ async def revoke_token(request: web.Request) -> web.Response:
     """Revoke a token: its next request is refused, its open streams close within seconds."""
     rec = await _load(request)
     p = principal(request)
+    store = request.app[keys.TOKENS]
     if rec.revoked:
-        return web.json_response({"revoked": rec.id, "token": rec.public_dict()})
-    new = await request.app[keys.TOKENS].revoke(rec.id, p)
-    if new is None:
-        raise ApiError(404, f"no token {rec.id}")
-    request.app[keys.AUDIT].record_request(request, "token.revoke", new.id, new.node,
-                                           {"name": new.name, "role": new.role.label})
-    log.info("token %s revoked by %s", new.id, p.token_id)
-    return web.json_response({"revoked": new.id, "token": new.public_dict()})
+        new = rec
+    else:
+        new = await store.revoke(rec.id, p)
+        if new is None:
+            raise ApiError(404, f"no token {rec.id}")
+        request.app[keys.AUDIT].record_request(request, "token.revoke", new.id, new.node,
+                                               {"name": new.name, "role": new.role.label})
+        log.info("token %s revoked by %s", new.id, p.token_id)
+    # The tokens it made (and theirs) stopped authenticating with it; mark them revoked too (also when
+    # repeated: it finishes a cascade that was interrupted).
+    also = await store.revoke_descendants(new, p)
+    for d in also:
+        request.app[keys.AUDIT].record_request(request, "token.revoke", d.id, d.node,
+                                               {"name": d.name, "role": d.role.label, "with": new.id})
+    if also:
+        log.info("tokens %s revoked with %s", ", ".join(d.id for d in also), new.id)
+    return web.json_response({"revoked": new.id, "token": new.public_dict(), "also_revoked": [d.id for d in also]})
 
 
 @routes.get("/api/v1/whoami")
