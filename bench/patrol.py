@@ -130,7 +130,7 @@ def run_trial(args: argparse.Namespace, redis_srv: RedisServer, workdir: Path, n
         "redis": {"url": redis_srv.url, "port": redis_srv.port, "pid": redis_srv.proc.pid},
         "args": {"model": str(args.model), "clip": str(args.clip), "fps": float(analytics.get("fps", args.fps)),
                  "clip_fps": args.clip_fps, "warmup": args.warmup, "seconds": args.seconds, "grace": args.grace,
-                 "online_timeout": args.online_timeout},
+                 "online_timeout": args.online_timeout, "stagger": args.stagger},
     }
     spec_path = workdir / f"trial-{mode}-{n}-{stamp}.spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -165,7 +165,7 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
         groups.setdefault((r["n"], r["mode"]), []).append(r)
     done = {f"{mode} N={n}": len(v) for (n, mode), v in groups.items()}
     out.append(f"Patrol: in-process gateway (own process per trial) + redis-server, N file cameras of the clip, "
-               f"registered in one bulk request, {args.seconds:g} s window after {args.warmup:g} s warm-up, {runs}"
+               f"registered in bulk over {args.stagger:g} s, {args.seconds:g} s window after {args.warmup:g} s warm-up, {runs}"
                + ("" if all(v == args.repeats for v in done.values()) else f" (runs done: {done})"))
     out.append(f"patrol cameras ask {args.fps:g} fps each; idle cameras: {args.idle_why}")
     header = ["mode", "N", "fps/cam", "online", "asked/s", "limit/s", "load", "analysed/s", "an/asked", "ratio",
