@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceilings as C
-from bench.pipeline import (CLIP, MODEL, ROOT, RedisRef, Trial, _f, _fair, _flag_cell, _load_cell, _skipped_cell,
+from bench.pipeline import (CLIP, MODEL, ROOT, RedisRef, Trial, _f, _fair, finish_run, _flag_cell, _load_cell, _skipped_cell,
                             _table, add_limit, ceilings_report, check_inputs, log, measure_ceilings, medians,
                             progress, trial_line)
 from tests.servers import RedisServer
@@ -322,13 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
         finally:
             redis_srv.stop()
-    args.load_end = os.getloadavg()
-    progress(f"done in {time.monotonic() - t0:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "ceilings": ceil, "trials": results}, indent=1, default=str))
-    print(report(args, ceil, results))
-    return 130 if interrupted else 1 if failed else 0
+    return finish_run(args, ceil, results, report, t0, interrupted, failed)
 
 
 if __name__ == "__main__":

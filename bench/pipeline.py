@@ -28,6 +28,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -967,12 +968,19 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
         finally:
             redis_srv.stop()
+    return finish_run(args, ceil, results, report, t0, interrupted, failed)
+
+
+def finish_run(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[dict[str, Any]],
+               report_fn: Callable[[argparse.Namespace, dict[str, Any] | None, list[dict[str, Any]]], str],
+               t0: float, interrupted: bool, failed: bool) -> int:
+    """The end of a bench run: the load, the raw figures if asked, the table, the exit code."""
     args.load_end = os.getloadavg()
     progress(f"done in {time.monotonic() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "ceilings": ceil, "trials": results}, indent=1, default=str))
-    print(report(args, ceil, results))
+    print(report_fn(args, ceil, results))
     return 130 if interrupted else 1 if failed else 0
 
 

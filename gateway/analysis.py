@@ -102,6 +102,12 @@ class StageTimes:
     snapshot_s: float = 0.0
     snapshots: int = 0
 
+    def per_frame_ms(self) -> dict[str, float]:
+        """Mean thread CPU milliseconds per analysed frame, by stage (/healthz shows them)."""
+        n = max(self.frames, 1)
+        return {"convert": round(1000 * self.convert_s / n, 2), "diagnose_and_gate": round(1000 * self.diagnose_s / n, 2),
+                "detect": round(1000 * self.detect_s / n, 2), "track_and_snapshots": round(1000 * self.events_s / n, 2)}
+
 
 class CameraAnalysis:
     """One camera's analysis state: motion gate, tracker, quality diagnosis, and the events they raise.

@@ -313,6 +313,7 @@ def analysis_health(app: web.Application) -> dict:
         "running": not task.done(), "slots": st.slots, "decode_threads": app[keys.DECODERS].threads,
         "asked_fps": st.asked_fps, "analyzed_fps": st.analyzed_fps, "capacity_fps": st.capacity_fps,
         "load": st.load, "overloaded": st.overloaded, "skipped": st.skipped,
+        "cpu_ms_per_frame": runner.stages.per_frame_ms(),
         "shed_cameras": sorted(cid for cid in runner.cameras if (c := runner.scheduler.camera(cid)) and c.shed),
     }
 

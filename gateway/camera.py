@@ -313,7 +313,7 @@ class CameraWorker:
             if not ended.done():
                 ended.set_result(err)
 
-        opts = DecodeOptions(self.camera.analytics.fps, self.ctx.ingest.max_width, self.ctx.ingest.open_timeout_s)
+        opts = DecodeOptions(self.camera.analytics.fps, self.ctx.ingest.open_timeout_s)
         demuxer = Demuxer(self.camera.id, source, opts, self.ctx.decoders, loop, on_open, on_sample, on_end)
         packets_seen = 0
 

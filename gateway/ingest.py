@@ -71,7 +71,6 @@ class DecodeOptions:
     """Per-connection decode settings."""
 
     analysis_fps: float
-    max_width: int
     open_timeout_s: float
 
 
@@ -288,7 +287,6 @@ class DecodePool:
         self.threads = threads or os.cpu_count() or 1
         self._ready: queue.SimpleQueue[StreamDecoder | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self.native_ids: list[int] = []
 
     def start(self) -> None:
         """Start the pool threads."""
@@ -311,7 +309,6 @@ class DecodePool:
         self._threads = []
 
     def _work(self) -> None:
-        self.native_ids.append(threading.get_native_id())
         while True:
             decoder = self._ready.get()
             if decoder is None:
