@@ -3,9 +3,12 @@
 Keys (prefix "se" by default):
 
 - ``{p}:token:{id}``      string, the token's record as JSON (hash of the secret, never the secret)
-- ``{p}:tokh:{sha256}``   string, the principal (id, name, role, node) of an *active* token; deleted
-                          on revocation, so verification is one GET and revocation is immediate; a token
-                          made with a lifetime has it as this key's TTL, so Redis itself ends it on time
+- ``{p}:tokh:{sha256}``   string, the principal (id, name, role, node) of an *active* token, and the
+                          ``chain`` of hashes of the tokens that created it (creator, its creator, ...,
+                          up to one made by the built-in admin token); deleted on revocation, so
+                          verification is one GET (plus one EXISTS for a delegated token) and
+                          revocation is immediate; a token made with a lifetime has it as this key's
+                          TTL, so Redis itself ends it on time
 - ``{p}:tokens``          sorted set, score 0, member ``{node}/{id}``: lexical range = subtree
 
 Raw tokens are ``se_`` + 43 random URL-safe characters (256 bits from `secrets`). Storing their
@@ -16,6 +19,13 @@ by hash (one GET per request) possible.
 Verification reads Redis on every request, with no process-local cache, so a revocation made
 through any gateway process sharing this Redis takes effect at the next request everywhere.
 Open streams are re-checked by `RevocationWatch`, one pipelined round trip for all of them.
+
+A token never outlives, out-ranks or out-reaches the token that created it: its role and node are
+checked by the API, its lifetime is capped here at the creator's remaining lifetime (the TTL of the
+creator's lookup key), and a token authenticates only while every token in its chain still does,
+so revoking (or the expiry of) a token ends everything made with it at once, including tokens
+made before the revocation by processes that did not see it. Revocation also marks the descendants'
+records revoked (`revoke_descendants`), so listings tell the truth.
 """
 
 from __future__ import annotations
@@ -45,6 +55,11 @@ _RAW = re.compile(r"^se_[A-Za-z0-9_-]{43}$")
 _ID = re.compile(r"^[0-9a-f]{16}$")
 NAME_MAX = 64
 MAX_LIFETIME_S = 10 * 365 * 86400  # a token's lifetime, when it has one, is at most about ten years
+MAX_CHAIN = 16  # tokens made by tokens made by tokens...: at most this many creators above a token
+
+
+class CreatorGone(Exception):
+    """The token creating another was revoked or expired meanwhile (a 401 to the caller)."""
 
 
 def token_hash(raw: str) -> str:
@@ -114,9 +129,16 @@ def _parse_ts(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def _principal_json(rec: TokenRecord) -> str:
-    return json.dumps({"id": rec.id, "name": rec.name, "role": rec.role.label, "node": rec.node},
-                      separators=(",", ":"), ensure_ascii=False)
+def _principal_json(rec: TokenRecord, chain: list[str]) -> str:
+    d = {"id": rec.id, "name": rec.name, "role": rec.role.label, "node": rec.node}
+    if chain:
+        d["chain"] = chain  # hashes of the creator, its creator, ...: all must still authenticate
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chain_of(value: bytes | str) -> list[str]:
+    chain = json.loads(value).get("chain") or []
+    return [str(h) for h in chain]
 
 
 class TokenStore:
@@ -137,22 +159,54 @@ class TokenStore:
     # ---- writes --------------------------------------------------------------------------------
     async def create(self, name: str, role: Role, node: str, created_by: Principal, *,
                      lifetime_s: float | None = None) -> tuple[TokenRecord, str]:
-        """A new token, valid until revoked or for `lifetime_s`; returns its record and the raw token (shown once)."""
+        """A new token, valid until revoked or for `lifetime_s`; returns its record and the raw token (shown once).
+
+        A token made by another (not by the built-in admin token) ends no later than its creator: the
+        lifetime is capped at the creator's remaining one (and a creator with a lifetime cannot make a
+        token without one), and it stops authenticating as soon as any token in its chain of creators
+        is revoked or expires. The caller checks role and node (`Principal.can`, `Principal.covers`).
+        Raises CreatorGone when the creator no longer authenticates, ValueError for a bad lifetime or
+        a chain deeper than MAX_CHAIN.
+        """
         node = normalize_node(node)
         if lifetime_s is not None and not 1 <= lifetime_s <= MAX_LIFETIME_S:
             raise ValueError(f"lifetime must be 1..{MAX_LIFETIME_S} seconds")
+        ttl_ms = round(lifetime_s * 1000) if lifetime_s is not None else None
+        chain: list[str] = []
+        ends_by: str | None = None  # the creator's own end, as recorded
+        if valid_token_id(created_by.token_id):  # not the built-in admin token: a token of ours
+            creator = await self.get(created_by.token_id)
+            if creator is None or creator.revoked:
+                raise CreatorGone(f"token {created_by.token_id} is revoked or expired")
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(self._k_hash(creator.hash))
+                pipe.pttl(self._k_hash(creator.hash))
+                value, left_ms = await pipe.execute()
+            if value is None or left_ms == -2:
+                raise CreatorGone(f"token {creator.id} is revoked or expired")
+            chain = _chain_of(value) + [creator.hash]
+            if len(chain) > MAX_CHAIN:
+                raise ValueError(f"tokens may be made by tokens at most {MAX_CHAIN} deep; make this one with a "
+                                 "token nearer the built-in admin token")
+            if left_ms >= 0:  # the creator ends by itself: so does what it makes, at the latest then
+                if left_ms < 1:
+                    raise CreatorGone(f"token {creator.id} is expired")
+                ttl_ms = left_ms if ttl_ms is None else min(ttl_ms, left_ms)
+                # (The key may outlast the creator's by the milliseconds this took; the chain check does not.)
+                ends_by = creator.expires_at
         raw = PREFIX + secrets.token_urlsafe(32)
         now = time.time()
-        ttl_ms = round(lifetime_s * 1000) if lifetime_s is not None else None
         rec = TokenRecord(id=secrets.token_hex(8), name=name, role=role, node=node, hash=token_hash(raw),
                           created_at=iso_ms(now), created_by=created_by.token_id,
                           created_by_name=created_by.name,
                           expires_at=iso_ms(now + ttl_ms / 1000) if ttl_ms is not None else None)
+        if ends_by is not None and rec.expires_at is not None and _parse_ts(ends_by) < _parse_ts(rec.expires_at):
+            rec = replace(rec, expires_at=ends_by)
         async with self.redis.pipeline(transaction=True) as pipe:
             # Record, lookup and index together or not at all.
             pipe.set(self._k_record(rec.id), rec.to_json())
             # The lookup key expires with the token: verification and open streams need no clock of ours.
-            pipe.set(self._k_hash(rec.hash), _principal_json(rec), px=ttl_ms)
+            pipe.set(self._k_hash(rec.hash), _principal_json(rec, chain), px=ttl_ms)
             pipe.zadd(self._k_index, {f"{node}/{rec.id}": 0})
             await pipe.execute()
         return rec, raw
@@ -182,6 +236,31 @@ class TokenStore:
                     continue
         raise RedisError(f"token {token_id} kept changing; gave up after {retries} tries")
 
+    async def revoke_descendants(self, rec: TokenRecord, by: Principal) -> list[TokenRecord]:
+        """Mark revoked every token made with `rec`, its tokens' tokens and so on; returns those revoked now.
+
+        They stopped authenticating already with `rec` (their chain holds its hash); this also deletes
+        their lookup keys and tells listings. Tokens made before chains were stored are found here too,
+        by `created_by`. A token's node lies in its creator's subtree, so the search stays in `rec.node`'s.
+        """
+        children: dict[str, list[TokenRecord]] = {}
+        for r in await self.list(rec.node):
+            children.setdefault(r.created_by, []).append(r)
+        done: list[TokenRecord] = []
+        seen = {rec.id}
+        todo = [rec.id]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child.id in seen:
+                    continue
+                seen.add(child.id)
+                todo.append(child.id)
+                if child.active:  # an expired one no longer authenticates: nothing to mark
+                    new = await self.revoke(child.id, by)
+                    if new is not None and new.revoked_at != child.revoked_at:
+                        done.append(new)
+        return done
+
     # ---- reads ---------------------------------------------------------------------------------
     async def get(self, token_id: str) -> TokenRecord | None:
         """A token's record, or None."""
@@ -210,23 +289,35 @@ class TokenStore:
         try:
             async with asyncio.timeout(self.verify_timeout_s):
                 value = await self.redis.get(self._k_hash(token_hash(raw)))
+                if value is None:
+                    return None
+                d = json.loads(value)
+                chain = d.get("chain")
+                # Made by another token: valid only while every token above it still authenticates.
+                if chain and await self.redis.exists(*[self._k_hash(h) for h in chain]) != len(chain):
+                    return None
         except TimeoutError:
             raise RedisTimeoutError("token lookup timed out") from None
-        if value is None:
-            return None
-        d = json.loads(value)
         return Principal(d["id"], d["name"], Role.parse(d["role"]), d["node"])
 
     async def active(self, digests: Iterable[str]) -> dict[str, bool]:
-        """For each token hash, whether it still authenticates (one round trip)."""
+        """For each token hash, whether it still authenticates (one round trip; two when some were made by tokens)."""
         digests = list(digests)
         if not digests:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in digests:
-                pipe.exists(self._k_hash(d))
-            found = await pipe.execute()
-        return {d: bool(n) for d, n in zip(digests, found)}
+                pipe.get(self._k_hash(d))
+            values = await pipe.execute()
+        chains = {d: _chain_of(v) for d, v in zip(digests, values) if v is not None}
+        ancestors = sorted({h for chain in chains.values() for h in chain})
+        alive: set[str] = set()
+        if ancestors:  # tokens made by tokens: a second round trip, for all of them at once
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for h in ancestors:
+                    pipe.exists(self._k_hash(h))
+                alive = {h for h, n in zip(ancestors, await pipe.execute()) if n}
+        return {d: d in chains and all(h in alive for h in chains[d]) for d in digests}
 
 
 class RevocationWatch:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import ipaddress
 import os
 import re
@@ -13,6 +16,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
+    "FILE_CONTAINERS",
     "MAX_URL_LENGTH",
     "SECRET_PARAMS",
     "Source",
@@ -25,6 +29,17 @@ __all__ = [
 ]
 
 MAX_URL_LENGTH = 2048
+# What FFmpeg may read a file: source as: plain recordings, by demuxer name (PyAV's `format.name`
+# lists the aliases, e.g. "mov,mp4,m4a,3gp,3g2,mj2"). Playlist and reference formats (hls, concat,
+# dash, imf, image2, sdp, ...) make FFmpeg open other files or URLs named inside the file, which
+# would reach past the media folders; they are refused, whatever the file's name says.
+FILE_CONTAINERS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv",
+                   "h264", "hevc")
+# The only protocol FFmpeg may use for a file: source, for the file itself or anything it names.
+FILE_PROTOCOLS = ("file",)
+# Names that say "playlist": refused at registration already (the check when the file is opened is
+# the real boundary, since names lie).
+_PLAYLIST_SUFFIXES = (".m3u8", ".m3u", ".hls", ".ffconcat", ".concat", ".txt", ".mpd", ".sdp", ".xml", ".cpl")
 MASK = "***"
 # Query/fragment parameter names whose values are credentials. Matched case-insensitively.
 SECRET_PARAMS = frozenset(
@@ -74,6 +89,86 @@ class Source:
     def redacted(self) -> str:
         """The URL with credentials masked."""
         return redact_url(self.url)
+
+    def file_options(self) -> dict[str, str]:
+        """FFmpeg options that confine a file source to its own file: the `file` protocol only (nothing
+        else can be opened, not even by the probe) and only FILE_CONTAINERS (checked by FFmpeg after the
+        probe and before the demuxer reads its header, so a playlist never opens what it names)."""
+        return {"protocol_whitelist": ",".join(FILE_PROTOCOLS), "format_whitelist": ",".join(FILE_CONTAINERS)}
+
+    def open_av(self, url: str, options: dict[str, str], refused: type[Exception]):
+        """`av.open(url, options=options)`; a file source in a format not in FILE_CONTAINERS raises `refused`
+        ("container format hls is not allowed for file sources ...")."""
+        import av  # here: URL parsing does not need FFmpeg
+
+        if self.kind != "file":
+            return av.open(url, options=options)
+        try:
+            container = av.open(url, options=options)
+        except av.FFmpegError as e:
+            if e.errno == errno.EINVAL and "format_whitelist" in options:
+                # FFmpeg refused the probed format ("Format not on whitelist"); name it for the operator.
+                found = _probe_format(url)
+                if found is None or not _allowed_container(found):
+                    raise refused(_refusal(found)) from None
+            raise
+        found = container.format.name
+        if not _allowed_container(found):  # in case this FFmpeg ignored the whitelist
+            container.close()
+            raise refused(_refusal(found))
+        return container
+
+
+def _allowed_container(name: str) -> bool:
+    return any(n in FILE_CONTAINERS for n in name.split(","))
+
+
+def _refusal(found: str | None) -> str:
+    what = f"container format {found}" if found else "this container format"
+    return (f"{what} is not allowed for file sources (playlists and references to other files are refused); "
+            "allowed: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV, raw H.264/H.265")
+
+
+def _libavformat() -> ctypes.CDLL | None:
+    """The libavformat PyAV runs on (the one mapped into this process), for its probe."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rstrip("\n").partition("/")[2]
+                if "libavformat" in path.rpartition("/")[2]:
+                    return ctypes.CDLL("/" + path)
+    except OSError:
+        pass
+    name = ctypes.util.find_library("avformat")
+    return ctypes.CDLL(name) if name else None
+
+
+class _ProbeData(ctypes.Structure):
+    _fields_ = [("filename", ctypes.c_char_p), ("buf", ctypes.c_void_p), ("buf_size", ctypes.c_int),
+                ("mime_type", ctypes.c_char_p)]
+
+
+def _probe_format(path: str, size: int = 1 << 16) -> str | None:
+    """The demuxer FFmpeg's probe names for a file (its first `size` bytes and its name), or None.
+
+    Only reads the file; used to say what was refused. FFmpeg's own probe is what decides."""
+    try:
+        lib = _libavformat()
+        if lib is None:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(size)
+        buf = ctypes.create_string_buffer(head, len(head) + 64)  # FFmpeg wants zeroed padding after the data
+        probe = lib.av_probe_input_format
+        probe.restype = ctypes.c_void_p
+        probe.argtypes = [ctypes.POINTER(_ProbeData), ctypes.c_int]
+        fmt = probe(ctypes.byref(_ProbeData(os.fsencode(path), ctypes.cast(buf, ctypes.c_void_p), len(head), None)), 1)
+        if not fmt:
+            return None
+        name = ctypes.cast(fmt, ctypes.POINTER(ctypes.c_char_p))[0]  # AVInputFormat starts with its name
+        return name.decode("ascii", "replace") if name else None
+    except Exception:  # only for a message: never let it fail the caller
+        return None
 
 
 # --------------------------------------------------------------------------- redaction
@@ -349,4 +444,14 @@ def parse_source(url: str, media_dirs: Sequence[Path]) -> Source:
     if _scheme_of(url) in ("rtsp", "rtsps"):
         return Source(kind="rtsp", url=url)
     path = _file_path(url)
-    return Source(kind="file", url=url, path=_resolve_file(path, [Path(d) for d in media_dirs]))
+    resolved = _resolve_file(path, [Path(d) for d in media_dirs])  # first: "outside" says more than this
+    for name in (path, os.fspath(resolved)):  # a link named .mp4 to a .m3u8 is a playlist too
+        _refuse_playlist(name)
+    return Source(kind="file", url=url, path=resolved)
+
+
+def _refuse_playlist(path: str) -> None:
+    # Early and clear; what FFmpeg may open (Source.file_options) is the boundary, since names lie.
+    if path.lower().endswith(_PLAYLIST_SUFFIXES):
+        raise SourceError("file sources must be video recordings; playlists and lists of files "
+                          f"({', '.join(_PLAYLIST_SUFFIXES)}) are not allowed")

@@ -302,3 +302,15 @@ def test_source_repr_is_redacted():
     src = parse_source(f"rtsp://admin:{SECRET}@cam/x", [])
     assert SECRET not in repr(src) and SECRET not in src.redacted
     assert SECRET in src.url  # kept for the ingest itself
+
+
+def test_file_playlists_refused_by_name(media):
+    # Playlists make FFmpeg open what they name; the check when the file is opened is the boundary
+    # (tests/test_file_containers.py), this one answers early and clearly.
+    for name in ("feed.m3u8", "FEED.M3U8", "list.ffconcat", "files.txt", "manifest.mpd"):
+        (media / name).write_text("#EXTM3U\n")
+        with pytest.raises(SourceError, match="playlists"):
+            parse_source(f"file:{name}", [media])
+    (media / "alias.mp4").symlink_to(media / "feed.m3u8")  # a name that lies
+    with pytest.raises(SourceError, match="playlists"):
+        parse_source("file:alias.mp4", [media])
