@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import ctypes.util
+import errno
 import logging
 import os
 import queue
@@ -33,7 +36,7 @@ import numpy as np
 
 from analytics.sampler import Sampler
 from analytics.types import Sample
-from registry.urls import Source, scrub
+from registry.urls import FILE_CONTAINERS, Source, scrub
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +416,7 @@ class Demuxer(threading.Thread):
         url = str(self.source.path) if self.source.kind == "file" else self.source.url
         opened_at = time.monotonic()
         try:
-            return self.source.open_av(url, _av_options(self.source, self.opts), StreamError)
+            return open_source(self.source, url, _av_options(self.source, self.opts))
         except av.InvalidDataError:
             # FFmpeg reports an RTSP server that accepts the connection but never answers as
             # "invalid data" once its socket timeout passes: say what actually happened.
@@ -576,6 +579,81 @@ class Demuxer(threading.Thread):
         return DecodeMode.ALL
 
 
+# ---- opening a source ------------------------------------------------------------------------------
+def open_source(source: Source, url: str, options: dict[str, str]) -> av.container.InputContainer:
+    """`av.open(url, options=options)`; a file source in a format outside FILE_CONTAINERS raises StreamError
+    ("container format hls is not allowed for file sources ...")."""
+    if source.kind != "file":
+        return av.open(url, options=options)
+    try:
+        container = av.open(url, options=options)
+    except av.FFmpegError as e:
+        if e.errno == errno.EINVAL and "format_whitelist" in options:
+            # FFmpeg refused the probed format ("Format not on whitelist"); name it for the operator.
+            found = _probe_format(url)
+            if found is None or not _allowed_container(found):
+                raise StreamError(_refusal(found)) from None
+        raise
+    found = container.format.name
+    if not _allowed_container(found):  # in case this FFmpeg ignored the whitelist
+        container.close()
+        raise StreamError(_refusal(found))
+    return container
+
+
+def _allowed_container(name: str) -> bool:
+    return any(n in FILE_CONTAINERS for n in name.split(","))
+
+
+def _refusal(found: str | None) -> str:
+    what = f"container format {found}" if found else "this container format"
+    return (f"{what} is not allowed for file sources (playlists and references to other files are refused); "
+            "allowed: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV, raw H.264/H.265")
+
+
+def _libavformat() -> ctypes.CDLL | None:
+    """The libavformat PyAV runs on (the one mapped into this process), for its probe."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rstrip("\n").partition("/")[2]
+                if "libavformat" in path.rpartition("/")[2]:
+                    return ctypes.CDLL("/" + path)
+    except OSError:
+        pass
+    name = ctypes.util.find_library("avformat")
+    return ctypes.CDLL(name) if name else None
+
+
+class _ProbeData(ctypes.Structure):
+    # FFmpeg's AVProbeData, whose layout has not changed since FFmpeg 2.x (libavformat/avformat.h).
+    _fields_ = [("filename", ctypes.c_char_p), ("buf", ctypes.c_void_p), ("buf_size", ctypes.c_int),
+                ("mime_type", ctypes.c_char_p)]
+
+
+def _probe_format(path: str, size: int = 1 << 16) -> str | None:
+    """The demuxer FFmpeg's probe names for a file (its first `size` bytes and its name), or None.
+
+    Only reads the file; used to say what was refused. FFmpeg's own probe is what decides."""
+    try:
+        lib = _libavformat()
+        if lib is None:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(size)
+        buf = ctypes.create_string_buffer(head, len(head) + 64)  # FFmpeg wants zeroed padding after the data
+        probe = lib.av_probe_input_format
+        probe.restype = ctypes.c_void_p
+        probe.argtypes = [ctypes.POINTER(_ProbeData), ctypes.c_int]
+        fmt = probe(ctypes.byref(_ProbeData(os.fsencode(path), ctypes.cast(buf, ctypes.c_void_p), len(head), None)), 1)
+        if not fmt:
+            return None
+        name = ctypes.cast(fmt, ctypes.POINTER(ctypes.c_char_p))[0]  # AVInputFormat starts with its name
+        return name.decode("ascii", "replace") if name else None
+    except Exception:  # only for a message: never let it fail the caller
+        return None
+
+
 def _describe(e: av.FFmpegError) -> str:
     name = type(e).__name__
     if isinstance(e, av.InvalidDataError):
@@ -592,6 +670,6 @@ def _describe(e: av.FFmpegError) -> str:
     return f"{msg} ({name})"
 
 
-__all__ = ["AvPicture", "DecodeCounters", "DecodeMode", "DecodeOptions", "DecodePool", "Demuxer", "StreamDecoder",
+__all__ = ["open_source", "AvPicture", "DecodeCounters", "DecodeMode", "DecodeOptions", "DecodePool", "Demuxer", "StreamDecoder",
            "StreamError", "StreamInfo", "MAX_BAD_PACKETS"]
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import ipaddress
 import os
 import re
@@ -95,80 +92,6 @@ class Source:
         else can be opened, not even by the probe) and only FILE_CONTAINERS (checked by FFmpeg after the
         probe and before the demuxer reads its header, so a playlist never opens what it names)."""
         return {"protocol_whitelist": ",".join(FILE_PROTOCOLS), "format_whitelist": ",".join(FILE_CONTAINERS)}
-
-    def open_av(self, url: str, options: dict[str, str], refused: type[Exception]):
-        """`av.open(url, options=options)`; a file source in a format not in FILE_CONTAINERS raises `refused`
-        ("container format hls is not allowed for file sources ...")."""
-        import av  # here: URL parsing does not need FFmpeg
-
-        if self.kind != "file":
-            return av.open(url, options=options)
-        try:
-            container = av.open(url, options=options)
-        except av.FFmpegError as e:
-            if e.errno == errno.EINVAL and "format_whitelist" in options:
-                # FFmpeg refused the probed format ("Format not on whitelist"); name it for the operator.
-                found = _probe_format(url)
-                if found is None or not _allowed_container(found):
-                    raise refused(_refusal(found)) from None
-            raise
-        found = container.format.name
-        if not _allowed_container(found):  # in case this FFmpeg ignored the whitelist
-            container.close()
-            raise refused(_refusal(found))
-        return container
-
-
-def _allowed_container(name: str) -> bool:
-    return any(n in FILE_CONTAINERS for n in name.split(","))
-
-
-def _refusal(found: str | None) -> str:
-    what = f"container format {found}" if found else "this container format"
-    return (f"{what} is not allowed for file sources (playlists and references to other files are refused); "
-            "allowed: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV, raw H.264/H.265")
-
-
-def _libavformat() -> ctypes.CDLL | None:
-    """The libavformat PyAV runs on (the one mapped into this process), for its probe."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rstrip("\n").partition("/")[2]
-                if "libavformat" in path.rpartition("/")[2]:
-                    return ctypes.CDLL("/" + path)
-    except OSError:
-        pass
-    name = ctypes.util.find_library("avformat")
-    return ctypes.CDLL(name) if name else None
-
-
-class _ProbeData(ctypes.Structure):
-    _fields_ = [("filename", ctypes.c_char_p), ("buf", ctypes.c_void_p), ("buf_size", ctypes.c_int),
-                ("mime_type", ctypes.c_char_p)]
-
-
-def _probe_format(path: str, size: int = 1 << 16) -> str | None:
-    """The demuxer FFmpeg's probe names for a file (its first `size` bytes and its name), or None.
-
-    Only reads the file; used to say what was refused. FFmpeg's own probe is what decides."""
-    try:
-        lib = _libavformat()
-        if lib is None:
-            return None
-        with open(path, "rb") as f:
-            head = f.read(size)
-        buf = ctypes.create_string_buffer(head, len(head) + 64)  # FFmpeg wants zeroed padding after the data
-        probe = lib.av_probe_input_format
-        probe.restype = ctypes.c_void_p
-        probe.argtypes = [ctypes.POINTER(_ProbeData), ctypes.c_int]
-        fmt = probe(ctypes.byref(_ProbeData(os.fsencode(path), ctypes.cast(buf, ctypes.c_void_p), len(head), None)), 1)
-        if not fmt:
-            return None
-        name = ctypes.cast(fmt, ctypes.POINTER(ctypes.c_char_p))[0]  # AVInputFormat starts with its name
-        return name.decode("ascii", "replace") if name else None
-    except Exception:  # only for a message: never let it fail the caller
-        return None
 
 
 # --------------------------------------------------------------------------- redaction

@@ -279,13 +279,13 @@ async def test_delete_removes_the_camera_and_stops_its_worker(redis_url, make_ga
 async def test_bulk_import_json_and_csv_report_every_row(redis_url, make_gateway):
     async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], node="45") as gw:
         rows = [
-            {"name": "north gate", "node": "450102", "url": "rtsp://10.1.2.3/ch1", "enabled": False},
+            {"name": "north gate", "node": "450102", "url": "rtsp://127.0.0.1/ch1", "enabled": False},
             {"id": "45010200001320000500", "name": "south gate", "node": "450102001",
-             "url": "rtsp://10.1.2.4/ch1", "enabled": False},
-            {"name": "bad node", "node": "12345", "url": "rtsp://10.1.2.5/ch1"},
-            {"name": "bad scheme", "node": "450102", "url": "http://10.1.2.6/ch1"},
-            {"name": "unknown field", "node": "450102", "url": "rtsp://10.1.2.7/ch1", "colour": "red"},
-            {"id": "45010200001320000500", "name": "duplicate", "node": "450102", "url": "rtsp://10.1.2.8/ch1"},
+             "url": "rtsp://127.0.0.1/ch1", "enabled": False},
+            {"name": "bad node", "node": "12345", "url": "rtsp://127.0.0.1/ch1"},
+            {"name": "bad scheme", "node": "450102", "url": "http://127.0.0.1/ch1"},
+            {"name": "unknown field", "node": "450102", "url": "rtsp://127.0.0.1/ch1", "colour": "red"},
+            {"id": "45010200001320000500", "name": "duplicate", "node": "450102", "url": "rtsp://127.0.0.1/ch1"},
             {"name": "outside media", "node": "450102", "url": "file:../../etc/passwd"},
             {"name": "last good", "node": "4501", "url": CLIP, "analytics": {"fps": 2}},
         ]
@@ -315,12 +315,12 @@ async def test_bulk_import_json_and_csv_report_every_row(redis_url, make_gateway
 
         csv_body = (
             "name,node,url,enabled,fps,labels,lat,lon\n"
-            "csv one,450103,rtsp://10.2.0.1/a,false,2,person;car,22.81,108.32\n"
-            "csv bad node,45x,rtsp://10.2.0.2/a,false,,,,\n"
-            "csv bad fps,450103,rtsp://10.2.0.3/a,false,fast,,,\n"
+            "csv one,450103,rtsp://127.0.0.1/a,false,2,person;car,22.81,108.32\n"
+            "csv bad node,45x,rtsp://127.0.0.1/a,false,,,,\n"
+            "csv bad fps,450103,rtsp://127.0.0.1/a,false,fast,,,\n"
             "\n"
-            "csv two,450103001,rtsp://10.2.0.4/a,no,,,,\n"
-            "csv bad lat,450103,rtsp://10.2.0.5/a,false,,,95,0\n"
+            "csv two,450103001,rtsp://127.0.0.1/a,no,,,,\n"
+            "csv bad lat,450103,rtsp://127.0.0.1/a,false,,,95,0\n"
         )
         status, res = await gw.request("POST", "/api/v1/cameras/bulk", data=csv_body.encode(),
                                        headers={"Content-Type": "text/csv"})

@@ -213,12 +213,12 @@ async def test_file_sources_outside_the_media_folders_are_refused(redis_url, mak
 
 async def test_unknown_url_schemes_are_refused(redis_url, make_gateway, tmp_path):
     async with make_gateway(redis_url, media_dirs=[tmp_path]) as gw:
-        for url in ("http://10.0.0.1/stream", "https://10.0.0.1/x", "rtmp://10.0.0.1/live", "javascript:alert(1)",
-                    "ftp://10.0.0.1/a.mp4", "data:video/mp4;base64,AAAA", "camera1", "rtsp:/10.0.0.1/x",
-                    "rtsp://", "rtsp://10.0.0.1:0/x", "rtsp://10.0.0.1:70000/x", "rtsp://bad host/x", ""):
+        for url in ("http://127.0.0.1/stream", "https://127.0.0.1/x", "rtmp://127.0.0.1/live", "javascript:alert(1)",
+                    "ftp://127.0.0.1/a.mp4", "data:video/mp4;base64,AAAA", "camera1", "rtsp:/127.0.0.1/x",
+                    "rtsp://", "rtsp://127.0.0.1:0/x", "rtsp://127.0.0.1:70000/x", "rtsp://bad host/x", ""):
             status, body = await gw.request("POST", "/api/v1/cameras", json={**BASE, "url": url})
             assert_error(status, body, 422, "url")
-        status, body = await gw.request("POST", "/api/v1/cameras", json={**BASE, "url": "rtmp://10.0.0.1/live"})
+        status, body = await gw.request("POST", "/api/v1/cameras", json={**BASE, "url": "rtmp://127.0.0.1/live"})
         assert "rtmp" in body["error"]["message"] and "rtsp" in body["error"]["message"]
         assert await camera_count(gw) == 0
         await still_serving(gw)

@@ -200,10 +200,10 @@ async def _leads(bridge) -> bool:
 async def test_a_catalog_feed_trimmed_past_the_checkpoint_triggers_a_resync(tier_chain):
     async with tier_chain((REGION, CITY)) as chain:
         city, region = chain[CITY], chain[REGION]
-        a = await city.gw.add_camera(name="a", node=CITY, url="rtsp://10.0.0.1/a", enabled=False)
+        a = await city.gw.add_camera(name="a", node=CITY, url="rtsp://127.0.0.1/a", enabled=False)
         await until(lambda: region.redis().hexists("se:rcat", a["id"]), 20, "camera a at the region")
         await chain.stop_redis(REGION)
-        b = await city.gw.add_camera(name="b", node=CITY, url="rtsp://10.0.0.1/b", enabled=False)
+        b = await city.gw.add_camera(name="b", node=CITY, url="rtsp://127.0.0.1/b", enabled=False)
         assert (await city.gw.request("DELETE", f"/api/v1/cameras/{a['id']}"))[0] == 200
         # The capped feed lost the changes made while the parent was away.
         await city.redis().xtrim("se:catalog", maxlen=0, approximate=False)
@@ -220,8 +220,8 @@ async def test_a_camera_id_used_by_two_tiers_is_refused_and_reported(tier_chain)
     async with tier_chain((REGION, CITY)) as chain:
         city, region = chain[CITY], chain[REGION]
         cid = "45010000001320000042"
-        await region.gw.add_camera(id=cid, name="region's own", node=CITY, url="rtsp://10.0.0.1/a", enabled=False)
-        await city.gw.add_camera(id=cid, name="city's", node=CITY, url="rtsp://10.0.0.2/a", enabled=False)
+        await region.gw.add_camera(id=cid, name="region's own", node=CITY, url="rtsp://127.0.0.1/a", enabled=False)
+        await city.gw.add_camera(id=cid, name="city's", node=CITY, url="rtsp://127.0.0.1/a", enabled=False)
 
         async def reported() -> bool:
             return (await _report(city))["id_conflicts"] >= 1
@@ -235,7 +235,7 @@ async def test_a_camera_id_used_by_two_tiers_is_refused_and_reported(tier_chain)
 async def test_audit_entries_are_forwarded_with_their_ids(tier_chain):
     async with tier_chain((REGION, CITY)) as chain:
         city, region = chain[CITY], chain[REGION]
-        await city.gw.add_camera(name="audited", node=CITY, url="rtsp://10.0.0.1/x", enabled=False)
+        await city.gw.add_camera(name="audited", node=CITY, url="rtsp://127.0.0.1/x", enabled=False)
 
         async def audit_ids(tier) -> list[str]:
             rows = await tier.redis().xrange("se:audit")
@@ -293,20 +293,20 @@ async def test_frames_are_fetched_locally_and_through_the_chain_with_clear_error
 
 
 def test_uplink_setting_flag_and_environment(monkeypatch, tmp_path):
-    s = load_settings(None, uplink="redis://10.0.0.1:6379/0", bridge={"types": ["detection"], "min_score": 0.6})
-    assert s.uplink == "redis://10.0.0.1:6379/0" and s.bridge.types == ["detection"]
+    s = load_settings(None, uplink="redis://127.0.0.1:6379/0", bridge={"types": ["detection"], "min_score": 0.6})
+    assert s.uplink == "redis://127.0.0.1:6379/0" and s.bridge.types == ["detection"]
     with pytest.raises(ConfigError, match="uplink"):
-        load_settings(None, uplink="http://10.0.0.1")
+        load_settings(None, uplink="http://127.0.0.1")
     with pytest.raises(ConfigError, match="parent tier"):
         load_settings(None, redis="redis://127.0.0.1:1/0", uplink="redis://127.0.0.1:1/0")
     with pytest.raises(ConfigError, match="bridge.types"):
         load_settings(None, bridge={"types": ["nonsense"]})
-    args = build_parser().parse_args(["serve", "--node", "4501", "--uplink", "redis://10.0.0.9:6379/0"])
-    assert _settings_from(args).uplink == "redis://10.0.0.9:6379/0"
-    monkeypatch.setenv("SHARP_EYES_UPLINK", "redis://10.0.0.8:6379/0")
+    args = build_parser().parse_args(["serve", "--node", "4501", "--uplink", "redis://127.0.0.1:6379/0"])
+    assert _settings_from(args).uplink == "redis://127.0.0.1:6379/0"
+    monkeypatch.setenv("SHARP_EYES_UPLINK", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("SHARP_EYES_BRIDGE__LABELS", '["car"]')
     s = load_settings(None)
-    assert s.uplink == "redis://10.0.0.8:6379/0" and s.bridge.labels == ["car"]
+    assert s.uplink == "redis://127.0.0.1:6379/0" and s.bridge.labels == ["car"]
 
 
 def test_frame_replies_from_tiers_old_and_new_are_read_and_bad_ones_refused():

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import pytest
 
-from gateway.ingest import StreamError
+from gateway.ingest import StreamError, open_source
 from registry.urls import Source
 from sample_streams import CLIPS_DIR
 from tests.gateway_fixtures import until
@@ -54,11 +54,11 @@ def test_ffmpeg_would_follow_the_playlist_out_of_the_folder_but_not_with_the_fil
         assert "hls" in c.format.name and c.streams.video
     source = Source(kind="file", url=f"file:{playlist}", path=playlist)
     with pytest.raises(StreamError, match="container format hls is not allowed for file sources"):
-        source.open_av(str(playlist), source.file_options(), StreamError)
+        open_source(source, str(playlist), source.file_options())
     # A genuine recording opens as before.
     genuine = media / "genuine.mp4"
     ok = Source(kind="file", url=f"file:{genuine}", path=genuine)
-    with ok.open_av(str(genuine), ok.file_options(), StreamError) as c:
+    with open_source(ok, str(genuine), ok.file_options()) as c:
         assert "mp4" in c.format.name.split(",") and c.streams.video
 
 

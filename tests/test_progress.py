@@ -29,7 +29,7 @@ def camera_csv(n: int, bad_rows: tuple[int, ...] = (), node: str = "450102") -> 
     """n disabled RTSP cameras (nothing to start), rows in `bad_rows` with an invalid node."""
     lines = ["name,node,url,enabled"]
     for i in range(1, n + 1):
-        lines.append(f"cam {i},{'12345' if i in bad_rows else node},rtsp://10.0.0.{i % 250 + 1}/s{i},false")
+        lines.append(f"cam {i},{'12345' if i in bad_rows else node},rtsp://127.0.0.1/s{i},false")
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +84,7 @@ async def test_cameras_import_shows_rows_done_on_stderr(redis_url, make_gateway,
         assert re.fullmatch(r"row 1  \d{20}", rows[0])
 
         js = tmp_path / "more.json"
-        js.write_text(json.dumps([{"name": f"j{i}", "node": "450102001", "url": f"rtsp://10.1.0.{i}/s",
+        js.write_text(json.dumps([{"name": f"j{i}", "node": "450102001", "url": f"rtsp://127.0.0.1/s",
                                    "enabled": False} for i in range(1, 4)]))
         rc, out, err = await cli("cameras", "import", *conn, str(js))
         assert rc == 0, (out, err)
@@ -138,7 +138,7 @@ async def test_clients_that_do_not_ask_for_ndjson_get_one_json_answer(redis_url,
     # Clients that ask for anything else (or */*) get the JSON answer they always got.
     async with make_gateway(redis_url) as gw:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}", "Accept": "*/*"}) as s:
-            row = {"name": "x", "node": "450102", "url": "rtsp://10.0.0.1/s", "enabled": False}
+            row = {"name": "x", "node": "450102", "url": "rtsp://127.0.0.1/s", "enabled": False}
             async with s.post(gw.url("/api/v1/cameras/bulk"), json=[row]) as r:
                 assert r.status == 200 and r.content_type == "application/json"
                 assert (await r.json())["created"] == 1

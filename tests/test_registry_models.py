@@ -21,7 +21,7 @@ from registry.models import (
 from registry.urls import SourceError
 
 SECRET = "Hik-S3cret"
-URL = f"rtsp://admin:{SECRET}@10.0.0.5:554/Streaming/Channels/101"
+URL = f"rtsp://admin:{SECRET}@127.0.0.1:554/Streaming/Channels/101"
 CID = "45010200001320000001"
 
 
@@ -168,11 +168,11 @@ def test_body_id_wins_and_missing_id_refused():
 
 
 def test_public_dict_redacts_and_is_json():
-    cam = make_camera(substream_url=f"rtsp://admin:{SECRET}@10.0.0.5/sub?token=tk123")
+    cam = make_camera(substream_url=f"rtsp://admin:{SECRET}@127.0.0.1/sub?token=tk123")
     out = cam.public_dict()
     text = json.dumps(out)
     assert SECRET not in text and "tk123" not in text
-    assert out["url"] == "rtsp://admin:***@10.0.0.5:554/Streaming/Channels/101"
+    assert out["url"] == "rtsp://admin:***@127.0.0.1:554/Streaming/Channels/101"
     assert list(out)[0] == "id"
     assert SECRET not in repr(cam) and SECRET not in str(cam)
 

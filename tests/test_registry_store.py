@@ -29,7 +29,7 @@ def store(client) -> CameraStore:
 
 
 def cam(node: str, serial: int, *, name: str | None = None, now: float = 1000.0, **over) -> Camera:
-    data = {"name": name or f"cam {serial}", "node": node, "url": f"rtsp://admin:{SECRET}@10.0.0.{serial % 250}/x"}
+    data = {"name": name or f"cam {serial}", "node": node, "url": f"rtsp://admin:{SECRET}@127.0.0.1/x"}
     data.update(over)
     return Camera.from_create(CameraCreate.model_validate(data), camera_id=generate_camera_id(node, serial), now=now)
 
@@ -332,7 +332,7 @@ async def test_tiers_under_one_county_generate_distinct_ids(client):
     """A township deployment with its own base unit never generates an id its county also generates."""
     county = CameraStore(client, prefix="county")
     township = CameraStore(client, prefix="township", base_unit="01")
-    data = {"name": "gate", "url": "rtsp://10.0.0.1/s"}
+    data = {"name": "gate", "url": "rtsp://127.0.0.1/s"}
     a = await county.add(CameraCreate.model_validate({**data, "node": "450102001"}))
     b = await township.add(CameraCreate.model_validate({**data, "node": "450102001"}))
     assert a.id[:8] == "45010200" and b.id[:8] == "45010201"

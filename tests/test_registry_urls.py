@@ -19,8 +19,8 @@ SECRET = "S3cr3t!pw"
     ("url", "expected"),
     [
         ("rtsp://user:pass@host/x", "rtsp://user:***@host/x"),
-        (f"rtsp://admin:{SECRET}@10.0.0.5:554/Streaming/Channels/101",
-         "rtsp://admin:***@10.0.0.5:554/Streaming/Channels/101"),
+        (f"rtsp://admin:{SECRET}@127.0.0.1:554/Streaming/Channels/101",
+         "rtsp://admin:***@127.0.0.1:554/Streaming/Channels/101"),
         ("rtsp://admin:p@ss@cam.local/live", "rtsp://admin:***@cam.local/live"),  # "@" in the password
         ("rtsp://admin:@cam/x", "rtsp://admin:***@cam/x"),
         ("rtsp://cam/live?token=abc123&channel=1", "rtsp://cam/live?token=***&channel=1"),
@@ -40,7 +40,7 @@ def test_redact_url(url, expected):
     [
         "", "::::", "@@@", "rtsp://[::1/", "rtsp://a:b@[zz]:99999/",
         f"rtsp://admin:{SECRET} with space@host/x", f"\x00\x1b[31m rtsp://admin:{SECRET}@h",
-        f"admin:{SECRET}@10.0.0.1/stream", f"rtsp:admin:{SECRET}@h/x", "x" * 100_000,
+        f"admin:{SECRET}@127.0.0.1/stream", f"rtsp:admin:{SECRET}@h/x", "x" * 100_000,
         None, 12, b"rtsp://a:b@c",
     ],
 )
@@ -66,12 +66,12 @@ def test_redact_url_survives_a_hostile_str_subclass():
 def test_scrub_ffmpeg_error_text():
     text = (
         "[rtsp @ 0x55d0c8a4a2c0] method DESCRIBE failed: 401 Unauthorized\n"
-        f"rtsp://admin:{SECRET}@192.168.1.64:554/Streaming/Channels/101?token=tk-999: "
+        f"rtsp://admin:{SECRET}@127.0.0.1:554/Streaming/Channels/101?token=tk-999: "
         "Server returned 401 Unauthorized (authorization failed)"
     )
     out = scrub(text)
     assert SECRET not in out and "tk-999" not in out
-    assert "rtsp://admin:***@192.168.1.64:554/Streaming/Channels/101" in out
+    assert "rtsp://admin:***@127.0.0.1:554/Streaming/Channels/101" in out
     assert "method DESCRIBE failed: 401 Unauthorized\n" in out  # the rest is untouched
 
 
@@ -93,8 +93,8 @@ def test_scrub_never_raises():
 @pytest.mark.parametrize(
     "url",
     [
-        "rtsp://10.0.0.5/stream",
-        "rtsp://admin:pw@10.0.0.5:554/Streaming/Channels/101?transportmode=unicast",
+        "rtsp://127.0.0.1/stream",
+        "rtsp://admin:pw@127.0.0.1:554/Streaming/Channels/101?transportmode=unicast",
         "rtsps://cam.example.org:322/live",
         "RTSP://cam/live",
         "rtsp://[fe80::1]:8554/x",

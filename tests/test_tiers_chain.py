@@ -106,11 +106,11 @@ async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
         # Explicit ids: townships and villages share their county's centre code, and each tier deployment
         # counts generated serials on its own.
         a = await village.gw.add_camera(id=_cid(101), name="well", node=VILLAGE,
-                                        url="rtsp://admin:s3cret@10.0.0.7/ch1", enabled=False)
-        b = await village.gw.add_camera(id=_cid(102), name="school", node=VILLAGE, url="rtsp://10.0.0.8/ch1",
+                                        url="rtsp://admin:s3cret@127.0.0.1/ch1", enabled=False)
+        b = await village.gw.add_camera(id=_cid(102), name="school", node=VILLAGE, url="rtsp://127.0.0.1/ch1",
                                         enabled=False)
         t = await chain[TOWNSHIP].gw.add_camera(id=_cid(201), name="market", node=TOWNSHIP,
-                                                url="rtsp://10.0.1.1/ch1", enabled=False)
+                                                url="rtsp://127.0.0.1/ch1", enabled=False)
 
         async def listed(ids: set[str], absent: set[str] = frozenset()) -> bool:
             code, body = await region.gw.request("GET", f"/api/v1/cameras?node={COUNTY}")
@@ -124,7 +124,7 @@ async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
         await until(lambda: _named(region, VILLAGE, "示范村"), 20, "the village's name at the region")
         code, got = await region.gw.request("GET", f"/api/v1/cameras/{a['id']}")
         assert code == 200 and got["owner"] == VILLAGE and got["name"] == "well"
-        assert got["url"] == "rtsp://admin:***@10.0.0.7/ch1"
+        assert got["url"] == "rtsp://admin:***@127.0.0.1/ch1"
         raw = b"".join((await region.redis().hgetall("se:rcat")).values())
         assert b"s3cret" not in raw  # no password ever leaves the tier that owns the camera
 
@@ -161,7 +161,7 @@ async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
         assert await _rcat_ids(region) == {a["id"], t["id"]}
 
         # A camera added after all that still flows up.
-        c = await village.gw.add_camera(id=_cid(103), name="bridge", node=VILLAGE, url="rtsp://10.0.0.9/ch1",
+        c = await village.gw.add_camera(id=_cid(103), name="bridge", node=VILLAGE, url="rtsp://127.0.0.1/ch1",
                                         enabled=False)
         await until(lambda: _has(region, {a["id"], t["id"], c["id"]}), 20, "a later camera at the region")
 
