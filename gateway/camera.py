@@ -145,6 +145,9 @@ class CameraWorker:
         self.analysis = CameraAnalysis(camera, EventSink(ctx.events, ctx.origin, ctx.model), ctx.ingest.max_width,
                                        clock=ctx.clock, stages=ctx.analysis.stages)
         self._demuxer: Demuxer | None = None
+        # A camera is online from its first sampled frame, which may wait for analysis a moment:
+        # until a frame is analysed, the first sample stands for the newest frame.
+        self._first: Sample | Frame | None = None
         self._past = DecodeCounters()  # counters of earlier connections
         self._behind_reported = 0
         self._tasks: list[asyncio.Task] = []
@@ -195,8 +198,17 @@ class CameraWorker:
 
     @property
     def latest(self) -> Frame | None:
-        """The newest analysed frame (thumbnails, live view, upper tiers)."""
-        return self.analysis.latest
+        """The newest analysed frame (thumbnails, live view, upper tiers); before the first one is analysed,
+        the first frame sampled (converted here, once)."""
+        analysed = self.analysis.latest
+        if analysed is not None:
+            self._first = None
+            return analysed
+        first = self._first
+        if isinstance(first, Sample):
+            first = self._first = Frame(first.camera_id, first.picture.to_bgr(self.ctx.ingest.max_width),
+                                        first.captured_at, first.media_ts, first.seq)
+        return first
 
     @property
     def latest_detections(self) -> tuple[Detection, ...]:
@@ -306,6 +318,8 @@ class CameraWorker:
             if online_since is None:
                 online_since = time.monotonic()
                 self.last_error = None
+                if self.analysis.latest is None:
+                    self._first = sample
                 self._set_state(CameraState.ONLINE)
             runner.offer(sample)
 

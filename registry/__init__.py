@@ -12,7 +12,8 @@ from registry.models import (
     error_details,
     validate_sources,
 )
-from registry.store import CameraExists, CameraNotFound, CameraStore, Change, CursorError, StoreConflict
+from registry.store import (CameraExists, CameraNotFound, CameraOwnedBelow, CameraStore, Change, CursorError,
+                            StoreConflict)
 from registry.urls import Source, SourceError, check_url, parse_source, redact_url, scrub, url_secrets
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "CameraExists",
     "CameraIdError",
     "CameraNotFound",
+    "CameraOwnedBelow",
     "CameraPatch",
     "CameraStore",
     "Change",

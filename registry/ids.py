@@ -13,6 +13,7 @@ __all__ = [
     "CameraIdError",
     "centre_code",
     "generate_camera_id",
+    "id_in_node_division",
     "node_of_camera_id",
     "validate_camera_id",
 ]
@@ -85,3 +86,19 @@ def generate_camera_id(
 def node_of_camera_id(camera_id: str) -> str:
     """The most specific node (region, city or county) encoded in a camera id's centre code."""
     return normalize_node(validate_camera_id(camera_id)[:6])
+
+
+def id_in_node_division(camera_id: str, node: str) -> str:
+    """Return `camera_id` if its division digits lie in `node`'s subtree, else raise CameraIdError.
+
+    The centre code carries province, city and county (digits 1-6) and a base unit: an id registered
+    for a region, city or county node starts with that node's code; one for a township or village
+    (which have no room in the centre code) starts with its county's code. So a tier cannot take
+    an id that belongs to another division, such as a sibling county's camera.
+    """
+    code = normalize_node(node)
+    want = code[:6]
+    if camera_id[:len(want)] != want:
+        raise CameraIdError(f"camera id {camera_id} lies outside node {code}'s division "
+                            f"(its first {len(want)} digits must be {want})")
+    return camera_id

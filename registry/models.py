@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from registry.ids import validate_camera_id
+from registry.ids import id_in_node_division, validate_camera_id
 from registry.urls import MAX_URL_LENGTH, SourceError, check_url, parse_source, redact_url, scrub
 from tiers.nodes import normalize_node
 
@@ -273,8 +274,12 @@ class CameraCreate(_CameraFields):
 
     @field_validator("id")
     @classmethod
-    def _check_id(cls, value: str | None) -> str | None:
-        return None if value is None else validate_camera_id(value)
+    def _check_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        validate_camera_id(value)
+        node = info.data.get("node")  # validated before the id (declared first); absent when invalid
+        return value if node is None else id_in_node_division(value, node)
 
 
 class Camera(_CameraFields):

@@ -10,17 +10,21 @@ Keys (prefix "se" by default):
 - ``{p}:catalog``           stream, the replayable change feed (op, id, node, camera, ts)
 - ``{p}:serial:{centre}``   counter for generated ids per 8-digit centre code
 
+Read, not written: ``{p}:rcat`` (tiers/catalog.py), the cameras of the tiers below; a create checks it in
+its script, since camera ids are unique network-wide.
+
 Every write that changes a record runs as one Lua script, so the record, both indexes and the
 feed entry change together or not at all, and a reader never sees a half-written camera.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
@@ -29,7 +33,9 @@ from registry.ids import MAX_SERIAL, CameraIdError, centre_code, generate_camera
 from registry.models import Camera, CameraCreate
 from tiers.nodes import normalize_node
 
-__all__ = ["CameraExists", "CameraNotFound", "CameraStore", "Change", "CursorError", "StoreConflict"]
+__all__ = [
+    "CameraExists", "CameraNotFound", "CameraOwnedBelow", "CameraStore", "Change", "CursorError", "StoreConflict",
+]
 
 FEED_MAXLEN = 100_000
 MAX_PAGE_SIZE = 1000
@@ -37,10 +43,16 @@ MAX_PAGE_SIZE = 1000
 _CURSOR = re.compile(r"^[0-9]{2,12}/[0-9]{20}$")
 _STREAM_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 
-# KEYS: camera, ids, by_node, catalog   ARGV: id, node, json, ts, maxlen
+# KEYS: camera, ids, by_node, catalog, remote catalog (tiers/catalog.py TierKeys.rcat)
+# ARGV: id, node, json, ts, maxlen
+# Returns the feed entry id; false when this tier has the id; {'remote', record} when a tier below owns it.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return false
+end
+local remote = redis.call('HGET', KEYS[5], ARGV[1])
+if remote then
+  return {'remote', remote}
 end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -109,6 +121,30 @@ class CameraExists(Exception):
         self.camera_id = camera_id
 
 
+class CameraOwnedBelow(CameraExists):
+    """The id belongs to a camera of a tier below (in this tier's remote catalog): ids are unique network-wide."""
+
+    def __init__(self, camera_id: str, owner: str = "", via: str = "") -> None:
+        super().__init__(camera_id)
+        self.args = (f"camera {camera_id} already exists at tier {owner or 'below'}",)
+        self.owner = owner
+        self.via = via
+
+
+def _create_result(camera: Camera, entry: Any) -> Camera | CameraExists:
+    if entry is None:
+        return CameraExists(camera.id)
+    if isinstance(entry, list):  # ['remote', record of the tier below]
+        owner = via = ""
+        try:
+            rec = json.loads(_s(entry[1]) or "")
+            owner, via = str(rec.get("owner") or ""), str(rec.get("via") or "")
+        except (ValueError, TypeError, AttributeError, IndexError):
+            pass
+        return CameraOwnedBelow(camera.id, owner, via)
+    return camera
+
+
 class CameraNotFound(LookupError):
     """No camera with this id."""
 
@@ -159,6 +195,7 @@ class CameraStore:
         self._k_ids = f"{prefix}:cameras"
         self._k_by_node = f"{prefix}:cameras:by_node"
         self._k_catalog = f"{prefix}:catalog"
+        self._k_rcat = f"{prefix}:rcat"  # tiers/catalog.py TierKeys.rcat: cameras of the tiers below
         self._create = redis.register_script(_CREATE)
         self._update = redis.register_script(_UPDATE)
         self._delete = redis.register_script(_DELETE)
@@ -178,17 +215,23 @@ class CameraStore:
     def _write_keys(self, camera_id: str) -> list[str]:
         return [self.camera_key(camera_id), self._k_ids, self._k_by_node, self._k_catalog]
 
+    def _create_keys(self, camera_id: str) -> list[str]:
+        # The remote catalog is read in the same script: a camera forwarded up by a child between a
+        # check and the write cannot slip by.
+        return [*self._write_keys(camera_id), self._k_rcat]
+
     def _upsert_args(self, camera: Camera) -> list[str | int]:
         return [camera.id, camera.node, camera.to_json(), repr(camera.updated_at), self.feed_maxlen]
 
     # ------------------------------------------------------------------ writes
 
     async def create(self, camera: Camera) -> Camera:
-        """Store a new camera; raise CameraExists if the id is taken."""
-        entry = await self._create(keys=self._write_keys(camera.id), args=self._upsert_args(camera))
-        if entry is None:
-            raise CameraExists(camera.id)
-        return camera
+        """Store a new camera; raise CameraExists if the id is taken here, CameraOwnedBelow if by a tier below."""
+        entry = await self._create(keys=self._create_keys(camera.id), args=self._upsert_args(camera))
+        result = _create_result(camera, entry)
+        if isinstance(result, CameraExists):
+            raise result
+        return result
 
     async def create_many(self, cameras: Iterable[Camera]) -> list[Camera | CameraExists]:
         """Store many new cameras in one pipeline; each is atomic, the batch is not."""
@@ -197,9 +240,9 @@ class CameraStore:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for cam in cams:
-                await self._create(keys=self._write_keys(cam.id), args=self._upsert_args(cam), client=pipe)
+                await self._create(keys=self._create_keys(cam.id), args=self._upsert_args(cam), client=pipe)
             results = await pipe.execute()
-        return [cam if entry is not None else CameraExists(cam.id) for cam, entry in zip(cams, results)]
+        return [_create_result(cam, entry) for cam, entry in zip(cams, results)]
 
     async def add(self, data: CameraCreate, *, now: float | None = None) -> Camera:
         """Register a camera from a create body, generating its id from the node when absent."""

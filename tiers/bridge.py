@@ -675,10 +675,14 @@ class Bridge:
     def _conflicts(self, queued: list[tuple[str, str]], results: list[Any]) -> None:
         """Count and report camera ids that clash with another tier's (they must be unique network-wide)."""
         for (cid, owner), r in zip(queued, results):
-            if r in (-1, 2):
+            if r in (-1, -2, 2):
                 self.conflicts += 1
                 if cid not in self._conflict_ids:
                     self._conflict_ids.add(cid)
+                    if r == -2:
+                        log.warning("bridge: camera %s (owned by %s) was refused at %s: its node or id lies "
+                                    "outside this tier's subtree (%s)", cid, owner, self.uplink_display, self.node)
+                        continue
                     what = "the parent's own camera" if r == -1 else "a camera of another tier"
                     log.warning("bridge: camera id %s (owned by %s) clashes with %s at %s; give cameras "
                                 "network-wide unique ids", cid, owner, what, self.uplink_display)

@@ -223,7 +223,9 @@ end
 # KEYS: epoch, rcat, by_node, feed, status, seq, changes, this tier's own cameras (se:cameras)
 # ARGV: epoch, op, id, json, via, owner, node, maxlen, via-set prefix, sync set ('' = none)
 # Returns 0 nothing to do, 1 applied, 2 applied over another tier's camera with the same id,
-# -1 refused: this tier has its own camera with that id (ids must be unique network-wide).
+# -1 refused: this tier has its own camera with that id (ids must be unique network-wide),
+# -2 refused: the camera's node, or its id's division digits (registry/ids.py id_in_node_division),
+# lie outside the subtree of the child that sent it (a child speaks for its own subtree only).
 _RCAT_APPLY = _EPOCH_CHECK + _FORGET + """
 if ARGV[10] ~= '' then redis.call('SADD', ARGV[10], ARGV[3]) end
 local cur = redis.call('HGET', KEYS[2], ARGV[3])
@@ -231,6 +233,10 @@ local cnode, cowner, cvia = parse(cur)
 if ARGV[2] == 'upsert' then
   if cur == ARGV[4] then return 0 end
   if redis.call('HEXISTS', KEYS[8], ARGV[3]) == 1 then return -1 end
+  local via, node, div = ARGV[5], ARGV[7], math.min(#ARGV[5], 6)
+  if string.sub(node, 1, #via) ~= via or string.sub(ARGV[3], 1, div) ~= string.sub(via, 1, div) then
+    return -2
+  end
   local clash = (cowner and cowner ~= ARGV[6]) and 2 or 1
   if cnode and cnode ~= ARGV[7] then redis.call('ZREM', KEYS[3], cnode .. '/' .. ARGV[3]) end
   if cvia and cvia ~= ARGV[5] then redis.call('SREM', ARGV[9] .. cvia, ARGV[3]) end

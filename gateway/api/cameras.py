@@ -14,12 +14,12 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.api.auth import audit_refused_nodes, outside_jurisdiction, require, require_node, scope_node
+from gateway.api.auth import audit_refused_nodes, outside_jurisdiction, principal, require, require_node, scope_node
 from gateway.api.errors import AccessDenied, ApiError, query_int, read_json
 from registry.bulk import BulkError, parse_bulk_csv, parse_bulk_json
 from registry.ids import CameraIdError, validate_camera_id
 from registry.models import Camera, CameraCreate, CameraPatch, validate_sources
-from registry.store import CameraExists, StoreConflict
+from registry.store import CameraExists, CameraOwnedBelow, StoreConflict
 from registry.urls import SourceError
 from tiers.access import Role
 from tiers.catalog import SubtreeCatalog
@@ -92,6 +92,13 @@ async def _create(request: web.Request, body: Any, *, row: int | None = None) ->
         raise ApiError(422, str(e)) from None
     try:
         cam = await app[keys.STORE].add(data)
+    except CameraOwnedBelow as e:
+        # Ids are unique network-wide: a tier below already runs this one (it is in the remote catalog).
+        # Which tier is named only to a caller over it (a township admin learns nothing of its sibling).
+        if e.owner and principal(request).covers(e.owner):
+            raise ApiError(409, f"camera {e.camera_id} already exists: a tier below owns it (tier {e.owner}, "
+                                f"reached through {e.via or '?'}); choose another id", owner=e.owner) from None
+        raise ApiError(409, f"camera {e.camera_id} already exists: a tier below owns it; choose another id") from None
     except CameraExists:
         raise ApiError(409, f"camera {data.id} already exists") from None
     except CameraIdError as e:
