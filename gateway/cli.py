@@ -51,12 +51,12 @@ def _admin_token(settings: Settings) -> tuple[str, str]:
 async def run_gateway(settings: Settings, on_started: Callable[[web.Application, str], Awaitable[None]] | None = None,
                       stop: asyncio.Event | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM (or `stop`), then shut down in stages."""
-    from gateway.api.errors import AccessLogger
     from gateway.app import build_app
+    from gateway.server import make_runner
 
     token, _ = _admin_token(settings)
     app = build_app(settings, token)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=5)
+    runner = make_runner(app, settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)

@@ -99,6 +99,25 @@ class AccessConfig(_Section):
                     "refreshing thumbnails cannot crowd changes out of the trail; 0: every fetch")
 
 
+class LiveConfig(_Section):
+    """Limits on live views (live.mjpeg), so that no one token or client can take them all."""
+
+    max_views: int = Field(32, ge=1, le=1000, description="live views open at once on this gateway")
+    max_per_token: int = Field(4, ge=1, le=1000, description="live views one token may hold open at once")
+    max_per_address: int = Field(
+        8, ge=1, le=1000,
+        description="live views one client address may hold open at once (the audited address: behind a trusted "
+                    "proxy, the one it saw)")
+    stall_timeout_s: float = Field(
+        10.0, ge=1, le=120,
+        description="a viewer that does not take a frame within this long (the send blocks) is dropped and its "
+                    "view freed")
+    send_buffer_bytes: int = Field(
+        256 * 1024, ge=16 * 1024, le=16 * 1024 * 1024,
+        description="the kernel send buffer of a live view's connection, so a viewer that stops reading is noticed "
+                    "after this much, not after megabytes (enough for 10 fps at 960 px over 300 ms of round trip)")
+
+
 class Settings(BaseSettings):
     """All settings of one gateway process."""
 
@@ -108,6 +127,12 @@ class Settings(BaseSettings):
 
     node: str = Field("45", description="the node code this tier deployment owns (DESIGN §3)")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT the HTTP API listens on")
+    http_header_timeout_s: float = Field(
+        10.0, ge=1, le=300,
+        description="a connection that has not sent a whole request head this long after it opened (or after it "
+                    "began a new request) is closed")
+    http_keepalive_timeout_s: float = Field(
+        15.0, ge=1, le=600, description="an idle keep-alive connection, between requests, is closed after this long")
     redis: str | None = Field(None, description="redis:// or unix:// URL; absent: an embedded redis-server")
     uplink: str | None = Field(None, description="the parent tier's Redis URL; absent: this is a top tier")
     data_dir: Path = Field(Path("data"), description="where the embedded Redis keeps its AOF")
@@ -130,6 +155,7 @@ class Settings(BaseSettings):
     events: EventsConfig = Field(default_factory=EventsConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     @field_validator("node")
     @classmethod

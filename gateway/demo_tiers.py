@@ -98,8 +98,8 @@ def _settings(args: argparse.Namespace, spec: DemoTier, http: str, redis_url: st
 
 async def _start_tier(run: _Running, serial_base: int) -> None:
     from gateway import keys
-    from gateway.api.errors import AccessLogger
     from gateway.app import build_app
+    from gateway.server import make_runner
     from gateway.cli import _admin_token
     from registry.ids import generate_camera_id
     from registry.models import Camera, CameraCreate
@@ -113,7 +113,7 @@ async def _start_tier(run: _Running, serial_base: int) -> None:
     if s.model is not None:
         _say(f"{spec.tier} {spec.node}: loading the detector {s.model.name}")
     app = build_app(s, token)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=5)
+    runner = make_runner(app, s)
     await runner.setup()
     run.runner = runner
     await web.TCPSite(runner, s.http_host, s.http_port).start()

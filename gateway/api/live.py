@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -31,7 +32,6 @@ routes = web.RouteTableDef()
 BOUNDARY = "frame"
 MAX_FPS = 10.0
 DEFAULT_FPS = 5.0
-WRITE_TIMEOUT_S = 10.0  # a client that takes longer than this to take one frame is dropped
 REMOTE_TIMEOUT_S = 5.0
 
 
@@ -132,36 +132,78 @@ async def live_view(request: web.Request) -> web.StreamResponse:
     sup = app[keys.SUPERVISOR]
     if local and cid not in sup.workers:
         raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
-    if live.viewers >= live.max_viewers:
-        raise ApiError(503, f"too many live views open on this gateway ({live.max_viewers})", retry_after=5)
+    audit, opened_at = app[keys.AUDIT], None
+    token_id, address = request[keys.PRINCIPAL].token_id, audit.client_address(request)
+    refused = live.refusal(token_id, address)
+    if refused is not None:
+        status, reason = refused
+        if status == 429:
+            live.refused += 1
+            log.info("live view of %s refused for token %s from %s: %s", cid, token_id, address, reason)
+        raise ApiError(status, reason, retry_after=5)
     resp = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         "Cache-Control": "no-store", "X-Accel-Buffering": "no",
     })
-    live.viewers += 1
-    live.opened += 1
-    audit, opened_at = app[keys.AUDIT], None
+    live.acquire(token_id, address)
+    slow = False
     try:
+        _bound_send_buffer(request, live.send_buffer_bytes)
         await resp.prepare(request)
         audit.record_request(request, "live.view", cid, node, {"fps": fps, "width": width})
         opened_at = time.monotonic()
         stream = (_stream_local(request, resp, live, cid, fps, width) if local
                   else _stream_remote(request, resp, live, cid, fps, width))
         await _until_revoked(request, stream)
+    except SlowReader:
+        # The client stopped taking frames: drop it now, unsent frames and all, so its slot is free again.
+        slow = True
+        live.dropped_slow += 1
+        log.warning("live view of %s dropped: client %s (token %s) took no frame for %g s",
+                    cid, address, token_id, live.stall_timeout_s)
+        if request.transport is not None:
+            request.transport.abort()
     except (ConnectionError, asyncio.TimeoutError):
-        pass  # the client went away or stopped reading: end its stream
+        pass  # the client went away: end its stream
     except Exception:  # headers are sent: a failure can only end the stream, never become an error page
         log.exception("live view of %s failed", cid)
     finally:
-        live.viewers -= 1
+        live.release(token_id, address)
         if opened_at is not None:
             # Who watched which camera, and for how long (DESIGN §6): the view's end, with its duration.
-            audit.record_request(request, "live.end", cid, node, {"seconds": round(time.monotonic() - opened_at, 1)})
+            detail = {"seconds": round(time.monotonic() - opened_at, 1)}
+            if slow:
+                detail["dropped"] = "slow reader"
+            audit.record_request(request, "live.end", cid, node, detail)
+    if slow:
+        return resp
     with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
         # The closing boundary tells a reader the stream ended on purpose (camera removed, token revoked).
         await asyncio.wait_for(resp.write(f"--{BOUNDARY}--\r\n".encode()), 2.0)
         await resp.write_eof()
     return resp
+
+
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    """Cap the kernel's send buffer of this connection: without it, megabytes of frames queue (autotuned up to
+    net.ipv4.tcp_wmem's maximum) before a viewer that stopped reading makes a write block."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+class SlowReader(Exception):
+    """The client did not take a frame within live.stall_timeout_s."""
+
+
+async def _send(resp: web.StreamResponse, live: LiveFrames, part: bytes) -> None:
+    """Write one part; a client that does not take it in time (the write blocks on a full buffer) is a SlowReader."""
+    try:
+        await asyncio.wait_for(resp.write(part), live.stall_timeout_s)
+    except asyncio.TimeoutError:
+        raise SlowReader from None
 
 
 async def _until_revoked(request: web.Request, stream: Coroutine[Any, Any, None]) -> None:
@@ -198,7 +240,7 @@ async def _stream_local(request: web.Request, resp: web.StreamResponse, live: Li
             if version != last:
                 jpeg = await live.jpeg(cid, frame, dets, width=width, boxes=True)
                 # One frame in flight per client: a slow reader makes us skip frames (newest wins), not queue them.
-                await asyncio.wait_for(resp.write(_part(jpeg, frame.captured_at, len(dets))), WRITE_TIMEOUT_S)
+                await _send(resp, live, _part(jpeg, frame.captured_at, len(dets)))
                 last = version
                 live.frames_sent += 1
                 next_at = loop.time() + interval
@@ -223,7 +265,7 @@ async def _stream_remote(request: web.Request, resp: web.StreamResponse, live: L
         if pic is not None and pic.jpeg != last:
             last = pic.jpeg
             jpeg = await _at_width(pic, width)
-            await asyncio.wait_for(resp.write(_part(jpeg, pic.captured_at, pic.detections)), WRITE_TIMEOUT_S)
+            await _send(resp, live, _part(jpeg, pic.captured_at, pic.detections))
             live.frames_sent += 1
         await asyncio.sleep(max(0.0, interval - (loop.time() - t0)))
 
@@ -236,6 +278,9 @@ async def _close_views(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     """Routes, the shared frame renderer, and ending live views at shutdown."""
-    app[keys.LIVE] = LiveFrames()
+    limits = app[keys.SETTINGS].live
+    app[keys.LIVE] = LiveFrames(limits.max_views, max_per_token=limits.max_per_token,
+                                max_per_address=limits.max_per_address, stall_timeout_s=limits.stall_timeout_s,
+                                send_buffer_bytes=limits.send_buffer_bytes)
     app.on_shutdown.append(_close_views)
     app.router.add_routes(routes)

@@ -68,16 +68,55 @@ class _Version:
 class LiveFrames:
     """Renders frames off the loop, sharing one encode among all viewers of the same camera and size."""
 
-    def __init__(self, max_viewers: int = 32, cache_size: int = 128) -> None:
+    def __init__(self, max_viewers: int = 32, cache_size: int = 128, *, max_per_token: int = 4,
+                 max_per_address: int = 8, stall_timeout_s: float = 10.0, send_buffer_bytes: int = 256 * 1024) -> None:
         self.max_viewers = max_viewers
+        self.max_per_token = max_per_token
+        self.max_per_address = max_per_address
+        self.stall_timeout_s = stall_timeout_s  # a viewer that takes no frame for this long is dropped
+        self.send_buffer_bytes = send_buffer_bytes  # kernel send buffer of each live view's socket
         self.viewers = 0  # live streams open now
         self.opened = 0  # live streams opened since start
+        self.refused = 0  # live streams refused by a per-token or per-address limit
+        self.dropped_slow = 0  # live streams ended because their client stopped taking frames
+        self.by_token: collections.Counter[str] = collections.Counter()  # open views per token id
+        self.by_address: collections.Counter[str] = collections.Counter()  # open views per client address
         self.frames_sent = 0
         self.renders = 0  # encodes done (thumbnails and live frames); less than frames sent when shared
         self.closing = asyncio.Event()  # set at shutdown: every live stream ends
         self._cache: collections.OrderedDict[_Key, tuple[_Version, asyncio.Future[bytes]]] = \
             collections.OrderedDict()
         self._cache_size = cache_size
+
+    def refusal(self, token_id: str, address: str | None) -> tuple[int, str] | None:
+        """(status, reason) when a new view for this token and address would exceed a limit; None to admit it."""
+        if self.viewers >= self.max_viewers:
+            return 503, f"too many live views open on this gateway ({self.max_viewers})"
+        if self.by_token[token_id] >= self.max_per_token:
+            return 429, (f"this token already holds {self.by_token[token_id]} live views open, its limit "
+                         f"(live.max_per_token = {self.max_per_token}); close one first")
+        if address is not None and self.by_address[address] >= self.max_per_address:
+            return 429, (f"this client address already holds {self.by_address[address]} live views open, its limit "
+                         f"(live.max_per_address = {self.max_per_address}); close one first")
+        return None
+
+    def acquire(self, token_id: str, address: str | None) -> None:
+        """Count one open view against the gateway's, the token's and the address's limits."""
+        self.viewers += 1
+        self.opened += 1
+        self.by_token[token_id] += 1
+        if address is not None:
+            self.by_address[address] += 1
+
+    def release(self, token_id: str, address: str | None) -> None:
+        """Free the slots acquire() took."""
+        self.viewers -= 1
+        for counter, key in ((self.by_token, token_id), (self.by_address, address)):
+            if key is None:
+                continue
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
 
     def version(self, frame: Frame, detections: tuple[Detection, ...], boxes: bool) -> _Version:
         """What identifies one rendering of a camera's state: the frame and, when drawn, its boxes."""
