@@ -385,7 +385,7 @@ class Demuxer(threading.Thread):
         # the loop: below the asked rate only the head of each GOP is decoded, at the asked spacing.
         self.target_fps = opts.analysis_fps
         self.head_s: float | None = None  # seconds decoded from each key frame; None: the whole GOP
-        self.head_fps = opts.analysis_fps  # the sampling rate within that head
+        self.head_fps: float | None = None  # under overload: the sampling rate (the share's spacing)
         # Share of the GOP the head's samples are spread over; the loop widens it for a camera whose
         # heads collide with others' (it gets less than its share) and narrows it back.
         self.head_share = HEAD_SHARE
@@ -528,7 +528,7 @@ class Demuxer(threading.Thread):
                         decoder.set_mode(self._choose_mode(self.gop_s, fps))
                     last_key = kt
                     self.head_s, self.head_fps = self._gop_head(decoder.mode)
-                decoder.sampler.fps = self.head_fps if self.head_s is not None else self.analysis_fps
+                decoder.sampler.fps = self.head_fps or self.analysis_fps
                 if decoder.key_only:
                     # Demux only: a non-key packet, or a key frame the sampler would not take, is never
                     # decoded. Key frames come in order, so their own times make the clock here.
@@ -551,7 +551,7 @@ class Demuxer(threading.Thread):
             # Loop the file: seek to the start and keep the clock running, like a live camera.
             pass_start += last_dts + 1 / (fps or 25)
             self._feed(decoder, _END_OF_PASS)
-            self.head_s, self.head_fps = None, self.analysis_fps
+            self.head_s, self.head_fps = None, None
             # PyAV's seek flushes the stream's codec context: no pool thread may be decoding meanwhile.
             decoder.hold(timeout=self.opts.open_timeout_s)
             try:
@@ -560,7 +560,8 @@ class Demuxer(threading.Thread):
                 decoder.release()
             last_key = None
 
-    def _gop_head(self, mode: DecodeMode) -> tuple[float | None, float]:
+    def _gop_head(self, mode: DecodeMode) -> tuple[float | None, float | None]:
+        # Returns (seconds of each GOP to decode or None for all of it, the sampling rate or None for the asked one).
         """Under overload, how much of each GOP to decode and how densely to sample it.
 
         The camera gets `target_fps`; its samples are bunched into the first half of the GOP (at no
@@ -571,11 +572,13 @@ class Demuxer(threading.Thread):
         """
         fps_a, target, gop = self.analysis_fps, self.target_fps, self.gop_s
         if mode == DecodeMode.KEY or gop is None or fps_a <= 0 or target >= BURST_SHARE * fps_a:
-            return None, fps_a
+            return None, None
         samples = max(1, round(target * gop))
         spacing = max(1.0 / fps_a, self.head_share * gop / samples)
         head = (samples - 1) * spacing + REORDER_MARGIN_S
-        return (head, 1.0 / spacing) if head < gop else (None, fps_a)
+        # A head as long as the GOP decodes it all, yet still samples at the share's spacing: sampling at
+        # the asked rate would claim more than the share from the cameras whose heads are bunched.
+        return (head if head < gop else None), 1.0 / spacing
 
     def _past_head(self, packet: av.Packet, tb: float, last_key: float | None) -> bool:
         """Under overload: whether this packet lies past its GOP's head (the scheduler would supersede it)."""
