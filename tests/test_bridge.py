@@ -20,7 +20,8 @@ from gateway.config import ConfigError, load_settings
 from sample_streams.generate import make_clip
 from tests.gateway_fixtures import until
 from tests.tier_fixtures import TOKEN
-from tiers.rpc import FetchError, NoFrame, Picture, TierTimeout, UnknownCamera, fetch_latest_jpeg, parse_reply
+from gateway.api.live import fetch_latest_jpeg
+from tiers.rpc import FetchError, NoFrame, Picture, TierTimeout, UnknownCamera, parse_reply
 
 REGION, CITY, COUNTY = "45", "4501", "450102"
 CAM = "45010200001320000001"

@@ -13,7 +13,8 @@ from gateway import keys
 from sample_streams.generate import make_clip
 from tests.gateway_fixtures import until
 from tests.tier_fixtures import FIVE_TIERS
-from tiers.rpc import UnknownCamera, fetch_latest_jpeg
+from gateway.api.live import fetch_latest_jpeg
+from tiers.rpc import UnknownCamera
 
 REGION, CITY, COUNTY, TOWNSHIP, VILLAGE = FIVE_TIERS
 

@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -37,9 +37,17 @@ from redis.exceptions import NoScriptError, ResponseError
 from analytics.events import iso_ms
 from tiers.nodes import normalize_node
 
-if TYPE_CHECKING:  # duck-typed at run time: tiers must not import the gateway package
-    from gateway.supervisor import StreamSupervisor
+if TYPE_CHECKING:
+    from registry.models import Camera
     from registry.store import CameraStore
+
+
+class StatusSource(Protocol):
+    """What runs this tier's cameras (the gateway's supervisor): tiers never import the gateway package."""
+
+    def status(self, camera: "Camera") -> Any:
+        """The camera's run-time status (CameraStatus's fields)."""
+        ...
 
 __all__ = [
     "CameraView", "EVCOUNT_TTL_S", "EpochChanged", "Scripts", "STALE_AFTER_S", "SubtreeCatalog", "TierKeys",
@@ -482,7 +490,7 @@ def _counts(v: Any) -> dict[str, int]:
 class SubtreeCatalog:
     """Every camera of a subtree: this tier's own (status from its workers) and those of tiers below."""
 
-    def __init__(self, redis: aioredis.Redis, store: "CameraStore", supervisor: "StreamSupervisor", *,
+    def __init__(self, redis: aioredis.Redis, store: "CameraStore", supervisor: StatusSource, *,
                  node: str | None = None, prefix: str = "se") -> None:
         self.redis = redis
         self.store = store

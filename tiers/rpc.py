@@ -36,8 +36,7 @@ from tiers.catalog import TierKeys
 if TYPE_CHECKING:
     from registry.store import CameraStore
 
-__all__ = ["FetchError", "FrameFetcher", "NoFrame", "Picture", "TierTimeout", "UnknownCamera", "fetch_latest_jpeg",
-           "fetch_picture"]
+__all__ = ["FetchError", "FrameFetcher", "NoFrame", "Picture", "TierTimeout", "UnknownCamera"]
 
 log = logging.getLogger(__name__)
 
@@ -242,20 +241,3 @@ def parse_reply(raw: bytes) -> Picture:
     except ValueError:
         raise FetchError("malformed reply from the tier below") from None
     return Picture(body, taken, dets, fitted=True)
-
-
-async def fetch_picture(app: web.Application, camera_id: str, timeout: float = 5.0, *, width: int = MAX_WIDTH,
-                        boxes: bool = False) -> Picture:
-    """A camera's newest frame, own or from the tier below that runs it, at most `width` wide.
-
-    Raises UnknownCamera (404), NoFrame (503), TierTimeout (504) or FetchError (502): aiohttp HTTP
-    errors, so a handler may let them through as the answer. Works without any bridge for own cameras.
-    """
-    from gateway import keys  # the app's keys live in the gateway package, which imports this one
-
-    return await app[keys.FETCHER].fetch(camera_id, timeout, width=width, boxes=boxes)
-
-
-async def fetch_latest_jpeg(app: web.Application, camera_id: str, timeout: float = 5.0) -> bytes:
-    """JPEG of a camera's newest frame (at most 1280 wide, no boxes); see fetch_picture."""
-    return (await fetch_picture(app, camera_id, timeout)).jpeg

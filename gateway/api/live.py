@@ -24,9 +24,26 @@ from gateway.web.frames import LiveFrames, fit_jpeg
 from registry.ids import CameraIdError, validate_camera_id
 from tiers.access import Role
 from tiers.catalog import TierKeys
-from tiers.rpc import FetchError, Picture, UnknownCamera, fetch_picture
+from tiers.rpc import FetchError, Picture, UnknownCamera
 
 log = logging.getLogger(__name__)
+
+
+async def fetch_picture(app: web.Application, camera_id: str, timeout: float = 5.0, *, width: int = MAX_WIDTH,
+                        boxes: bool = False) -> Picture:
+    """A camera's newest frame, own or from the tier below that runs it, at most `width` wide.
+
+    Raises UnknownCamera (404), NoFrame (503), TierTimeout (504) or FetchError (502): aiohttp HTTP
+    errors, so a handler may let them through as the answer. Works without any bridge for own cameras.
+    """
+    return await app[keys.FETCHER].fetch(camera_id, timeout, width=width, boxes=boxes)
+
+
+async def fetch_latest_jpeg(app: web.Application, camera_id: str, timeout: float = 5.0) -> bytes:
+    """JPEG of a camera's newest frame (at most 1280 wide, no boxes); see fetch_picture."""
+    return (await fetch_picture(app, camera_id, timeout)).jpeg
+
+
 routes = web.RouteTableDef()
 
 BOUNDARY = "frame"
