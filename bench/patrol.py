@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceilings as C
-from bench.pipeline import (CLIP, MODEL, ROOT, RedisRef, Trial, _f, _fair, finish_run, _flag_cell, _load_cell, _skipped_cell,
+from bench.pipeline import (ROOT, RedisRef, Trial, _f, _fair, add_common_args, finish_run, _flag_cell, _load_cell, _skipped_cell,
                             _table, add_limit, ceilings_report, check_inputs, log, measure_ceilings, medians,
                             progress, trial_line)
 from tests.servers import RedisServer
@@ -231,19 +231,16 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.patrol", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
     p.add_argument("--quick", action="store_true", help="smoke run: 20 cameras, 1 repeat, short windows")
     p.add_argument("--cameras", help="comma-separated camera counts (default 200; quick 20)")
     p.add_argument("--fps", type=float, default=0.25, help="analysis fps per patrol camera (0.25)")
-    p.add_argument("--stagger", type=float, default=2.0,
-                   help="seconds over which the cameras are registered (8 batches), one GOP of the clip by default, "
-                        "so that their GOPs do not start in lockstep (2; 0: one request)")
     p.add_argument("--seconds", type=float,
                    help="measurement window (default 60: 15 analysed frames per camera at 0.25 fps; quick 20)")
     p.add_argument("--repeats", type=int, help="runs of each trial and of each ceiling; medians are reported "
                                                "(default 3; quick 1)")
     p.add_argument("--warmup", type=float, help="seconds after the cameras are online before measuring "
                                                 "(default 10; quick 5)")
-    p.add_argument("--grace", type=float, default=3.0, help="seconds to wait for late events after the window (3)")
     p.add_argument("--online-timeout", type=float, default=120.0,
                    help="longest wait for every camera to come online; then the window measures those online (120)")
     p.add_argument("--ceiling-seconds", type=float, help="seconds per ceiling measurement (default 4; quick 2)")
@@ -251,10 +248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-analytics", metavar="JSON",
                    help="analytics settings of the idle cameras (default: fps 0 if the gateway accepts it, else the "
                         "lowest fps with quality off and min_score 0.99)")
-    p.add_argument("--model", type=Path, default=MODEL)
-    p.add_argument("--clip", type=Path, default=CLIP)
     p.add_argument("--skip-ceilings", action="store_true", help="trials only (no limit, ratio or load columns)")
-    p.add_argument("--json", type=Path, help="also write every raw measurement to this file")
     p.add_argument("--trial", type=Path, help=argparse.SUPPRESS)  # internal: run one trial (a child process)
     a = p.parse_args(argv)
     if a.trial:

@@ -893,24 +893,29 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
 
 # ---- main ------------------------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, N = 1,2,4, short windows")
-    p.add_argument("--cameras", help="comma-separated camera counts, e.g. 12,24 (default 1,2,4,8,12,16,24; quick 1,2,4)")
-    p.add_argument("--seconds", type=float, help="measurement window per N after warm-up (default 20; quick 6)")
-    p.add_argument("--repeats", type=int, help="runs per N and per ceiling; medians are reported (default 3; quick 1)")
-    p.add_argument("--warmup", type=float, help="seconds after all cameras are online before measuring (default 5; quick 3)")
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The options bench.pipeline and bench.patrol share."""
     p.add_argument("--grace", type=float, default=3.0, help="seconds to wait for late events after the window (3)")
-    p.add_argument("--ceiling-seconds", type=float, help="seconds per ceiling measurement (default 4; quick 2)")
-    p.add_argument("--fps", type=float, default=5.0, help="analysis fps per camera (5)")
     p.add_argument("--stagger", type=float, default=2.0,
                    help="seconds over which the cameras are registered (8 batches), one GOP of the clip by default, "
                         "so that their GOPs do not start in lockstep (2; 0: one request)")
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--clip", type=Path, default=CLIP)
-    p.add_argument("--skip-ceilings", action="store_true", help="pipeline only (no limit, ratio or load columns)")
     p.add_argument("--json", type=Path, help="also write every raw measurement to this file")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, N = 1,2,4, short windows")
+    p.add_argument("--cameras", help="comma-separated camera counts, e.g. 12,24 (default 1,2,4,8,12,16,24; quick 1,2,4)")
+    p.add_argument("--seconds", type=float, help="measurement window per N after warm-up (default 20; quick 6)")
+    p.add_argument("--repeats", type=int, help="runs per N and per ceiling; medians are reported (default 3; quick 1)")
+    p.add_argument("--warmup", type=float, help="seconds after all cameras are online before measuring (default 5; quick 3)")
+    p.add_argument("--ceiling-seconds", type=float, help="seconds per ceiling measurement (default 4; quick 2)")
+    p.add_argument("--fps", type=float, default=5.0, help="analysis fps per camera (5)")
+    p.add_argument("--skip-ceilings", action="store_true", help="pipeline only (no limit, ratio or load columns)")
     a = p.parse_args(argv)
     q = a.quick
     try:

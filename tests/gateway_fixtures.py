@@ -148,3 +148,13 @@ async def until(pred, timeout: float, what: str, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def closed_by_server(ws: aiohttp.ClientWebSocketResponse, timeout: float = 20.0) -> None:
+    """Read a WebSocket until the server closes it, bounded; it must close for a policy violation (a token gone)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                break
+    assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION, ws.close_code

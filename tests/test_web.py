@@ -92,6 +92,17 @@ async def _ids(page, selector: str) -> list[str]:
 
 @pytest.mark.rtsp
 @pytest.mark.model
+
+async def _watched_page(browser):
+    """A new English page whose script errors and CSP violations are collected in the list returned with it."""
+    ctx = await browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
+    page = await ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}")
+            if m.type == "error" and "Content Security Policy" in m.text else None)
+    return ctx, page, errors
+
 async def test_control_room_page(make_gateway, redis_url, rtsp_street, model_path, browser):
     async with make_gateway(redis_url, model=model_path) as gw:
         cam = await gw.add_camera(name="Minzu Ave east gate", node="450102001", url=rtsp_street.url("street"),
@@ -103,12 +114,7 @@ async def test_control_room_page(make_gateway, redis_url, rtsp_street, model_pat
                                     analytics={"fps": 2, "min_score": 0.45})
         dead = await gw.add_camera(name="Village gate", node="450102002001",
                                    url=f"rtsp://127.0.0.1:{free_port()}/gate")
-        ctx = await browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
-        page = await ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-        page.on("console", lambda m: errors.append(f"console: {m.text}")
-                if m.type == "error" and "Content Security Policy" in m.text else None)
+        ctx, page, errors = await _watched_page(browser)
         # Every events WebSocket the page opens goes through here, so the test can cut one and see what
         # each carried.
         sockets: list = []  # (page side, server side, event ids forwarded to the page)
@@ -386,12 +392,7 @@ async def test_overload_is_shown_on_the_wall_the_camera_page_and_the_header(make
             assert time.monotonic() < deadline, "the gateway never became overloaded"
             await asyncio.sleep(0.5)
 
-        ctx = await browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
-        page = await ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-        page.on("console", lambda m: errors.append(f"console: {m.text}")
-                if m.type == "error" and "Content Security Policy" in m.text else None)
+        ctx, page, errors = await _watched_page(browser)
         await page.goto(gw.url("/"))
         await page.fill("#token-input", TOKEN)
         await page.click("#login-button")
