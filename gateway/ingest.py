@@ -45,7 +45,10 @@ MAX_BAD_PACKETS = 50  # this many undecodable packets in a row: the source is br
 QUEUE_SECONDS = 2.0  # packets waiting for a decoder beyond this much video: decoding fell behind
 QUEUE_MIN_PACKETS = 25  # ...but never fewer than this (streams of unknown or very low rate)
 BATCH_PACKETS = 8  # packets one pool thread decodes for a camera before it lets another camera in
-PACE_SLACK_S = 0.1  # a paced file's packets may go this early: the demuxer wakes 10 times a second, not 25
+# A paced file's packets may go this early. Small: packets let go in bunches reach the scheduler in
+# bunches, and newest-wins then supersedes all but the last of each (at 0.1 s a 25 fps file gave at most
+# ~8 frames a second, and cameras whose bunches fell apart got more than their share).
+PACE_SLACK_S = 0.01
 NONREF_MAX_SHARE = 0.5  # analysing at most this share of the frame rate: skip frames nothing refers to
 KEY_ONLY_SHARE = 0.95  # an analysis interval at least this share of the GOP: decode key frames only
 BURST_SHARE = 0.9  # a fair share under this share of the asked rate: decode only the head of each GOP
@@ -515,8 +518,7 @@ class Demuxer(threading.Thread):
                     self.last_packet_at = time.time()
                     continue
                 if is_file and t is not None:
-                    # Hold each packet until its time, as a live camera would send it (give or take
-                    # PACE_SLACK_S, so the thread wakes for a few packets at a time).
+                    # Hold each packet until its time, as a live camera would send it.
                     delay = wall0 + pass_start + t - time.monotonic()
                     if delay > PACE_SLACK_S and self.quit.wait(delay):
                         return
