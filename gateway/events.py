@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 from analytics.events import Event
 from gateway.outbox import Outbox
 from gateway.streams import MAX_ENTRY_ID, StreamIdError, parse_entry_id, scan_newest
-from tiers.catalog import EVCOUNT_TTL_S, evcount_field, evcount_key, event_minute
+from tiers.catalog import EVCOUNT_TTL_S, event_minute
+from tiers.contract import evcount_field, evcount_key
 
 log = logging.getLogger(__name__)
 

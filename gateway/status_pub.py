@@ -12,7 +12,8 @@ from redis.exceptions import RedisError
 
 from gateway.supervisor import StreamSupervisor
 from registry.store import CameraStore
-from tiers.catalog import TierKeys, put_status, status_json
+from tiers.catalog import put_status, status_json
+from tiers.contract import TierKeys
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from tests.gateway_fixtures import TOKEN, until
 from tests.test_cli import cli
 from tests.servers import free_port
 from tiers.access import Principal, Role
-from tiers.catalog import TIER_SCRIPTS
+from tiers.contract import TIER_SCRIPTS
 from tiers.names import NodeFileError, bundled_node_file, load_node_file, parse_nodes
 
 CLIP = "file:moving_objects.mp4"

@@ -18,7 +18,7 @@ import pytest
 from gateway import keys
 from tests.gateway_fixtures import until
 from tests.test_metrics import scrape
-from tiers.catalog import TierKeys
+from tiers.contract import TierKeys
 
 pytestmark = [pytest.mark.model]
 

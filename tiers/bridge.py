@@ -36,10 +36,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from registry.models import Camera
 from registry.urls import redact_url, scrub
-from tiers.catalog import (
-    EVCOUNT_TTL_S, FEED_MAXLEN, TIER_SCRIPTS, EpochChanged, Scripts, TierKeys, evcount_field, evcount_key,
-    event_minute,
-)
+from tiers.catalog import EVCOUNT_TTL_S, FEED_MAXLEN, event_minute
+from tiers.contract import BRIDGE_SCRIPTS, INTAKE_SCRIPTS, EpochChanged, TierKeys, evcount_field, evcount_key
 from tiers.names import NodeNames
 
 if TYPE_CHECKING:
@@ -53,79 +51,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 8 << 20  # snapshots per round trip
 LATENCY_SAMPLES = 2048
 
-# KEYS: epoch, stream, index, count hash
-# ARGV: epoch, maxlen, json, snapshot, snapshot ttl, snapshot prefix, index ttl, count field ('' none), count ttl
-_EVENT_FORWARD = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('EPOCH the parent tier Redis was wiped or replaced')
-end
-local prev = redis.call('GET', KEYS[3])
-if prev then return {prev, 0} end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3], 's', ARGV[4] ~= '' and '1' or '0')
-redis.call('SET', KEYS[3], id, 'EX', ARGV[7])
-if ARGV[4] ~= '' then redis.call('SET', ARGV[6] .. id, ARGV[4], 'EX', ARGV[5]) end
-if ARGV[8] ~= '' then
-  redis.call('HINCRBY', KEYS[4], ARGV[8], 1)
-  redis.call('EXPIRE', KEYS[4], ARGV[9])
-end
-return {id, 1}
-"""
-
-# KEYS: epoch, stream, index   ARGV: epoch, maxlen, json, index ttl
-_AUDIT_FORWARD = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('EPOCH the parent tier Redis was wiped or replaced')
-end
-local prev = redis.call('GET', KEYS[3])
-if prev then return {prev, 0} end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'a', ARGV[3])
-redis.call('SET', KEYS[3], id, 'EX', ARGV[4])
-return {id, 1}
-"""
-
-# Local read of events with their snapshots, bounded in bytes.  KEYS: stream   ARGV: after, count, byte cap, snap prefix
-_READ_EVENTS = """
-local rows = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-local out = {}
-local bytes = 0
-for _, r in ipairs(rows) do
-  local f = r[2]
-  local e, s = '', '0'
-  for i = 1, #f, 2 do
-    if f[i] == 'e' then e = f[i + 1] elseif f[i] == 's' then s = f[i + 1] end
-  end
-  local snap = ''
-  if s == '1' then snap = redis.call('GET', ARGV[4] .. r[1]) or '' end
-  if #out > 0 and bytes + #snap > tonumber(ARGV[3]) then break end
-  bytes = bytes + #snap
-  out[#out + 1] = r[1]
-  out[#out + 1] = e
-  out[#out + 1] = snap
-end
-return out
-"""
-
-# One bridge per tier, even with several gateways on its Redis.  KEYS: lease   ARGV: holder, ttl ms
-_LEASE = """
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_UP_SCRIPTS = Scripts(event_forward=_EVENT_FORWARD, audit_forward=_AUDIT_FORWARD, **TIER_SCRIPTS.sources)
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_LOCAL_SCRIPTS = Scripts(read_events=_READ_EVENTS, lease=_LEASE, release=_RELEASE, **TIER_SCRIPTS.sources)
 LEASE_S = 15.0
 
 
@@ -297,7 +222,7 @@ class Bridge:
             await asyncio.wait(self._rpc_tasks, timeout=2)
         if self.leader:  # another gateway of this tier takes over at once, not when the lease runs out
             try:
-                await _LOCAL_SCRIPTS.run(self.local, lambda p: _LOCAL_SCRIPTS.call(
+                await BRIDGE_SCRIPTS.run(self.local, lambda p: BRIDGE_SCRIPTS.call(
                     p, "release", [self.keys.bridge_lease], [self._holder]))
             except (RedisError, OSError):
                 pass
@@ -370,7 +295,7 @@ class Bridge:
         now = time.monotonic()
         if self.leader and now < self._lease_until - LEASE_S * 2 / 3:
             return True
-        got = await _local(_LOCAL_SCRIPTS.run(self.local, lambda p: _LOCAL_SCRIPTS.call(
+        got = await _local(BRIDGE_SCRIPTS.run(self.local, lambda p: BRIDGE_SCRIPTS.call(
             p, "lease", [self.keys.bridge_lease], [self._holder, int(LEASE_S * 1000)])))
         was = self.leader
         self.leader = got[0] == 1
@@ -455,10 +380,10 @@ class Bridge:
         k = self.keys
 
         def queue(p: Any) -> None:
-            _UP_SCRIPTS.call(p, "heartbeat", [k.epoch, k.tiers], [self.epoch or "", self.node, body])
+            INTAKE_SCRIPTS.call(p, "heartbeat", [k.epoch, k.tiers], [self.epoch or "", self.node, body])
             p.hgetall(k.tier_info)
 
-        _, info = await _UP_SCRIPTS.run(self.up, queue)
+        _, info = await INTAKE_SCRIPTS.run(self.up, queue)
         self._adopt_policy(info)
         self._next_heartbeat = time.monotonic() + self.heartbeat_s
 
@@ -502,7 +427,7 @@ class Bridge:
             args += [code, name]
         n = self.names
         keys = [self.keys.epoch, n.below_key(self.node), n.version_key, n.children_key]
-        await _UP_SCRIPTS.run(self.up, lambda p: _UP_SCRIPTS.call(p, "names_put", keys, args))
+        await INTAKE_SCRIPTS.run(self.up, lambda p: INTAKE_SCRIPTS.call(p, "names_put", keys, args))
         self._names_sent = (self.epoch, version)
         self.names_forwarded = len(names)
 
@@ -515,11 +440,11 @@ class Bridge:
         def queue(p: Any) -> None:
             for s in (ev, au, ca, rc):
                 p.xinfo_stream(s.key)
-            _LOCAL_SCRIPTS.call(p, "read_events", [ev.key], [ev.ck, n, MAX_BATCH_BYTES, k.snap_prefix])
+            BRIDGE_SCRIPTS.call(p, "read_events", [ev.key], [ev.ck, n, MAX_BATCH_BYTES, k.snap_prefix])
             p.xrange(au.key, min=f"({au.ck}", max="+", count=n)
             p.xrange(ca.key, min=f"({ca.ck}", max="+", count=n)
             p.xrange(rc.key, min=f"({rc.ck}", max="+", count=n)
-            _LOCAL_SCRIPTS.call(p, "status_changes", [k.status_changes, k.status], [self.status_ck, n])
+            BRIDGE_SCRIPTS.call(p, "status_changes", [k.status_changes, k.status], [self.status_ck, n])
 
         res = await self._run_local(queue)
         infos = dict(zip(("events", "audit", "catalog", "rcat"), res[:4]))
@@ -603,7 +528,7 @@ class Bridge:
                 queue(p)
                 res = await p.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in res):
-                await _LOCAL_SCRIPTS.load(self.local)
+                await BRIDGE_SCRIPTS.load(self.local)
                 continue
             break
         # XINFO of a stream that does not exist yet is an error we expect (None below); others are not.
@@ -667,7 +592,7 @@ class Bridge:
             if op not in ("upsert", "delete") or not cid:
                 continue
             queued.append((cid, owner))
-            _UP_SCRIPTS.call(p, "rcat_apply", ckeys,
+            INTAKE_SCRIPTS.call(p, "rcat_apply", ckeys,
                              [self.epoch or "", op, cid, js, self.node, owner, node, FEED_MAXLEN,
                               k.rcat_via_prefix, sync])
         return queued
@@ -698,7 +623,7 @@ class Bridge:
             if heartbeat:
                 body = json.dumps({"node": self.node, "gateway": self.gateway_id,
                                    "connected_at": self.connected_since or now, "last_seen": now})
-                _UP_SCRIPTS.call(p, "heartbeat", [k.epoch, k.tiers], [epoch, self.node, body])
+                INTAKE_SCRIPTS.call(p, "heartbeat", [k.epoch, k.tiers], [epoch, self.node, body])
             queued.extend(self._queue_catalog(p, [(e, op, cid, node, js, self.node)
                                                   for e, op, cid, node, js in b.catalog]))
             queued.extend(self._queue_catalog(p, b.rcat))
@@ -706,19 +631,19 @@ class Bridge:
                 args: list[Any] = [epoch]
                 for cid, js in b.status:
                     args += [cid, js]
-                _UP_SCRIPTS.call(p, "status_put", [k.epoch, k.status, k.status_seq, k.status_changes], args)
+                INTAKE_SCRIPTS.call(p, "status_put", [k.epoch, k.status, k.status_seq, k.status_changes], args)
             for entry, js, snap, d in b.events:
                 minute = event_minute(d.get("ts"), now)
                 cfield = evcount_field(str(d.get("node", "")), str(d.get("type", "")), d.get("label")) if minute else ""
-                _UP_SCRIPTS.call(p, "event_forward",
+                INTAKE_SCRIPTS.call(p, "event_forward",
                                  [k.epoch, k.events, k.event_index(d["id"]), evcount_key(minute or 0, k.prefix)],
                                  [epoch, self.retention, js, snap, self.snapshot_ttl_s, k.snap_prefix,
                                   self.index_ttl_s, cfield, EVCOUNT_TTL_S])
             for entry, js, aid in b.audit:
-                _UP_SCRIPTS.call(p, "audit_forward", [k.epoch, k.audit, k.audit_index(aid)],
+                INTAKE_SCRIPTS.call(p, "audit_forward", [k.epoch, k.audit, k.audit_index(aid)],
                                  [epoch, self.audit_retention, js, self.index_ttl_s])
 
-        results = await _UP_SCRIPTS.run(self.up, queue)
+        results = await INTAKE_SCRIPTS.run(self.up, queue)
         acked = time.time()
         if heartbeat:
             self._next_heartbeat = time.monotonic() + self.heartbeat_s
@@ -771,7 +696,7 @@ class Bridge:
             queued.extend(self._queue_catalog(p, entries, sync))
             p.expire(sync, 3600)  # an interrupted resync leaves nothing behind for long
 
-        results = await _UP_SCRIPTS.run(self.up, queue)
+        results = await INTAKE_SCRIPTS.run(self.up, queue)
         self._conflicts(queued, results)
 
     async def _resync(self) -> None:
@@ -819,7 +744,7 @@ class Bridge:
                 break
         ckeys = [k.epoch, k.rcat, k.rcat_by_node, k.rcat_feed, k.status, k.status_seq, k.status_changes,
                  k.rcat_via_prefix + self.node, sync]
-        pruned = (await _UP_SCRIPTS.run(self.up, lambda p: _UP_SCRIPTS.call(
+        pruned = (await INTAKE_SCRIPTS.run(self.up, lambda p: INTAKE_SCRIPTS.call(
             p, "rcat_prune", ckeys, [self.epoch or "", "", "", "", self.node, "", "", FEED_MAXLEN,
                                      k.rcat_via_prefix])))[0]
         for s in (ca, rc):

@@ -31,7 +31,7 @@ from aiohttp import web
 from analytics.snapshot import MAX_WIDTH, MIN_WIDTH
 from analytics.types import Detection, Frame
 from registry.ids import CameraIdError, validate_camera_id
-from tiers.catalog import TierKeys
+from tiers.contract import TierKeys
 
 if TYPE_CHECKING:
     from registry.store import CameraStore

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from gateway import keys
 from gateway.api.auth import require
 from tiers.access import Role
-from tiers.catalog import TierKeys
+from tiers.contract import TierKeys
 
 routes = web.RouteTableDef()
 

@@ -23,7 +23,7 @@ from gateway.camera import CameraWorker
 from gateway.web.frames import LiveFrames, fit_jpeg
 from registry.ids import CameraIdError, validate_camera_id
 from tiers.access import Role
-from tiers.catalog import TierKeys
+from tiers.contract import TierKeys
 from tiers.rpc import FetchError, Picture, UnknownCamera
 
 log = logging.getLogger(__name__)
