@@ -42,11 +42,13 @@ from redis.backoff import NoBackoff
 
 from analytics.events import Event, Origin, iso_ms
 from gateway.events import EventLog
+from tiers.contract import TierKeys
 from tests.servers import RedisServer, free_port, redis_binary
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 NODES = ("45", "4501", "450102", "450102001", "450102001001")
 CAMERA = "45010200001320000001"
+EVENTS = TierKeys().events  # each tier's event stream (the default prefix)
 
 
 def progress(msg: str) -> None:
@@ -142,7 +144,7 @@ async def _arrivals(client: aioredis.Redis, after: str, bottom: str | None) -> d
     out: dict[str, int] = {}
     cursor = after
     while True:
-        rows = await client.xrange("se:events", min=f"({cursor}", max="+", count=5000)
+        rows = await client.xrange(EVENTS, min=f"({cursor}", max="+", count=5000)
         for entry, f in rows:
             e = entry.decode()
             d = json.loads(f[b"e"])
@@ -154,22 +156,22 @@ async def _arrivals(client: aioredis.Redis, after: str, bottom: str | None) -> d
 
 
 async def _last(client: aioredis.Redis) -> str:
-    rows = await client.xrevrange("se:events", count=1)
+    rows = await client.xrevrange(EVENTS, count=1)
     return rows[0][0].decode() if rows else "0-0"
 
 
 async def _wait_count(client: aioredis.Redis, after: str, n: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = await client.xrange("se:events", min=f"({after}", max="+", count=1)
+        rows = await client.xrange(EVENTS, min=f"({after}", max="+", count=1)
         if rows:
-            total = await client.xlen("se:events")
+            total = await client.xlen(EVENTS)
             # Entries after the marker: cheap upper bound first, exact count when it may be reached.
             if total >= n:
                 got = 0
                 cursor = after
                 while True:
-                    page = await client.xrange("se:events", min=f"({cursor}", max="+", count=10000)
+                    page = await client.xrange(EVENTS, min=f"({cursor}", max="+", count=10000)
                     got += len(page)
                     if len(page) < 10000:
                         break

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -17,7 +18,8 @@ from gateway import keys
 from gateway import web as web_ui
 from gateway.api import audit as audit_api
 from gateway.api import bridge as bridge_api
-from gateway.api import cameras, events, live, metrics, nodes
+from gateway.api import children as children_api
+from gateway.api import cameras, events, live, metrics, nodes, openapi
 from gateway.api import tokens as tokens_api
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import error_middleware, hash_token
@@ -25,14 +27,17 @@ from gateway.audit import AuditLog
 from gateway.analysis import AnalysisRunner
 from gateway.camera import RunContext
 from gateway.config import Settings
-from gateway.embedded_redis import EmbeddedRedis
+from gateway.embedded_redis import EmbeddedRedis, Listener
 from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
 from gateway.private import private_dir
 from gateway.supervisor import StreamSupervisor
 from gateway.status_pub import StatusPublisher
 from registry.store import CameraStore
+from tiers import intake
 from tiers.bridge import Bridge, EventPolicy
+from tiers.grants import Grants
+from tiers.intake import Intake, IntakePolicy
 from tiers.rpc import FrameFetcher
 from registry.tokens import RevocationWatch, TokenStore
 from tiers.names import NodeEntry, NodeNames, bundled_node_file, load_node_file
@@ -52,14 +57,34 @@ async def _cancel(tasks: list[asyncio.Task], timeout: float = 5.0) -> None:
             log.warning("task %s did not stop within %.0fs", t.get_name(), timeout)
 
 
+def _listener(settings: Settings) -> Listener | None:
+    if settings.redis_listen is None:
+        return None
+    host, _, port = settings.redis_listen.rpartition(":")
+    return Listener(host.strip("[]"), int(port), settings.redis_tls_cert, settings.redis_tls_key)
+
+
+def _intake_url(settings: Settings, embedded: EmbeddedRedis | None) -> str:
+    """Where child tiers reach this tier's Redis (no credentials), or "" when they cannot."""
+    if settings.intake_url:
+        return settings.intake_url
+    if embedded is not None and embedded.listen is not None:
+        return embedded.listen.url()
+    if settings.redis and settings.redis.startswith(("redis://", "rediss://")):
+        u = urlsplit(settings.redis)
+        return urlunsplit((u.scheme, u.netloc.rpartition("@")[2], u.path, "", ""))
+    return ""
+
+
 def _redis_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         embedded = None
         url = settings.redis
         if url is None:
             private_dir(settings.data_dir)  # 0700: the AOF below holds camera passwords
-            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            embedded = EmbeddedRedis(settings.data_dir / "redis", listen=_listener(settings))
             url = await embedded.start()
+        app[keys.INTAKE_URL] = _intake_url(settings, embedded)
         client = aioredis.Redis.from_url(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15,
             retry_on_timeout=False,
@@ -250,6 +275,38 @@ def _status_ctx(settings: Settings):
     return ctx
 
 
+def _intake_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        e = settings.events
+        redis = app[keys.REDIS]
+        # The blocking pop gets its own connections, with a socket timeout above the pop's.
+        pool = redis.connection_pool
+        blocking = aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "socket_timeout": intake.POP_TIMEOUT_S + 10}))
+        grants = Grants(redis, settings.node)
+        app[keys.GRANTS] = grants
+        inbox = Intake(redis, blocking, settings.node, grants=grants, policy=IntakePolicy(
+            retention=e.retention, audit_retention=settings.access.audit_retention, snapshot_ttl_s=e.snapshot_ttl_s,
+            index_ttl_s=e.index_ttl_s))
+        app[keys.INTAKE] = inbox
+        task = asyncio.create_task(inbox.run(), name="intake")
+        task.add_done_callback(_log_death)
+        app[keys.INTAKE_TASK] = task
+        try:
+            yield
+        finally:
+            # Stage 1: the loop returns after its pop (≤ POP_TIMEOUT_S) and requests in hand are answered;
+            # stage 2: cancel what is left.
+            inbox.stop()
+            await asyncio.wait([task], timeout=intake.POP_TIMEOUT_S + 2)
+            await inbox.wait_handled(timeout=3)
+            await _cancel([task])
+            await blocking.aclose()
+            await blocking.connection_pool.disconnect()
+    return ctx
+
+
 def _bridge_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         fetcher = FrameFetcher(app[keys.REDIS], settings.node, app[keys.STORE], app[keys.SUPERVISOR].workers,
@@ -258,15 +315,14 @@ def _bridge_ctx(settings: Settings):
         if settings.uplink is None:
             yield
             return
-        b, e = settings.bridge, settings.events
+        b = settings.bridge
         bridge = Bridge(
             app[keys.REDIS], settings.uplink, settings.node, settings.gateway_id, store=app[keys.STORE],
             fetcher=fetcher, policy=EventPolicy(frozenset(b.types) if b.types else None,
                                                 frozenset(b.labels) if b.labels else None, b.min_score),
             batch=b.batch, backoff_initial_s=b.backoff_initial_s, backoff_max_s=b.backoff_max_s,
-            timeout_s=b.timeout_s, heartbeat_s=b.heartbeat_s, retention=e.retention,
-            audit_retention=settings.access.audit_retention, snapshot_ttl_s=e.snapshot_ttl_s,
-            index_ttl_s=e.index_ttl_s,
+            timeout_s=b.timeout_s, heartbeat_s=b.heartbeat_s,
+            ca_file=str(b.ca_file) if b.ca_file else None,
         )
         app[keys.BRIDGE] = bridge
         log.info("bridge to the parent tier at %s", bridge.uplink_display)
@@ -294,13 +350,16 @@ async def healthz(request: web.Request) -> web.Response:
         redis_ok = False
     ev = app[keys.EVENTS]
     analysis = analysis_health(app)
-    ok = redis_ok and analysis["running"]
+    intake_task = app[keys.INTAKE_TASK]
+    ok = redis_ok and analysis["running"] and not intake_task.done()
     return web.json_response({
         "status": "ok" if ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
         "cameras_running": len(app[keys.SUPERVISOR].workers), "events_buffered": ev.pending,
         "events_dropped": ev.dropped, "detector": app[keys.POOL].name if keys.POOL in app else None,
         "analysis": analysis,
         "bridge": await bridge_api.health(app) if redis_ok else bridge_api.health_offline(app),
+        # What children send is checked and applied by the intake: a dead one is a tier that hears nothing.
+        "intake": {"running": not intake_task.done(), "children": len(app[keys.INTAKE].children)},
     })
 
 
@@ -327,7 +386,7 @@ async def describe(request: web.Request) -> web.Response:
         "page": "/", "api": "/api/v1 (Authorization: Bearer <token>)",
         "endpoints": ["/api/v1/cameras", "/api/v1/cameras/{id}/snapshot.jpg", "/api/v1/cameras/{id}/live.mjpeg",
                       "/api/v1/events", "/api/v1/events/ws", "/api/v1/events/stream", "/api/v1/tokens",
-                      "/api/v1/audit", "/api/v1/whoami", "/healthz"],
+                      "/api/v1/audit", "/api/v1/whoami", openapi.PATH, "/healthz"],
     })
 
 
@@ -341,15 +400,18 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     node_names = load_node_file(nodes_file)
     app.cleanup_ctx.extend([
         _redis_ctx(settings), _access_ctx(settings), _nodes_ctx(nodes_file, node_names), _detector_ctx(settings),
-        _analysis_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings), _status_ctx(settings), _bridge_ctx(settings),
+        _analysis_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings), _status_ctx(settings),
+        _intake_ctx(settings), _bridge_ctx(settings),
     ])
     web_ui.setup(app)  # the control-room page at /
     app.router.add_get("/api/v1", describe)
+    app.router.add_get(openapi.PATH, openapi.handle)
     app.router.add_get("/healthz", healthz)
     live.setup(app)
     app.router.add_routes(cameras.routes)
     app.router.add_routes(events.routes)
     app.router.add_routes(bridge_api.routes)
+    app.router.add_routes(children_api.routes)
     app.router.add_routes(nodes.routes)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_routes(tokens_api.routes)

@@ -5,6 +5,7 @@ Stream ``{p}:audit``: one entry per action, field ``a`` = the entry's JSON. An e
 bridge forwards entries up the tree; a forwarded entry carries its original ``id`` in its JSON and
 keeps it. Recording never waits on Redis and never fails a request: entries go to a bounded
 in-memory outbox that a named background task writes, idempotently, as EventLog does.
+Key names and the append script: tiers/contract.py (AuditKeys, AUDIT_APPEND).
 """
 
 from __future__ import annotations
@@ -26,17 +27,9 @@ from gateway.outbox import Outbox
 from gateway.streams import scan_newest
 from registry.urls import scrub
 from tiers.access import Principal
+from tiers.contract import AUDIT_APPEND, AuditKeys
 
 log = logging.getLogger(__name__)
-
-# Idempotent on the writer's token: a retried batch whose reply was lost is not written twice.
-_APPEND = """
-local prev = redis.call('GET', KEYS[2])
-if prev then return prev end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', ARGV[2])
-redis.call('SET', KEYS[2], id, 'EX', 86400)
-return id
-"""
 
 ACTIONS = (
     "camera.create", "camera.update", "camera.delete", "camera.bulk",
@@ -151,13 +144,14 @@ class AuditLog(Outbox[_Pending]):
         self.node = node
         self.gateway = gateway
         self.prefix = prefix
-        self.stream = f"{prefix}:audit"
+        self.keys = AuditKeys(prefix)
+        self.stream = self.keys.stream
         self.retention = retention
         self.trust_forwarded_for = trust_forwarded_for
         self.view_window_s = view_window_s
         self.views_coalesced = 0  # views not recorded: the same token saw the same camera within the window
         self._views: collections.OrderedDict[tuple[str, str, str], float] = collections.OrderedDict()
-        self._script = redis.register_script(_APPEND)
+        self._script = redis.register_script(AUDIT_APPEND)
 
     # ---- recording -----------------------------------------------------------------------------
     def record(self, principal: Principal, action: str, target: str, node: str, remote: str | None,
@@ -211,7 +205,7 @@ class AuditLog(Outbox[_Pending]):
     async def _write(self, batch: list[_Pending]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in batch:
-                await self._script(keys=[self.stream, f"{self.prefix}:autok:{p.token}"],
+                await self._script(keys=[self.stream, self.keys.token(p.token)],
                                    args=[self.retention, p.entry.to_json()], client=pipe)
             await pipe.execute()
 

@@ -21,8 +21,8 @@ from aiohttp import web
 from analytics.detector import ModelError
 from gateway.config import ConfigError, Settings, load_settings, new_token
 from gateway.embedded_redis import EmbeddedRedis, EmbeddedRedisError
-from gateway.private import private_dir, tighten
-from registry.urls import redact_url
+from gateway.private import private_dir, private_file, tighten
+from registry.urls import redact_url, url_secrets
 from tiers.names import NodeFileError
 
 log = logging.getLogger("sharp_eyes")
@@ -42,9 +42,7 @@ def _admin_token(settings: Settings) -> tuple[str, str]:
         tighten(path)  # 0600, also when an earlier version or a person left it readable
         return path.read_text().strip(), str(path)
     token = new_token()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    private_file(path, token + "\n")
     return token, str(path)
 
 
@@ -87,6 +85,9 @@ def _settings_from(args: argparse.Namespace, **defaults) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if getattr(args, "uplink", None) and url_secrets(args.uplink):
+        print("sharp-eyes: warning: the --uplink URL carries a password, which every local user can read in the "
+              "process list: give it as SHARP_EYES_UPLINK or `uplink` in the config file", file=sys.stderr)
     settings = _settings_from(args)
     _setup_logging(settings.log_level)
     token, origin = _admin_token(settings)
@@ -376,6 +377,34 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiers(args: argparse.Namespace) -> int:
+    if args.action == "grant":
+        status, resp = asyncio.run(_request(args, "POST", "/api/v1/tiers/children", json={"node": args.node}))
+        if status != 201:
+            return _fail(status, resp)
+        print(f"granted {resp['node']} (Redis user {resp['user']})")
+        # The password is in this URL only; the gateway keeps its hash.
+        print(f"uplink: {resp['uplink']}")
+        print("(give it to the child tier as SHARP_EYES_UPLINK or `uplink` in its config file, not on its command "
+              "line; it cannot be shown again)", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        status, resp = asyncio.run(_request(args, "GET", "/api/v1/tiers/children"))
+        if status != 200:
+            return _fail(status, resp)
+        for c in resp["children"]:
+            grant = f"granted by {c['granted_by']}" if c["granted"] else "not granted (full-rights uplink)"
+            link = "connected" if c["connected"] else "not connected"
+            refused = sum((c.get("intake") or {}).get("refused", {}).values())
+            print(f"{c['node']:<12} {link:<14} {grant}" + (f"  {refused} refused" if refused else ""))
+        return 0
+    status, resp = asyncio.run(_request(args, "DELETE", f"/api/v1/tiers/children/{args.node}"))
+    if status != 204:
+        return _fail(status, resp)
+    print(f"revoked {args.node}: its uplink no longer works")
+    return 0
+
+
 async def _tail(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {_client_token(args)}"}
     params = {k: v for k, v in (("node", args.node), ("camera", args.camera), ("type", args.type),
@@ -456,7 +485,8 @@ def _gateway_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML settings file")
     p.add_argument("--http", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
     p.add_argument("--redis", help="Redis URL; absent: an embedded redis-server in the data folder")
-    p.add_argument("--uplink", help="the parent tier's Redis URL: forward catalog, status and events up to it")
+    p.add_argument("--uplink", help="the parent tier's Redis URL: forward catalog, status and events up to it "
+                                    "(with a password: prefer SHARP_EYES_UPLINK, which ps does not show)")
     p.add_argument("--data-dir", type=Path, help="data folder (embedded Redis AOF, admin token)")
     p.add_argument("--node", help="node code this tier owns, e.g. 450102")
     p.add_argument("--model", type=Path, help="ONNX detector (YOLOX or YOLOv8/YOLO11 export)")
@@ -548,6 +578,20 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(tr)
     tr.add_argument("token_id")
     tr.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser("tiers", help="child tiers' uplink credentials (admin of this tier)")
+    tsub = p.add_subparsers(dest="action", required=True)
+    tg = tsub.add_parser("grant", help="make (or replace) a child tier's uplink credential; prints the URL once")
+    _client_flags(tg)
+    tg.add_argument("node", help="the child tier's node code")
+    tg.set_defaults(func=cmd_tiers)
+    tl = tsub.add_parser("list", help="granted and connected child tiers")
+    _client_flags(tl)
+    tl.set_defaults(func=cmd_tiers)
+    tr = tsub.add_parser("revoke", help="revoke a child tier's uplink credential at once")
+    _client_flags(tr)
+    tr.add_argument("node")
+    tr.set_defaults(func=cmd_tiers)
 
     p = sub.add_parser("samples", help="sample clips for testers")
     ssub = p.add_subparsers(dest="action", required=True)

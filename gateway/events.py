@@ -1,4 +1,7 @@
-"""Event log in a Redis stream: a buffered, idempotent writer, history queries and a live fan-out hub."""
+"""Event log in a Redis stream: a buffered, idempotent writer, history queries and a live fan-out hub.
+
+Key names and the append script: tiers/contract.py (EventKeys, EVENT_APPEND).
+"""
 
 from __future__ import annotations
 
@@ -20,25 +23,9 @@ from analytics.events import Event
 from gateway.outbox import Outbox
 from gateway.streams import MAX_ENTRY_ID, StreamIdError, parse_entry_id, scan_newest
 from tiers.catalog import EVCOUNT_TTL_S, event_minute
-from tiers.contract import evcount_field, evcount_key
+from tiers.contract import EVENT_APPEND, EventKeys, evcount_field
 
 log = logging.getLogger(__name__)
-
-# One atomic step per event: idempotent on the client's token (a retried batch whose reply was lost
-# is not written twice), stream entry, snapshot and the per-minute count written together or not at all.
-# KEYS: stream, token, count hash   ARGV: maxlen, json, snapshot, snapshot ttl, snapshot prefix, count field, count ttl
-_APPEND = """
-local prev = redis.call('GET', KEYS[2])
-if prev then return prev end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 's', ARGV[3] ~= '' and '1' or '0')
-redis.call('SET', KEYS[2], id, 'EX', 86400)
-if ARGV[3] ~= '' then redis.call('SET', ARGV[5] .. id, ARGV[3], 'EX', ARGV[4]) end
-if ARGV[6] ~= '' then
-  redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[7])
-end
-return id
-"""
 
 
 class EventIdError(ValueError):
@@ -120,13 +107,14 @@ class EventLog(Outbox[_Pending]):
         super().__init__(buffer_size=buffer_size, batch=batch)
         self.redis = redis
         self.node = node
-        self.stream = f"{prefix}:events"
+        self.keys = EventKeys(prefix)
+        self.stream = self.keys.stream
         self.prefix = prefix
         self.retention = retention
         self.snapshot_ttl_s = snapshot_ttl_s
         # (node, type, label or "") -> events written: /metrics reports them within the scraper's jurisdiction.
         self.written_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self._script = redis.register_script(_APPEND)
+        self._script = redis.register_script(EVENT_APPEND)
 
     # ---- writing -------------------------------------------------------------------------------
     def publish(self, event: Event, snapshot: bytes | None = None) -> None:
@@ -139,9 +127,9 @@ class EventLog(Outbox[_Pending]):
                 e = p.event
                 minute = event_minute(e.ts)
                 await self._script(
-                    keys=[self.stream, f"{self.prefix}:evtok:{p.token}", evcount_key(minute or 0, self.prefix)],
+                    keys=[self.stream, self.keys.token(p.token), self.keys.count(minute or 0)],
                     args=[self.retention, e.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
-                          f"{self.prefix}:snap:", evcount_field(e.node, e.type, e.label) if minute else "",
+                          self.keys.snap_prefix, evcount_field(e.node, e.type, e.label) if minute else "",
                           EVCOUNT_TTL_S],
                     client=pipe,
                 )
@@ -188,7 +176,7 @@ class EventLog(Outbox[_Pending]):
         node, entry = parse_event_id(event_id)
         if node == self.node:
             return entry
-        raw = await self.redis.get(f"{self.prefix}:ev:{event_id}")
+        raw = await self.redis.get(self.keys.index(event_id))
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def get(self, entry_id: str) -> StoredEvent | None:
@@ -198,7 +186,7 @@ class EventLog(Outbox[_Pending]):
 
     async def snapshot(self, entry_id: str) -> bytes | None:
         """The JPEG stored with an event, if still kept."""
-        return await self.redis.get(f"{self.prefix}:snap:{entry_id}")
+        return await self.redis.get(self.keys.snapshot(entry_id))
 
     async def last_entry_id(self) -> str:
         """Id of the newest entry, or 0-0."""

@@ -19,6 +19,8 @@ from registry.store import CameraStore
 from registry.tokens import RevocationWatch, TokenStore
 from tiers.access import Principal
 from tiers.bridge import Bridge
+from tiers.grants import Grants
+from tiers.intake import Intake
 from tiers.rpc import FrameFetcher
 from tiers.names import NodeNames
 
@@ -41,6 +43,10 @@ LIVE = web.AppKey("live", LiveFrames)  # thumbnails and live views: shared encod
 
 FETCHER = web.AppKey("fetcher", FrameFetcher)  # newest frame of any camera of the subtree, as JPEG
 BRIDGE = web.AppKey("bridge", Bridge)  # absent when no uplink is configured (a top tier)
+INTAKE = web.AppKey("intake", Intake)  # checks and applies what child tiers send (every gateway runs one)
+INTAKE_TASK = web.AppKey("intake_task", asyncio.Task)
+GRANTS = web.AppKey("grants", Grants)  # child tiers' uplink credentials (Redis ACL users)
+INTAKE_URL = web.AppKey("intake_url", str)  # where children reach this tier's Redis ("" when they cannot)
 
 # Per request: who is calling (set by the auth middleware).
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -59,3 +59,10 @@ def tighten_tree(path: Path) -> None:
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             tighten(Path(root) / name, follow=False)
+
+
+def private_file(path: Path, text: str) -> None:
+    """Create `path` 0600 with `text` in it (never over an existing file: FileExistsError)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -59,6 +59,10 @@ def parse_bulk_json(data: str | bytes | Any) -> list[dict[str, Any]]:
             raise BulkError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
         except RecursionError:
             raise BulkError("invalid JSON: nested too deeply") from None
+        except BulkError:
+            raise  # NaN or Infinity, refused by _reject_constant
+        except ValueError:  # a number of more digits than Python converts (sys.get_int_max_str_digits)
+            raise BulkError("invalid JSON: a number too long") from None
     else:
         value = data
     if not isinstance(value, list):

@@ -8,6 +8,7 @@ from tiers.nodes import NodeCodeError, normalize_node
 
 __all__ = [
     "CAMERA_ID_LENGTH",
+    "CAMERA_ID_PATTERN",
     "CAMERA_TYPE_CODES",
     "MAX_SERIAL",
     "CameraIdError",
@@ -22,6 +23,9 @@ CAMERA_ID_LENGTH = 20
 # 131 = camera, 132 = network camera (GB/T 28181-2016 Annex D); other device types
 # (NVR 111, DVR 118, alarm inputs 134, ...) are not streams the gateway can analyse.
 CAMERA_TYPE_CODES = frozenset({"131", "132"})
+# validate_camera_id as a regular expression (the API description's view of it): province digits not 00,
+# the type code at digits 11-13.
+CAMERA_ID_PATTERN = rf"^(?!00)[0-9]{{10}}({'|'.join(sorted(CAMERA_TYPE_CODES))})[0-9]{{7}}$"
 MAX_SERIAL = 999_999
 
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -38,7 +42,7 @@ def validate_camera_id(value: str) -> str:
     if len(value) != CAMERA_ID_LENGTH:
         # Report the length only: the value itself may be arbitrary user input.
         raise CameraIdError(f"camera id must have {CAMERA_ID_LENGTH} digits, got {len(value)} characters")
-    if not _DIGITS.match(value) or not value.isascii():
+    if not _DIGITS.fullmatch(value) or not value.isascii():  # fullmatch: "$" would let a trailing "\n" by
         raise CameraIdError("camera id must contain the digits 0-9 only")
     if value[:2] == "00":
         raise CameraIdError(f"camera id {value}: centre code {value[:8]} has no province part")

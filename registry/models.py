@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,25 @@ __all__ = [
 # Inputs may hold camera passwords: keep them out of ValidationError's str() (error_details
 # also drops them from the structured form).
 _CONFIG = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
+
+
+def _drop_null(prop: dict[str, Any]) -> None:
+    branches = [b for b in prop.pop("anyOf", []) if b != {"type": "null"}]
+    if len(branches) == 1:
+        prop.update(branches[0])
+    elif branches:
+        prop["anyOf"] = branches
+
+
+def _patch_schema(*not_null: str) -> Callable[[dict[str, Any]], None]:
+    """The JSON Schema of a patch model: a key left out keeps its value (so no `default` is shown), and the
+    keys in `not_null` (every key when none is named) refuse an explicit null (so their schema has none)."""
+    def hook(schema: dict[str, Any]) -> None:
+        for name, prop in schema.get("properties", {}).items():
+            prop.pop("default", None)
+            if not not_null or name in not_null:
+                _drop_null(prop)
+    return hook
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 Label = Annotated[
@@ -162,7 +181,7 @@ class QualitySettings(BaseModel):
 class QualityPatch(BaseModel):
     """A partial change to QualitySettings; only the keys present are changed."""
 
-    model_config = _CONFIG
+    model_config = ConfigDict(**_CONFIG, json_schema_extra=_patch_schema())
 
     enabled: bool | None = Field(None, description=_QDESC["enabled"])
     disabled: _Checks | None = Field(None, description=_QDESC["disabled"])
@@ -209,10 +228,13 @@ class AnalyticsSettings(BaseModel):
     _dedupe_labels = field_validator("labels")(_dedupe)
 
 
+_ANALYTICS_NOT_NULL = ("fps", "min_score", "quality", "priority")  # labels and motion_threshold: null resets
+
+
 class AnalyticsPatch(BaseModel):
     """A partial change to AnalyticsSettings; only the keys present are changed."""
 
-    model_config = _CONFIG
+    model_config = ConfigDict(**_CONFIG, json_schema_extra=_patch_schema(*_ANALYTICS_NOT_NULL))
 
     fps: Fps | None = Field(None, description=_DESC["fps"])
     labels: Labels | None = Field(None, description=_DESC["labels"])
@@ -223,7 +245,7 @@ class AnalyticsPatch(BaseModel):
 
     _dedupe_labels = field_validator("labels")(_dedupe)
 
-    @field_validator("fps", "min_score", "quality", "priority")
+    @field_validator(*_ANALYTICS_NOT_NULL)
     @classmethod
     def _not_null(cls, value: float | None) -> float:
         # Runs only for keys the client sent: an explicit null cannot mean "unset" here.
@@ -325,10 +347,13 @@ class Camera(_CameraFields):
         return cls.model_validate_json(data)
 
 
+_CAMERA_NOT_NULL = ("name", "enabled", "analytics", "url")  # substream_url and location: null removes them
+
+
 class CameraPatch(BaseModel):
     """A partial change to a camera; keys absent are kept, null clears the optional ones."""
 
-    model_config = _CONFIG
+    model_config = ConfigDict(**_CONFIG, json_schema_extra=_patch_schema("node", *_CAMERA_NOT_NULL))
 
     name: Name | None = Field(None, description=_DESC["name"])
     node: NodeCode | None = Field(None, description=_DESC["node"])
@@ -347,7 +372,7 @@ class CameraPatch(BaseModel):
             raise ValueError("may not be null")
         return normalize_node(value)
 
-    @field_validator("name", "enabled", "analytics", "url")
+    @field_validator(*_CAMERA_NOT_NULL)
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Field validators run only for keys the client sent, so None here is an explicit null.

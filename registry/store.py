@@ -1,17 +1,9 @@
 """Camera records in Redis: the record, the node index and the catalog change feed, written together.
 
-Keys (prefix "se" by default):
-
-- ``{p}:camera:{id}``       string, the camera's full JSON (credentials included; never returned as is)
-- ``{p}:cameras``           hash id -> node: existence, count, and the old node on a move
-- ``{p}:cameras:by_node``   sorted set, score 0, member ``{node}/{id}``: lexical range = subtree,
-                            and "/" sorts before every digit, so a node's own cameras come before
-                            its children's and the order is by node, then id
-- ``{p}:catalog``           stream, the replayable change feed (op, id, node, camera, ts)
-- ``{p}:serial:{centre}``   counter for generated ids per 8-digit centre code
-
-Read, not written: ``{p}:rcat`` (tiers/catalog.py), the cameras of the tiers below; a create checks it in
-its script, since camera ids are unique network-wide.
+Keys: tiers/contract.py CameraKeys (the record, ``{p}:cameras``, ``{p}:cameras:by_node``, the
+``{p}:catalog`` feed, ``{p}:serial:{centre}``); its Lua scripts are there too. Read, not written:
+``{p}:rcat``, the cameras of the tiers below; a create checks it in its script, since camera ids are
+unique network-wide.
 
 Every write that changes a record runs as one Lua script, so the record, both indexes and the
 feed entry change together or not at all, and a reader never sees a half-written camera.
@@ -31,6 +23,7 @@ from redis.exceptions import WatchError
 
 from registry.ids import MAX_SERIAL, CameraIdError, centre_code, generate_camera_id, validate_camera_id
 from registry.models import Camera, CameraCreate
+from tiers.contract import CAMERA_CREATE, CAMERA_DELETE, CAMERA_LIST, CAMERA_UPDATE, CameraKeys
 from tiers.nodes import normalize_node
 
 __all__ = [
@@ -42,76 +35,6 @@ MAX_PAGE_SIZE = 1000
 
 _CURSOR = re.compile(r"^[0-9]{2,12}/[0-9]{20}$")
 _STREAM_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
-
-# KEYS: camera, ids, by_node, catalog, remote catalog (tiers/catalog.py TierKeys.rcat)
-# ARGV: id, node, json, ts, maxlen
-# Returns the feed entry id; false when this tier has the id; {'remote', record} when a tier below owns it.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  return false
-end
-local remote = redis.call('HGET', KEYS[5], ARGV[1])
-if remote then
-  return {'remote', remote}
-end
-redis.call('SET', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[2] .. '/' .. ARGV[1])
-return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
-  'op', 'upsert', 'id', ARGV[1], 'node', ARGV[2], 'camera', ARGV[3], 'ts', ARGV[4])
-"""
-
-# KEYS: camera, ids, by_node, catalog   ARGV: id, node, json, ts, maxlen
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return false
-end
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old and old ~= ARGV[2] then
-  redis.call('ZREM', KEYS[3], old .. '/' .. ARGV[1])
-end
-redis.call('SET', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[2] .. '/' .. ARGV[1])
-return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
-  'op', 'upsert', 'id', ARGV[1], 'node', ARGV[2], 'camera', ARGV[3], 'ts', ARGV[4])
-"""
-
-# KEYS: camera, ids, by_node, catalog   ARGV: id, ts, maxlen
-_DELETE = """
-local existed = redis.call('DEL', KEYS[1])
-local node = redis.call('HGET', KEYS[2], ARGV[1])
-if existed == 0 and not node then
-  return false
-end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if node then
-  redis.call('ZREM', KEYS[3], node .. '/' .. ARGV[1])
-else
-  node = ''
-end
-return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
-  'op', 'delete', 'id', ARGV[1], 'node', node, 'ts', ARGV[2])
-"""
-
-# KEYS: by_node   ARGV: min, max, limit, camera key prefix
-# Range and fetch in one round trip. The record keys are derived rather than declared,
-# which is fine on a standalone Redis (the deployment model: one Redis per tier).
-_LIST = """
-local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for i, m in ipairs(members) do
-  local id = string.match(m, '/(%d+)$')
-  local rec = false
-  if id and i < tonumber(ARGV[3]) then
-    rec = redis.call('GET', ARGV[4] .. id)
-  end
-  out[#out + 1] = m
-  out[#out + 1] = rec or ''
-end
-return out
-"""
-
 
 class CameraExists(Exception):
     """A camera with this id is already registered."""
@@ -192,20 +115,21 @@ class CameraStore:
         self._redis = redis
         self.prefix = prefix
         self.feed_maxlen = feed_maxlen
-        self._k_ids = f"{prefix}:cameras"
-        self._k_by_node = f"{prefix}:cameras:by_node"
-        self._k_catalog = f"{prefix}:catalog"
-        self._k_rcat = f"{prefix}:rcat"  # tiers/catalog.py TierKeys.rcat: cameras of the tiers below
-        self._create = redis.register_script(_CREATE)
-        self._update = redis.register_script(_UPDATE)
-        self._delete = redis.register_script(_DELETE)
-        self._list = redis.register_script(_LIST)
+        self.keys = CameraKeys(prefix)
+        self._k_ids = self.keys.ids
+        self._k_by_node = self.keys.by_node
+        self._k_catalog = self.keys.catalog
+        self._k_rcat = self.keys.rcat  # cameras of the tiers below (tiers/catalog.py)
+        self._create = redis.register_script(CAMERA_CREATE)
+        self._update = redis.register_script(CAMERA_UPDATE)
+        self._delete = redis.register_script(CAMERA_DELETE)
+        self._list = redis.register_script(CAMERA_LIST)
 
     # ------------------------------------------------------------------ keys
 
     def camera_key(self, camera_id: str) -> str:
         """Redis key of a camera record."""
-        return f"{self.prefix}:camera:{camera_id}"
+        return self.keys.camera(camera_id)
 
     @property
     def catalog_key(self) -> str:
@@ -320,7 +244,7 @@ class CameraStore:
 
     async def next_serial(self, node: str) -> int:
         """Next serial for generated ids under the node's centre code (starts at 1)."""
-        return int(await self._redis.incr(f"{self.prefix}:serial:{centre_code(node, self.base_unit)}"))
+        return int(await self._redis.incr(self.keys.serial(centre_code(node, self.base_unit))))
 
     # ------------------------------------------------------------------ reads
 
@@ -364,7 +288,7 @@ class CameraStore:
                 raise CursorError("cursor does not belong to this listing")
             lo = f"({cursor}"
         flat = await self._list(
-            keys=[self._k_by_node], args=[lo, hi, page_size + 1, f"{self.prefix}:camera:"]
+            keys=[self._k_by_node], args=[lo, hi, page_size + 1, self.keys.camera_prefix]
         )
         members = [_s(m) for m in flat[0::2]]
         records = flat[1::2]

@@ -1,15 +1,8 @@
 """Access tokens stored hashed in Redis, each with a role and a jurisdiction (DESIGN §6).
 
-Keys (prefix "se" by default):
-
-- ``{p}:token:{id}``      string, the token's record as JSON (hash of the secret, never the secret)
-- ``{p}:tokh:{sha256}``   string, the principal (id, name, role, node) of an *active* token, and the
-                          ``chain`` of hashes of the tokens that created it (creator, its creator, ...,
-                          up to one made by the built-in admin token); deleted on revocation, so
-                          verification is one GET (plus one EXISTS for a delegated token) and
-                          revocation is immediate; a token made with a lifetime has it as this key's
-                          TTL, so Redis itself ends it on time
-- ``{p}:tokens``          sorted set, score 0, member ``{node}/{id}``: lexical range = subtree
+Keys: tiers/contract.py TokenKeys: the record ``{p}:token:{id}``, the lookup by hash of an *active*
+token ``{p}:tokh:{sha256}`` (deleted on revocation; a token made with a lifetime has it as its TTL)
+and the index ``{p}:tokens``.
 
 Raw tokens are ``se_`` + 43 random URL-safe characters (256 bits from `secrets`). Storing their
 plain SHA-256 is enough: a slow salted hash (bcrypt, scrypt) protects guessable passwords, but
@@ -46,13 +39,15 @@ from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError, Watc
 
 from analytics.events import iso_ms
 from tiers.access import Principal, Role
+from tiers.contract import TokenKeys
 from tiers.nodes import normalize_node
 
 log = logging.getLogger(__name__)
 
 PREFIX = "se_"
 _RAW = re.compile(r"^se_[A-Za-z0-9_-]{43}$")
-_ID = re.compile(r"^[0-9a-f]{16}$")
+TOKEN_ID_PATTERN = r"^[0-9a-f]{16}$"
+_ID = re.compile(TOKEN_ID_PATTERN)
 NAME_MAX = 64
 MAX_LIFETIME_S = 10 * 365 * 86400  # a token's lifetime, when it has one, is at most about ten years
 MAX_CHAIN = 16  # tokens made by tokens made by tokens...: at most this many creators above a token
@@ -148,13 +143,14 @@ class TokenStore:
         self.redis = redis
         self.prefix = prefix
         self.verify_timeout_s = verify_timeout_s
-        self._k_index = f"{prefix}:tokens"
+        self.keys = TokenKeys(prefix)
+        self._k_index = self.keys.index
 
     def _k_record(self, token_id: str) -> str:
-        return f"{self.prefix}:token:{token_id}"
+        return self.keys.record(token_id)
 
     def _k_hash(self, digest: str) -> str:
-        return f"{self.prefix}:tokh:{digest}"
+        return self.keys.by_hash(digest)
 
     # ---- writes --------------------------------------------------------------------------------
     async def create(self, name: str, role: Role, node: str, created_by: Principal, *,

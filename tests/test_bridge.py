@@ -37,6 +37,11 @@ def _event(node: str, n: int, type_: str = "detection", label: str = "person", s
                  extra=extra)
 
 
+async def _camera(child) -> None:
+    """Register the camera the synthetic events name: a parent takes a child's events only for its cameras."""
+    await child.gw.add_camera(id=CAM, name="gate", node=child.node, url="rtsp://127.0.0.1:9/closed", enabled=False)
+
+
 async def _ids(tier) -> list[str]:
     """Event ids in the tier's stream, oldest first (a tier whose Redis just restarted answers on a retry)."""
     for attempt in range(3):
@@ -64,6 +69,7 @@ async def test_the_tier_policy_picks_events_but_status_always_goes_up(tier_chain
     policy = {"types": ["detection", "status"], "labels": ["car"], "min_score": 0.5}
     async with tier_chain((REGION, CITY), per_tier={CITY: {"bridge": {"heartbeat_s": 1.0, **policy}}}) as chain:
         city, region = chain[CITY], chain[REGION]
+        await _camera(city)
         log = city.app[keys.EVENTS]
         wanted = [_event(CITY, 0, label="car", score=0.9), _event(CITY, 1, "status")]
         for e in [_event(CITY, 2, label="person"), _event(CITY, 3, label="car", score=0.3),
@@ -86,6 +92,7 @@ async def test_the_tier_policy_picks_events_but_status_always_goes_up(tier_chain
 async def test_forwarded_event_ids_resolve_at_the_parent(tier_chain):
     async with tier_chain((REGION, CITY)) as chain:
         city, region = chain[CITY], chain[REGION]
+        await _camera(city)
         jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
         for i in range(3):
             city.app[keys.EVENTS].publish(_event(CITY, i), jpeg if i == 0 else None)
@@ -111,6 +118,7 @@ async def _n(tier, n: int) -> bool:
 async def test_events_trimmed_during_an_outage_are_counted_not_fatal(tier_chain):
     async with tier_chain((REGION, CITY), per_tier={CITY: {"events": {"retention": 100}}}) as chain:
         city, region = chain[CITY], chain[REGION]
+        await _camera(city)
         log = city.app[keys.EVENTS]
         for i in range(5):
             log.publish(_event(CITY, i))
@@ -145,6 +153,7 @@ async def _gone(tier) -> bool:
 async def test_a_restarted_child_resumes_from_its_checkpoint(tier_chain):
     async with tier_chain((REGION, CITY)) as chain:
         city, region = chain[CITY], chain[REGION]
+        await _camera(city)
         for i in range(50):
             city.app[keys.EVENTS].publish(_event(CITY, i))
         await until(lambda: _n(region, 50), 20, "50 events at the region")
@@ -164,6 +173,7 @@ async def test_a_restarted_child_resumes_from_its_checkpoint(tier_chain):
 async def test_two_gateways_of_one_tier_forward_through_one_bridge(tier_chain):
     async with tier_chain((REGION, CITY)) as chain:
         city, region = chain[CITY], chain[REGION]
+        await _camera(city)
         # A second gateway process of the city, on the same Redis.
         settings = load_settings(None, **{**city.settings, "gateway_id": "gw-4501-b"})
         second = TestServer(build_app(settings, TOKEN), host="127.0.0.1")

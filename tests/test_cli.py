@@ -165,3 +165,30 @@ async def test_events_tail_prints_history_after_since_then_live_events(redis_url
         rc, out, err = await cli("events", "tail", *conn, "--since", "garbage", "--limit", "1", timeout=15)
         assert rc == 1 and "400" in err
         assert b["id"]  # both file cameras took part in the history above
+
+
+async def test_tiers_grant_list_revoke(redis_url, make_gateway):
+    async with make_gateway(redis_url, node="4501") as gw:
+        conn = ("--url", gw.base, "--token", TOKEN)
+        rc, out, err = await cli("tiers", "grant", *conn, "450102")
+        assert rc == 0, (out, err)
+        uplink = re.search(r"^uplink: (\S+)$", out, re.M)
+        assert uplink and uplink[1].startswith("redis://se-child-450102:"), out
+        assert "cannot be shown again" in err and "SHARP_EYES_UPLINK" in err
+        rc, out, err = await cli("tiers", "list", *conn)
+        assert rc == 0 and re.search(r"^450102\s+not connected\s+granted by", out, re.M), (out, err)
+        rc, out, err = await cli("tiers", "grant", *conn, "4502")
+        assert rc == 1 and "422" in err and "not below this tier" in err, (out, err)
+        rc, out, err = await cli("tiers", "revoke", *conn, "450102")
+        assert rc == 0 and "revoked 450102" in out, (out, err)
+        rc, out, err = await cli("tiers", "revoke", *conn, "450102")
+        assert rc == 1 and "404" in err, (out, err)
+
+
+async def test_an_uplink_password_on_the_command_line_is_warned_about_and_never_printed():
+    secret = "Upl1nk-S3cret"
+    rc, out, err = await cli("serve", "--node", "450102", "--http", "no-port",
+                             "--uplink", f"redis://se-child-450102:{secret}@127.0.0.1:9/0")
+    assert rc == 2, (out, err)  # the bad --http ends it after the warning
+    assert "process list" in err and "SHARP_EYES_UPLINK" in err, err
+    assert secret not in out + err

@@ -92,6 +92,12 @@ def test_json_list_and_object_forms():
         parse_nodes('[\n{"code": }]', "json")
     with pytest.raises(NodeFileError, match="expected a JSON list"):
         parse_nodes('"45"', "json")
+    # JSON can spell a lone surrogate, which is not text (and which Redis cannot store): a bad row, not a 500.
+    parsed = parse_nodes('{"45": "\\ud800", "4501": "\\ud83d\\ude00"}', "json")
+    assert [(e.code, e.name) for e in parsed.entries] == [("4501", "\U0001f600")]
+    assert "surrogate" in parsed.errors[0].message
+    with pytest.raises(NodeFileError, match="number too long"):  # past Python's int conversion limit
+        parse_nodes('{"45": ' + "1" * 5000 + "}", "json")
 
 
 def test_load_node_file_names_every_bad_line(tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from registry.ids import CameraIdError, centre_code, generate_camera_id, node_of_camera_id, validate_camera_id
+from registry.ids import (CAMERA_ID_PATTERN, CameraIdError, centre_code, generate_camera_id, node_of_camera_id,
+                          validate_camera_id)
 
 VALID = "45010200001320000001"
 
@@ -23,6 +26,7 @@ def test_valid_ids(cid):
         ("4501020000132000000A", "digits 0-9"),
         ("45010200001320000 01", "digits 0-9"),
         ("４５010200001320000001", "digits 0-9"),  # full-width digits are str.isdigit()
+        ("4501020000132000001\n", "digits 0-9"),  # "$" matches before a final newline
         ("45010200002000000001", "type code 200"),
         ("45010200001110000001", "type code 111"),  # an NVR, not a camera
         ("00010200001320000001", "province"),
@@ -31,6 +35,17 @@ def test_valid_ids(cid):
 def test_invalid_ids_give_a_specific_reason(cid, reason):
     with pytest.raises(CameraIdError, match=reason):
         validate_camera_id(cid)
+
+
+@pytest.mark.parametrize("cid", [VALID, "45010200001310000042", "4501020000132000000", "45010200002000000001",
+                                 "00010200001320000001", "4501020000132000001\n", "４５010200001320000001"])
+def test_the_pattern_the_api_description_gives_agrees(cid):
+    try:
+        validate_camera_id(cid)
+        valid = True
+    except CameraIdError:
+        valid = False
+    assert valid == bool(re.fullmatch(CAMERA_ID_PATTERN, cid))
 
 
 def test_non_string_refused():

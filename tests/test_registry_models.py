@@ -10,11 +10,13 @@ from pydantic import ValidationError
 
 from registry.bulk import BULK_MAX_ROWS, BulkError, parse_bulk_csv, parse_bulk_json
 from registry.models import (
+    AnalyticsPatch,
     AnalyticsSettings,
     Camera,
     CameraCreate,
     CameraPatch,
     Location,
+    QualityPatch,
     error_details,
     validate_sources,
 )
@@ -240,6 +242,21 @@ def test_patch_refusals(patch, path):
     assert locs(info.value) == [path]
 
 
+@pytest.mark.parametrize("model", [CameraPatch, AnalyticsPatch, QualityPatch])
+def test_patch_schemas_allow_null_exactly_where_null_is_accepted(model):
+    # The API description is these schemas: a client generated from it must not send a null that is refused.
+    props = model.model_json_schema()["properties"]
+    for key, prop in props.items():
+        nullable = {"type": "null"} in prop.get("anyOf", [])
+        try:
+            model.model_validate({key: None})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert nullable == accepted, key
+        assert "default" not in prop, key  # a key left out is unchanged, not set to a default
+
+
 def test_patch_never_moves_updated_at_backwards():
     cam = make_camera()
     assert CameraPatch.model_validate({"enabled": False}).apply(cam, now=10.0).updated_at == cam.updated_at
@@ -287,6 +304,7 @@ def test_bulk_json():
         ("[NaN]", "NaN"),
         (b"\xff\xfe", "UTF-8"),
         ("[" * 100_000, "invalid JSON"),
+        ('[{"lat": ' + "1" * 5000 + "}]", "number too long"),
         (json.dumps([{}] * (BULK_MAX_ROWS + 1)), "at most 5000"),
     ],
 )

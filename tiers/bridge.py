@@ -1,8 +1,11 @@
 """The tier bridge: store-and-forward of this tier's catalog, status, events and audit to its parent tier.
 
-Runs in a gateway started with ``--uplink REDIS_URL`` (the parent tier's Redis). One loop reads what is
-new in this tier's Redis past the checkpoints, sends it to the parent in one pipelined round trip, and
-only then moves the checkpoints (kept in this tier's Redis, ``se:bridge``). What it forwards:
+Runs in a gateway started with ``--uplink REDIS_URL`` (the parent tier's Redis, with the credential the
+parent granted this tier: tiers/grants.py). One loop reads what is new in this tier's Redis past the
+checkpoints, sends it to the parent as one request through this tier's inbox there, waits for the
+parent's intake (tiers/intake.py) to check and apply it, and only then moves the checkpoints (kept in
+this tier's Redis, ``se:bridge``). The uplink may touch this tier's own inbox keys at the parent and
+nothing else. What it forwards:
 
 - catalog: this tier's own change feed (``se:catalog``) and the remote table's feed (``se:rcat:feed``)
   into the parent's ``se:rcat`` + ``se:rcat:feed`` (passwords never leave: ``public_dict``), so the
@@ -32,12 +35,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from registry.models import Camera
 from registry.urls import redact_url, scrub
-from tiers.catalog import EVCOUNT_TTL_S, FEED_MAXLEN, event_minute
-from tiers.contract import BRIDGE_SCRIPTS, INTAKE_SCRIPTS, EpochChanged, TierKeys, evcount_field, evcount_key
+from tiers.contract import BRIDGE_SCRIPTS, RCAT_REFUSED, EpochChanged, TierKeys, encode_request
 from tiers.names import NodeNames
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 8 << 20  # snapshots per round trip
 LATENCY_SAMPLES = 2048
+INBOX_TTL_S = 60  # a request the parent never took (its gateways are down) does not outlive this
 
 LEASE_S = 15.0
 
@@ -74,6 +77,10 @@ class EventPolicy:
         if self.min_score is not None and isinstance(score, (int, float)) and score < self.min_score:
             return False
         return True
+
+
+class UplinkError(Exception):
+    """The parent tier's intake did not answer, or refused a request as a whole."""
 
 
 class LeaseLost(Exception):
@@ -112,6 +119,7 @@ class StreamState:
     gap: int = 0  # entries trimmed by retention before they could be forwarded
     forwarded: int = 0  # written at the parent (since this process started)
     duplicates: int = 0  # the parent already had them (a retried batch)
+    refused: int = 0  # the parent's intake refused them (not a camera of this subtree)
     filtered: int = 0  # not matching the tier's policy
     last_forwarded_at: float | None = None
 
@@ -138,9 +146,8 @@ class Bridge:
     def __init__(self, local: aioredis.Redis, uplink_url: str, node: str, gateway_id: str, *,
                  store: "CameraStore", fetcher: "FrameFetcher | None" = None, policy: EventPolicy = EventPolicy(),
                  batch: int = 256, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 timeout_s: float = 10.0, heartbeat_s: float = 5.0, retention: int = 100_000,
-                 audit_retention: int = 1_000_000, snapshot_ttl_s: int = 7 * 86400, index_ttl_s: int = 7 * 86400,
-                 rpc_concurrency: int = 8, prefix: str = "se") -> None:
+                 timeout_s: float = 10.0, heartbeat_s: float = 5.0, rpc_concurrency: int = 8,
+                 ca_file: str | None = None, prefix: str = "se") -> None:
         self.local = local
         self.uplink_url = uplink_url
         self.node = node
@@ -153,12 +160,7 @@ class Bridge:
         self.backoff_max_s = backoff_max_s
         self.timeout_s = timeout_s
         self.heartbeat_s = heartbeat_s
-        self.retention = retention
-        self.audit_retention = audit_retention
-        self.snapshot_ttl_s = snapshot_ttl_s
-        self.index_ttl_s = index_ttl_s
-        self._own_policy = {"retention": retention, "audit_retention": audit_retention,
-                            "snapshot_ttl_s": snapshot_ttl_s, "index_ttl_s": index_ttl_s}
+        self.parent_policy: dict[str, int] = {}  # how long the parent keeps what it is sent (its intake says)
         self.keys = TierKeys(prefix)
         k = self.keys
         self.streams = {
@@ -197,12 +199,15 @@ class Bridge:
         self._delay = backoff_initial_s
         self._rpc_slots = asyncio.Semaphore(rpc_concurrency)
         self._rpc_tasks: set[asyncio.Task] = set()
+        # rediss:// is checked against the parent's CA when one is given (else the system's).
+        tls = {"ssl_ca_certs": ca_file, "ssl_cert_reqs": "required"} if ca_file and uplink_url.startswith(
+            "rediss://") else {}
         self.up = aioredis.Redis.from_url(uplink_url, socket_timeout=timeout_s, socket_connect_timeout=min(5, timeout_s),
-                                          health_check_interval=15, retry_on_timeout=False)
-        # Blocking pops get their own connection pool: they hold a connection for up to a second.
+                                          health_check_interval=15, retry_on_timeout=False, **tls)
+        # Blocking pops get their own connection pool: they hold a connection while they wait for a reply.
         self.up_block = aioredis.Redis.from_url(uplink_url, socket_timeout=timeout_s + 5,
                                                 socket_connect_timeout=min(5, timeout_s),
-                                                health_check_interval=15, retry_on_timeout=False)
+                                                health_check_interval=15, retry_on_timeout=False, **tls)
 
     @property
     def uplink_display(self) -> str:
@@ -241,6 +246,7 @@ class Bridge:
         """Record a failure; return how long to wait before the next try (growing, jittered)."""
         if side == "uplink":
             self.connected = False
+            self._ready = False  # introduce this tier again first: the parent may have been wiped or replaced
         detail = str(e) if isinstance(e, LocalUnavailable) else f"{type(e).__name__}: {e}"
         msg = scrub(f"{side}: {detail}", [self.uplink_url])[:300]
         if msg != self.last_error:  # once per kind of failure, not once per retry
@@ -284,7 +290,7 @@ class Bridge:
                 continue
             except LocalUnavailable as e:
                 await self._sleep(self._failed("local", e))
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (RedisError, OSError, asyncio.TimeoutError, UplinkError) as e:
                 await self._sleep(self._failed("uplink", e))
             except Exception as e:  # a bug must not stop forwarding for good
                 log.exception("bridge: unexpected failure")
@@ -339,15 +345,13 @@ class Bridge:
         await _local(self.local.hset(self.keys.bridge, mapping=self._state_fields()))
 
     async def _handshake(self) -> None:
-        """Learn the parent's epoch (creating it on a fresh parent); a new one means: resend everything."""
-        k = self.keys
-        epoch = await self.up.get(k.epoch)
-        if epoch is None:
-            await self.up.set(k.epoch, uuid.uuid4().hex, nx=True)
-            epoch = await self.up.get(k.epoch)
-            if epoch is None:
-                raise RedisError("parent epoch vanished while being created")
-        epoch = _s(epoch)
+        """Introduce this tier to the parent's intake and learn its epoch; a new one means: resend everything."""
+        try:
+            # A parent reached with full rights learns of this child here; a granted child is known already.
+            await self.up.sadd(self.keys.children, self.node)
+        except NoPermissionError:
+            pass
+        epoch = (await self._call([("heartbeat", self._heartbeat_args())], epoch=""))[0]["epoch"]
         if epoch != self.epoch:
             if self.epoch is not None:
                 log.warning("bridge: parent %s has new contents (epoch %s, was %s): resending this subtree",
@@ -362,30 +366,50 @@ class Bridge:
         self._ready = True
         await self._heartbeat()
 
-    def _adopt_policy(self, info: dict) -> None:
-        """Write into the parent by the parent's own retention policy (its se:tier), else by this tier's."""
-        got = {_s(k): _s(v) for k, v in info.items()}
-        for name in ("retention", "audit_retention", "snapshot_ttl_s", "index_ttl_s"):
-            value = got.get(name, "")
-            if value.isdigit() and int(value) > 0:
-                setattr(self, name, int(value))
-            else:
-                setattr(self, name, self._own_policy[name])
+    def _heartbeat_args(self) -> dict[str, Any]:
+        return {"gateway": self.gateway_id, "connected_at": self.connected_since or time.time()}
+
+    def _heard(self, reply: dict[str, Any]) -> None:
+        self.parent_policy = dict(reply.get("policy") or {})
+        self._next_heartbeat = time.monotonic() + self.heartbeat_s
 
     async def _heartbeat(self) -> None:
-        """Register this tier in the parent's se:tiers (also the periodic epoch probe); re-read its policy."""
-        now = time.time()
-        body = json.dumps({"node": self.node, "gateway": self.gateway_id,
-                           "connected_at": self.connected_since or now, "last_seen": now})
+        """Register this tier at the parent (se:tiers); also the periodic epoch probe."""
+        self._heard((await self._call([("heartbeat", self._heartbeat_args())]))[0])
+
+    async def _call(self, ops: list[tuple[str, dict[str, Any]]], blobs: list[bytes] | None = None,
+                    epoch: str | None = None) -> list[Any]:
+        """Send one request to the parent's intake and wait for its results (one per operation, in order)."""
+        rid = uuid.uuid4().hex
+        raw = encode_request(rid, (self.epoch or "") if epoch is None else epoch, ops, blobs or [])
         k = self.keys
-
-        def queue(p: Any) -> None:
-            INTAKE_SCRIPTS.call(p, "heartbeat", [k.epoch, k.tiers], [self.epoch or "", self.node, body])
-            p.hgetall(k.tier_info)
-
-        _, info = await INTAKE_SCRIPTS.run(self.up, queue)
-        self._adopt_policy(info)
-        self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        inbox = k.child_inbox(self.node)
+        async with self.up_block.pipeline(transaction=False) as p:
+            # An earlier request the parent never took is dropped: this one carries the same and more.
+            p.delete(inbox)
+            p.rpush(inbox, raw)
+            p.expire(inbox, INBOX_TTL_S)
+            p.blpop([k.child_reply(self.node, rid)], timeout=self.timeout_s)
+            res = await p.execute(raise_on_error=False)
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        if res[3] is None:
+            raise UplinkError(f"the parent tier's intake did not answer within {self.timeout_s:g} s (is a gateway "
+                              f"of the parent tier running, and this tier granted there?)")
+        try:
+            reply = json.loads(res[3][1])
+            results = reply.get("results")
+            error = reply.get("error")
+        except (ValueError, AttributeError):
+            raise UplinkError("the parent tier's intake sent a malformed reply") from None
+        if error:
+            if str(error).startswith("EPOCH"):
+                raise EpochChanged(str(error))
+            raise UplinkError(f"the parent tier refused the request: {str(error)[:200]}")
+        if not isinstance(results, list) or len(results) != len(ops):
+            raise UplinkError("the parent tier's intake sent a malformed reply")
+        return results
 
     async def _idle(self) -> None:
         """Block on this tier's streams until something new arrives (at most a second, or the next heartbeat)."""
@@ -422,12 +446,7 @@ class Bridge:
         if self._names_sent == (self.epoch, version):
             return  # also after a parent wipe: the epoch is part of what was sent
         names = await _local(self.names.subtree(self.node))
-        args: list[Any] = [self.epoch or "", self.node]
-        for code, name in sorted(names.items()):
-            args += [code, name]
-        n = self.names
-        keys = [self.keys.epoch, n.below_key(self.node), n.version_key, n.children_key]
-        await INTAKE_SCRIPTS.run(self.up, lambda p: INTAKE_SCRIPTS.call(p, "names_put", keys, args))
+        await self._call([("names", {"names": dict(sorted(names.items()))})])
         self._names_sent = (self.epoch, version)
         self.names_forwarded = len(names)
 
@@ -583,76 +602,67 @@ class Bridge:
                     "(%d in all); raise events.retention or shorten outages", lost, s.name, s.gap)
 
     # ---- writing to the parent -----------------------------------------------------------------------
-    def _queue_catalog(self, p: Any, entries: list[tuple[str, str, str, str, str, str]], sync: str = "") -> list:
-        """Queue catalog changes; returns the (id, owner) of each queued one, in order, to read the replies."""
-        k = self.keys
-        ckeys = [k.epoch, k.rcat, k.rcat_by_node, k.rcat_feed, k.status, k.status_seq, k.status_changes, k.cameras]
-        queued = []
+    @staticmethod
+    def _catalog_ops(entries: list[tuple[str, str, str, str, str, str]], sync: bool = False,
+                     ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+        """Catalog changes as intake operations, and the (id, owner) of each, in order, to read the replies."""
+        ops, queued = [], []
         for _entry, op, cid, node, js, owner in entries:
             if op not in ("upsert", "delete") or not cid:
                 continue
             queued.append((cid, owner))
-            INTAKE_SCRIPTS.call(p, "rcat_apply", ckeys,
-                             [self.epoch or "", op, cid, js, self.node, owner, node, FEED_MAXLEN,
-                              k.rcat_via_prefix, sync])
-        return queued
+            ops.append(("rcat", {"op": op, "id": cid, "node": node, "owner": owner, "camera": js, "sync": sync}))
+        return ops, queued
 
     def _conflicts(self, queued: list[tuple[str, str]], results: list[Any]) -> None:
         """Count and report camera ids that clash with another tier's (they must be unique network-wide)."""
         for (cid, owner), r in zip(queued, results):
-            if r in (-1, -2, 2):
+            if r in (-1, -2, -3, RCAT_REFUSED, 2):
                 self.conflicts += 1
                 if cid not in self._conflict_ids:
                     self._conflict_ids.add(cid)
-                    if r == -2:
+                    if r in (-2, RCAT_REFUSED):
                         log.warning("bridge: camera %s (owned by %s) was refused at %s: its node or id lies "
-                                    "outside this tier's subtree (%s)", cid, owner, self.uplink_display, self.node)
+                                    "outside this tier's subtree (%s), or its record is malformed", cid, owner,
+                                    self.uplink_display, self.node)
                         continue
-                    what = "the parent's own camera" if r == -1 else "a camera of another tier"
+                    what = ("the parent's own camera" if r == -1 else "a camera of a sibling tier" if r == -3
+                            else "a camera of another tier")
                     log.warning("bridge: camera id %s (owned by %s) clashes with %s at %s; give cameras "
                                 "network-wide unique ids", cid, owner, what, self.uplink_display)
 
     async def _send(self, b: _Batch) -> None:
-        k = self.keys
-        epoch = self.epoch or ""
-        now = time.time()
         heartbeat = time.monotonic() >= self._next_heartbeat
-        queued: list[tuple[str, str]] = []  # catalog changes, in the order their replies come
-
-        def queue(p: Any) -> None:
-            if heartbeat:
-                body = json.dumps({"node": self.node, "gateway": self.gateway_id,
-                                   "connected_at": self.connected_since or now, "last_seen": now})
-                INTAKE_SCRIPTS.call(p, "heartbeat", [k.epoch, k.tiers], [epoch, self.node, body])
-            queued.extend(self._queue_catalog(p, [(e, op, cid, node, js, self.node)
-                                                  for e, op, cid, node, js in b.catalog]))
-            queued.extend(self._queue_catalog(p, b.rcat))
-            if b.status:
-                args: list[Any] = [epoch]
-                for cid, js in b.status:
-                    args += [cid, js]
-                INTAKE_SCRIPTS.call(p, "status_put", [k.epoch, k.status, k.status_seq, k.status_changes], args)
-            for entry, js, snap, d in b.events:
-                minute = event_minute(d.get("ts"), now)
-                cfield = evcount_field(str(d.get("node", "")), str(d.get("type", "")), d.get("label")) if minute else ""
-                INTAKE_SCRIPTS.call(p, "event_forward",
-                                 [k.epoch, k.events, k.event_index(d["id"]), evcount_key(minute or 0, k.prefix)],
-                                 [epoch, self.retention, js, snap, self.snapshot_ttl_s, k.snap_prefix,
-                                  self.index_ttl_s, cfield, EVCOUNT_TTL_S])
-            for entry, js, aid in b.audit:
-                INTAKE_SCRIPTS.call(p, "audit_forward", [k.epoch, k.audit, k.audit_index(aid)],
-                                 [epoch, self.audit_retention, js, self.index_ttl_s])
-
-        results = await INTAKE_SCRIPTS.run(self.up, queue)
+        ops: list[tuple[str, dict[str, Any]]] = []
+        blobs: list[bytes] = []
+        if heartbeat:
+            ops.append(("heartbeat", self._heartbeat_args()))
+        own_ops, queued = self._catalog_ops([(e, op, cid, node, js, self.node) for e, op, cid, node, js in b.catalog])
+        sub_ops, sub_queued = self._catalog_ops(b.rcat)
+        ops += own_ops + sub_ops
+        queued += sub_queued  # catalog changes, in the order their replies come
+        if b.status:
+            ops.append(("status", {"entries": [[cid, js] for cid, js in b.status]}))
+        for _entry, js, snap, _d in b.events:
+            blob = -1
+            if snap:
+                blob = len(blobs)
+                blobs.append(snap)
+            ops.append(("event", {"event": js, "blob": blob}))
+        for _entry, js, _aid in b.audit:
+            ops.append(("audit", {"entry": js}))
+        results = await self._call(ops, blobs)
         acked = time.time()
         if heartbeat:
-            self._next_heartbeat = time.monotonic() + self.heartbeat_s
+            self._heard(results[0])
         first = 1 if heartbeat else 0
         self._conflicts(queued, results[first:first + len(queued)])
         tail = results[len(results) - len(b.events) - len(b.audit):]
         ev, au = self.streams["events"], self.streams["audit"]
         for (entry, _js, _snap, d), r in zip(b.events, tail[:len(b.events)]):
-            if int(r[1]) == 1:
+            if int(r[1]) == -1:
+                ev.refused += 1
+            elif int(r[1]) == 1:
                 ev.forwarded += 1
                 self.hop_ms.append(max(0.0, acked * 1000 - _key(entry)[0]))
                 age = _age_ms(d.get("ts"), acked)
@@ -661,7 +671,9 @@ class Bridge:
             else:
                 ev.duplicates += 1
         for _a, r in zip(b.audit, tail[len(b.events):]):
-            if int(r[1]) == 1:
+            if int(r[1]) == -1:
+                au.refused += 1
+            elif int(r[1]) == 1:
                 au.forwarded += 1
             else:
                 au.duplicates += 1
@@ -688,16 +700,11 @@ class Bridge:
             self.status_ck = b.status_last
 
     # ---- full resync -----------------------------------------------------------------------------------
-    async def _send_snapshot(self, entries: list[tuple[str, str, str, str, str, str]], sync: str) -> None:
-        """One page of the catalog snapshot, in one round trip; ids are noted in the sync set for the prune."""
-        queued: list[tuple[str, str]] = []
-
-        def queue(p: Any) -> None:
-            queued.extend(self._queue_catalog(p, entries, sync))
-            p.expire(sync, 3600)  # an interrupted resync leaves nothing behind for long
-
-        results = await INTAKE_SCRIPTS.run(self.up, queue)
-        self._conflicts(queued, results)
+    async def _send_snapshot(self, entries: list[tuple[str, str, str, str, str, str]]) -> None:
+        """One page of the catalog snapshot, in one request; the parent notes the ids for the prune."""
+        ops, queued = self._catalog_ops(entries, sync=True)
+        if ops:
+            self._conflicts(queued, await self._call(ops))
 
     async def _resync(self) -> None:
         """Rebuild the parent's view of this subtree: feed positions first, then everything, then prune."""
@@ -714,15 +721,14 @@ class Bridge:
                 positions[s.name] = (_s(info.get("last-generated-id", "0-0")), info.get("entries-added"))
             else:
                 positions[s.name] = ("0-0", 0)
-        sync = k.rcat_sync(self.node)
-        await self.up.delete(sync)
+        await self._call([("sync", {})])
         sent = 0
         cursor = None
         while True:  # this tier's own cameras
             await self._renew()
             cams, cursor = await _local(self.store.list(page_size=500, cursor=cursor))
             entries = [("", "upsert", c.id, c.node, self._own_json(c), self.node) for c in cams]
-            await self._send_snapshot(entries, sync)
+            await self._send_snapshot(entries)
             sent += len(entries)
             if not cursor:
                 break
@@ -738,15 +744,11 @@ class Bridge:
                 d = json.loads(js)
                 entries.append(("", "upsert", _s(cid), str(d.get("node", "")), js, str(d.get("owner", ""))))
             if entries:
-                await self._send_snapshot(entries, sync)
+                await self._send_snapshot(entries)
                 sent += len(entries)
             if not hcur:
                 break
-        ckeys = [k.epoch, k.rcat, k.rcat_by_node, k.rcat_feed, k.status, k.status_seq, k.status_changes,
-                 k.rcat_via_prefix + self.node, sync]
-        pruned = (await INTAKE_SCRIPTS.run(self.up, lambda p: INTAKE_SCRIPTS.call(
-            p, "rcat_prune", ckeys, [self.epoch or "", "", "", "", self.node, "", "", FEED_MAXLEN,
-                                     k.rcat_via_prefix])))[0]
+        pruned = (await self._call([("prune", {})]))[0]
         for s in (ca, rc):
             s.ck, added = positions[s.name]
             s.seen = int(added) if added is not None else None
@@ -821,7 +823,7 @@ class Bridge:
             out[s.name] = {
                 "behind": behind, "seconds_behind": round(max(0.0, now - oldest), 3) if oldest else 0.0,
                 "last_forwarded": None if s.ck == "0-0" else s.ck, "forwarded": s.forwarded,
-                "duplicates": s.duplicates, "filtered": s.filtered, "gap": s.gap,
+                "duplicates": s.duplicates, "refused": s.refused, "filtered": s.filtered, "gap": s.gap,
                 "last_forwarded_at": s.last_forwarded_at,
             }
         st_behind = res[-1]
@@ -832,7 +834,7 @@ class Bridge:
             "connected_since": self.connected_since, "epoch": self.epoch, "resyncing": self.resync_pending,
             "resyncs": self.resyncs, "last_error": self.last_error, "last_error_at": self.last_error_at,
             "forwarding": self.leader, "gateway": self.gateway_id,
-            "id_conflicts": self.conflicts,
+            "id_conflicts": self.conflicts, "parent_policy": self.parent_policy,
             "streams": out,
             "hop_latency_ms": _percentiles(self.hop_ms), "event_age_ms": _percentiles(self.age_ms),
             "rpc": {"served": self.rpc_served, "dropped": self.rpc_dropped},

@@ -1,9 +1,10 @@
 """What a tier knows about its subtree: remote cameras, camera status and event counts, kept in its Redis.
 
-Keys (prefix "se"); the tier bridge (tiers/bridge.py) of each child tier writes the remote ones:
+Key names and scripts are in tiers/contract.py. The remote ones are written by this tier's intake
+(tiers/intake.py) from what its children's bridges send, after checking it against each child's subtree:
 
 - ``{p}:status``            hash camera id -> status JSON, for every camera this tier knows (its own, written
-                            by gateway/status_pub.py; its subtree's, written by its children's bridges)
+                            by gateway/status_pub.py; its subtree's, from its children)
 - ``{p}:status:seq``        counter; ``{p}:status:changes`` sorted set camera id -> seq of its last change
                             (a deletion keeps its member): what a bridge forwards is "seq above my checkpoint"
 - ``{p}:rcat``              hash camera id -> JSON of a camera owned by a tier below: ``Camera.public_dict()``
@@ -16,9 +17,9 @@ Keys (prefix "se"); the tier bridge (tiers/bridge.py) of each child tier writes 
 - ``{p}:tiers``             hash child node -> {"node","gateway","connected_at","last_seen"} (direct children)
 - ``{p}:epoch``             random id of this Redis's contents: a child that remembers another one resyncs
 - ``{p}:tier``              hash: this tier's node and retention policy (retention, audit_retention,
-                            snapshot_ttl_s, index_ttl_s): children's bridges write into it by these
+                            snapshot_ttl_s, index_ttl_s), for operators
 
-Every write that a child makes here runs as one Lua script that first checks ``{p}:epoch`` against the
+Every write made here for a child runs as one Lua script that first checks ``{p}:epoch`` against the
 epoch the child remembers, so nothing is written into a parent that was wiped until the child has resynced.
 """
 

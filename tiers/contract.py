@@ -9,6 +9,7 @@ The prefix (default "se") lets tests and several deployments share one Redis.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +99,30 @@ class TierKeys:
     def snap_prefix(self) -> str:
         return f"{self.prefix}:snap:"
 
-    def rpc_queue(self, child: str) -> str:
-        return f"{self.prefix}:rpc:{child}"
+    # A child tier's keys at its parent: the only ones its Redis ACL user may touch (tiers/grants.py).
+    def child_prefix(self, child: str) -> str:
+        """Every key of one child at its parent starts with this (the ACL user's key pattern + "*")."""
+        return f"{self.prefix}:child:{child}:"
 
-    def rpc_reply(self, request_id: str) -> str:
-        return f"{self.prefix}:rpc:reply:{request_id}"
+    def child_inbox(self, child: str) -> str:
+        return f"{self.child_prefix(child)}in"  # list: the child's one outstanding intake request
+
+    def child_reply(self, child: str, request_id: str) -> str:
+        return f"{self.child_prefix(child)}out:{request_id}"  # list: the intake's reply to one request
+
+    def rpc_queue(self, child: str) -> str:
+        return f"{self.child_prefix(child)}rpc"  # list: frame requests for that child (tiers/rpc.py)
+
+    def rpc_reply(self, child: str, request_id: str) -> str:
+        return f"{self.child_prefix(child)}rpc:{request_id}"
+
+    @property
+    def children(self) -> str:
+        return f"{self.prefix}:children"  # set: child nodes whose inboxes this tier's intake reads
+
+    @property
+    def grants(self) -> str:
+        return f"{self.prefix}:grants"  # hash child node -> JSON {user, sha256, granted_at, by}
 
 
 # ---- event counts ----------------------------------------------------------------------------------
@@ -175,7 +195,8 @@ end
 # Returns 0 nothing to do, 1 applied, 2 applied over another tier's camera with the same id,
 # -1 refused: this tier has its own camera with that id (ids must be unique network-wide),
 # -2 refused: the camera's node, or its id's division digits (registry/ids.py id_in_node_division),
-# lie outside the subtree of the child that sent it (a child speaks for its own subtree only).
+# lie outside the subtree of the child that sent it (a child speaks for its own subtree only),
+# -3 refused: another child holds a camera with that id (a child cannot overwrite a sibling's camera).
 _RCAT_APPLY = _EPOCH_CHECK + _FORGET + """
 if ARGV[10] ~= '' then redis.call('SADD', ARGV[10], ARGV[3]) end
 local cur = redis.call('HGET', KEYS[2], ARGV[3])
@@ -183,6 +204,7 @@ local cnode, cowner, cvia = parse(cur)
 if ARGV[2] == 'upsert' then
   if cur == ARGV[4] then return 0 end
   if redis.call('HEXISTS', KEYS[8], ARGV[3]) == 1 then return -1 end
+  if cvia and cvia ~= ARGV[5] then return -3 end
   local via, node, div = ARGV[5], ARGV[7], math.min(#ARGV[5], 6)
   if string.sub(node, 1, #via) ~= via or string.sub(ARGV[3], 1, div) ~= string.sub(via, 1, div) then
     return -2
@@ -297,11 +319,21 @@ TIER_SCRIPTS = Scripts(status_put=_STATUS_PUT, status_changes=_STATUS_CHANGES, r
 
 
 # ---- the bridge: a child tier's forwarding ------------------------------------------------------------
-# KEYS: epoch, stream, index, count hash
-# ARGV: epoch, maxlen, json, snapshot, snapshot ttl, snapshot prefix, index ttl, count field ('' none), count ttl
+# Run by the parent's intake for a child.  KEYS: epoch, stream, index, count hash, remote catalog, own cameras
+# ARGV: epoch, maxlen, json, snapshot, snapshot ttl, snapshot prefix, index ttl, count field ('' none), count ttl,
+#       the child, the event's camera
+# Returns {entry id, 1} written, {entry id, 0} already there, {'', -1} refused: the camera is this tier's own
+# or another child's. (One the parent does not know is let through: its delete may have gone up before
+# events it raised earlier; the intake has checked that its id lies in the child's division.)
 _EVENT_FORWARD = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('EPOCH the parent tier Redis was wiped or replaced')
+end
+if redis.call('HEXISTS', KEYS[6], ARGV[11]) == 1 then return {'', -1} end
+local cur = redis.call('HGET', KEYS[5], ARGV[11])
+if cur then
+  local ok, c = pcall(cjson.decode, cur)
+  if not ok or type(c) ~= 'table' or c['via'] ~= ARGV[10] then return {'', -1} end
 end
 local prev = redis.call('GET', KEYS[3])
 if prev then return {prev, 0} end
@@ -363,10 +395,355 @@ end
 return 0
 """
 
-INTAKE_SCRIPTS = Scripts(event_forward=_EVENT_FORWARD, audit_forward=_AUDIT_FORWARD, **TIER_SCRIPTS.sources)
+# Status entries from a child, for the cameras it forwarded only.  KEYS: epoch, status, seq, changes, remote catalog
+# ARGV: epoch, the child, then id, json ('' = delete) pairs.  Returns the entries applied.
+_STATUS_PUT_CHILD = _EPOCH_CHECK + """
+local n = 0
+for i = 3, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[5], ARGV[i])
+  local ok, c = pcall(cjson.decode, cur or '')
+  if cur and ok and type(c) == 'table' and c['via'] == ARGV[2] then
+    local seq = redis.call('INCR', KEYS[3])
+    if ARGV[i + 1] == '' then
+      redis.call('HDEL', KEYS[2], ARGV[i])
+    else
+      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    end
+    redis.call('ZADD', KEYS[4], seq, ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+INTAKE_SCRIPTS = Scripts(event_forward=_EVENT_FORWARD, audit_forward=_AUDIT_FORWARD,
+                         status_put_child=_STATUS_PUT_CHILD, **TIER_SCRIPTS.sources)
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
 BRIDGE_SCRIPTS = Scripts(read_events=_READ_EVENTS, lease=_LEASE, release=_RELEASE, **TIER_SCRIPTS.sources)
+
+
+# ---- the intake: what a child sends its parent ------------------------------------------------------------
+# A child tier never writes the parent's tables itself: it RPUSHes one request at a time onto its inbox
+# (TierKeys.child_inbox) and BLPOPs the reply (TierKeys.child_reply). The parent's intake (tiers/intake.py)
+# validates every operation against the child's subtree before it runs the scripts above.
+#
+# Request: header JSON, b"\n", then the blobs (snapshots) back to back. Header:
+#   {"v": 1, "id": hex, "epoch": the parent's epoch as the child knows it ('' = no check),
+#    "ops": [[name, {args}], ...], "blobs": [byte length, ...]}
+# Operations (name: args -> result):
+#   heartbeat: {"gateway", "connected_at"}                    -> {"epoch", "policy": {retention, ...}}
+#   names:     {"names": {code: name}}                        -> names stored
+#   sync:      {}  (a catalog resync begins)                  -> 1
+#   rcat:      {"op": upsert|delete, "id", "node", "owner", "camera": JSON, "sync": bool}
+#                                                             -> _RCAT_APPLY's code (-4: refused by the intake)
+#   prune:     {}  (a resync ended: forget what it did not send) -> cameras forgotten
+#   status:    {"entries": [[camera id, JSON or ""], ...]}    -> entries applied
+#   event:     {"event": JSON, "blob": index or -1}           -> [entry id, 1 new | 0 duplicate | -1 refused]
+#   audit:     {"entry": JSON}                                -> [entry id, 1 new | 0 duplicate | -1 refused]
+# Reply JSON: {"id", "results": [...]} or {"id", "error": "EPOCH ..." | "BAD ..."}.
+INTAKE_VERSION = 1
+RCAT_REFUSED = -4  # an rcat operation the intake refused before it reached Redis (malformed, outside the subtree)
+
+
+class IntakeFormatError(ValueError):
+    """A request that does not follow the intake wire format."""
+
+
+def encode_request(request_id: str, epoch: str, ops: list[tuple[str, dict[str, Any]]],
+                   blobs: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
+    """One intake request, as the child pushes it."""
+    head = json.dumps({"v": INTAKE_VERSION, "id": request_id, "epoch": epoch, "ops": ops,
+                       "blobs": [len(b) for b in blobs]}, separators=(",", ":"), ensure_ascii=False)
+    return head.encode() + b"\n" + b"".join(blobs)
+
+
+def decode_request(raw: bytes, max_header: int) -> tuple[dict[str, Any], list[bytes]]:
+    """The header and blobs of a request; IntakeFormatError when it is not one."""
+    head, sep, body = raw.partition(b"\n")
+    if not sep or len(head) > max_header:
+        raise IntakeFormatError("no header, or a header over the bound")
+    try:
+        h = json.loads(head)
+    except ValueError:
+        raise IntakeFormatError("header is not JSON") from None
+    if not isinstance(h, dict) or h.get("v") != INTAKE_VERSION or not isinstance(h.get("ops"), list):
+        raise IntakeFormatError("not an intake request of this version")
+    rid, epoch, sizes = h.get("id"), h.get("epoch"), h.get("blobs")
+    if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64 or not isinstance(epoch, str):
+        raise IntakeFormatError("bad request id or epoch")
+    if not isinstance(sizes, list) or not all(isinstance(n, int) and n >= 0 for n in sizes) or sum(sizes) != len(body):
+        raise IntakeFormatError("blob sizes do not add up to the body")
+    blobs, at = [], 0
+    for n in sizes:
+        blobs.append(body[at:at + n])
+        at += n
+    return h, blobs
+
+
+# ---- the camera registry (registry/store.py) ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CameraKeys:
+    """Keys of this tier's own cameras (registry/store.py), under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:camera:{id}``       string, the camera's full JSON (credentials included; never returned as is)
+    - ``{p}:cameras``           hash id -> node: existence, count, and the old node on a move
+    - ``{p}:cameras:by_node``   sorted set, score 0, member ``{node}/{id}``: lexical range = subtree,
+                                and "/" sorts before every digit, so a node's own cameras come before
+                                its children's and the order is by node, then id
+    - ``{p}:catalog``           stream, the replayable change feed (op, id, node, camera, ts)
+    - ``{p}:serial:{centre}``   counter for generated ids per 8-digit centre code
+
+    Read, not written: ``{p}:rcat`` (TierKeys.rcat), the cameras of the tiers below; a create checks it in
+    its script, since camera ids are unique network-wide.
+
+    Every write that changes a record runs as one Lua script (CAMERA_CREATE, CAMERA_UPDATE, CAMERA_DELETE),
+    so the record, both indexes and the feed entry change together or not at all.
+    """
+
+    prefix: str = "se"
+
+    def camera(self, camera_id: str) -> str:
+        return f"{self.camera_prefix}{camera_id}"
+
+    @property
+    def camera_prefix(self) -> str:
+        """The record keys less the id (CAMERA_LIST derives them from the index members)."""
+        return f"{self.prefix}:camera:"
+
+    @property
+    def ids(self) -> str:
+        return TierKeys(self.prefix).cameras
+
+    @property
+    def by_node(self) -> str:
+        return f"{self.prefix}:cameras:by_node"
+
+    @property
+    def catalog(self) -> str:
+        return TierKeys(self.prefix).catalog
+
+    @property
+    def rcat(self) -> str:
+        return TierKeys(self.prefix).rcat
+
+    def serial(self, centre: str) -> str:
+        return f"{self.prefix}:serial:{centre}"
+
+
+# KEYS: camera, ids, by_node, catalog, remote catalog (TierKeys.rcat)
+# ARGV: id, node, json, ts, maxlen
+# Returns the feed entry id; false when this tier has the id; {'remote', record} when a tier below owns it.
+CAMERA_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return false
+end
+local remote = redis.call('HGET', KEYS[5], ARGV[1])
+if remote then
+  return {'remote', remote}
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2] .. '/' .. ARGV[1])
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+  'op', 'upsert', 'id', ARGV[1], 'node', ARGV[2], 'camera', ARGV[3], 'ts', ARGV[4])
+"""
+
+# KEYS: camera, ids, by_node, catalog   ARGV: id, node, json, ts, maxlen
+CAMERA_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old and old ~= ARGV[2] then
+  redis.call('ZREM', KEYS[3], old .. '/' .. ARGV[1])
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2] .. '/' .. ARGV[1])
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+  'op', 'upsert', 'id', ARGV[1], 'node', ARGV[2], 'camera', ARGV[3], 'ts', ARGV[4])
+"""
+
+# KEYS: camera, ids, by_node, catalog   ARGV: id, ts, maxlen
+CAMERA_DELETE = """
+local existed = redis.call('DEL', KEYS[1])
+local node = redis.call('HGET', KEYS[2], ARGV[1])
+if existed == 0 and not node then
+  return false
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if node then
+  redis.call('ZREM', KEYS[3], node .. '/' .. ARGV[1])
+else
+  node = ''
+end
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
+  'op', 'delete', 'id', ARGV[1], 'node', node, 'ts', ARGV[2])
+"""
+
+# KEYS: by_node   ARGV: min, max, limit, camera key prefix (CameraKeys.camera_prefix)
+# Range and fetch in one round trip. The record keys are derived rather than declared,
+# which is fine on a standalone Redis (the deployment model: one Redis per tier).
+CAMERA_LIST = """
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i, m in ipairs(members) do
+  local id = string.match(m, '/(%d+)$')
+  local rec = false
+  if id and i < tonumber(ARGV[3]) then
+    rec = redis.call('GET', ARGV[4] .. id)
+  end
+  out[#out + 1] = m
+  out[#out + 1] = rec or ''
+end
+return out
+"""
+
+
+# ---- access tokens (registry/tokens.py) -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TokenKeys:
+    """Keys of the access tokens (registry/tokens.py), under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:token:{id}``      string, the token's record as JSON (hash of the secret, never the secret)
+    - ``{p}:tokh:{sha256}``   string, the principal (id, name, role, node) of an *active* token, and the
+                              ``chain`` of hashes of the tokens that created it (creator, its creator, ...,
+                              up to one made by the built-in admin token); deleted on revocation, so
+                              verification is one GET (plus one EXISTS for a delegated token) and
+                              revocation is immediate; a token made with a lifetime has it as this key's
+                              TTL, so Redis itself ends it on time
+    - ``{p}:tokens``          sorted set, score 0, member ``{node}/{id}``: lexical range = subtree
+    """
+
+    prefix: str = "se"
+
+    def record(self, token_id: str) -> str:
+        return f"{self.prefix}:token:{token_id}"
+
+    def by_hash(self, digest: str) -> str:
+        return f"{self.prefix}:tokh:{digest}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:tokens"
+
+
+# ---- node names (tiers/names.py) --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class NameKeys:
+    """Keys of the node names (tiers/names.py), under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:nodes``                 hash code -> name: this tier's own names (from its node file or API)
+    - ``{p}:nodes:ver``             counter bumped on every change, so each gateway re-reads only then
+    - ``{p}:nodes:below:{child}``   hash code -> name of a child tier's whole subtree, written by that
+                                    child's bridge (replaced whole on each change: _NAMES_PUT)
+    - ``{p}:nodes:children``        set of the children that forwarded names
+    """
+
+    prefix: str = "se"
+
+    @property
+    def names(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    @property
+    def version(self) -> str:
+        return f"{self.prefix}:nodes:ver"
+
+    @property
+    def children(self) -> str:
+        return f"{self.prefix}:nodes:children"
+
+    def below(self, child: str) -> str:
+        return f"{self.prefix}:nodes:below:{child}"
+
+
+# ---- the event log (gateway/events.py) ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EventKeys:
+    """Keys of the event log (gateway/events.py), under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:events``             stream, one entry per event: ``e`` = its JSON, ``s`` = "1" when a snapshot is kept
+    - ``{p}:snap:{entry id}``    string, the JPEG of an event (expiring)
+    - ``{p}:evtok:{token}``      string, the entry id a writer's batch token produced (1 day): retries are not doubled
+    - ``{p}:ev:{event id}``      string, the local entry id of a forwarded event (TierKeys.event_index)
+    - ``{p}:evcount:{minute}``   hash of event counts per minute (evcount_key)
+    """
+
+    prefix: str = "se"
+
+    @property
+    def stream(self) -> str:
+        return TierKeys(self.prefix).events
+
+    def token(self, token: str) -> str:
+        return f"{self.prefix}:evtok:{token}"
+
+    def index(self, event_id: str) -> str:
+        return TierKeys(self.prefix).event_index(event_id)
+
+    @property
+    def snap_prefix(self) -> str:
+        return TierKeys(self.prefix).snap_prefix
+
+    def snapshot(self, entry_id: str) -> str:
+        return f"{self.snap_prefix}{entry_id}"
+
+    def count(self, minute: int) -> str:
+        return evcount_key(minute, self.prefix)
+
+
+# One atomic step per event: idempotent on the client's token (a retried batch whose reply was lost
+# is not written twice), stream entry, snapshot and the per-minute count written together or not at all.
+# (_EVENT_FORWARD is the bridge's variant, with the parent's epoch check and a forwarded event's index.)
+# KEYS: stream, token, count hash   ARGV: maxlen, json, snapshot, snapshot ttl, snapshot prefix, count field, count ttl
+EVENT_APPEND = """
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 's', ARGV[3] ~= '' and '1' or '0')
+redis.call('SET', KEYS[2], id, 'EX', 86400)
+if ARGV[3] ~= '' then redis.call('SET', ARGV[5] .. id, ARGV[3], 'EX', ARGV[4]) end
+if ARGV[6] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+return id
+"""
+
+
+# ---- the audit trail (gateway/audit.py) -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuditKeys:
+    """Keys of the audit trail (gateway/audit.py), under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:audit``            stream, one entry per action: ``a`` = the entry's JSON
+    - ``{p}:autok:{token}``    string, the entry id a writer's batch token produced (1 day): retries are not doubled
+    - ``{p}:au:{audit id}``    string, the local entry id of a forwarded entry (TierKeys.audit_index)
+    """
+
+    prefix: str = "se"
+
+    @property
+    def stream(self) -> str:
+        return TierKeys(self.prefix).audit
+
+    def token(self, token: str) -> str:
+        return f"{self.prefix}:autok:{token}"
+
+    def index(self, audit_id: str) -> str:
+        return TierKeys(self.prefix).audit_index(audit_id)
+
+
+# Idempotent on the writer's token: a retried batch whose reply was lost is not written twice.
+# KEYS: stream, token   ARGV: maxlen, json
+AUDIT_APPEND = """
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', ARGV[2])
+redis.call('SET', KEYS[2], id, 'EX', 86400)
+return id
+"""

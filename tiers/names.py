@@ -9,7 +9,7 @@ when it changed.
 Names also come up the tree: each child tier's bridge keeps the names of its subtree in the
 parent's `se:nodes:below:<child>` (replaced whole on each change; the children are listed in
 `se:nodes:children`), so the region shows the villages' names without a file that lists them.
-A tier's own names win over those from below: its staff set them.
+A tier's own names win over those from below: its staff set them. Key names: tiers/contract.py NameKeys.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tiers.contract import NameKeys
 from tiers.nodes import NodeCodeError, normalize_node
 
 __all__ = [
@@ -80,6 +81,9 @@ def _check_name(value: Any) -> str:
         raise ValueError(f"name has {len(name)} characters; at most {MAX_NAME_LENGTH}")
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
         raise ValueError("name contains control characters")
+    if any(unicodedata.category(c) == "Cs" for c in name):
+        # A lone surrogate ("\ud800" in JSON) is no text: Redis could not store it (found fuzzing PUT /nodes/names).
+        raise ValueError("name contains a lone surrogate (not Unicode text)")
     return name
 
 
@@ -191,6 +195,8 @@ def parse_nodes(data: str | bytes, fmt: str) -> ParsedNodes:
             raise NodeFileError(f"line {e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
         except RecursionError:
             raise NodeFileError("invalid JSON: nested too deeply") from None
+        except ValueError:  # a number of more digits than Python converts (sys.get_int_max_str_digits)
+            raise NodeFileError("invalid JSON: a number too long") from None
         return _parse_json(value)
     raise ValueError(f"unknown node file format {fmt!r}; expected csv or json")
 
@@ -227,16 +233,17 @@ class NodeNames:
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "se") -> None:
         self.redis = redis
-        self.key = f"{prefix}:nodes"
-        self.version_key = f"{prefix}:nodes:ver"
-        self.children_key = f"{prefix}:nodes:children"
+        self.keys = NameKeys(prefix)
+        self.key = self.keys.names
+        self.version_key = self.keys.version
+        self.children_key = self.keys.children
         self._cache: dict[str, str] = {}
         self._own: dict[str, str] = {}
         self._version: bytes | None = None
 
     def below_key(self, child: str) -> str:
         """The hash of the names a child tier forwarded (its whole subtree)."""
-        return f"{self.key}:below:{child}"
+        return self.keys.below(child)
 
     async def put(self, entries: Iterable[NodeEntry], *, replace_under: str | None = None) -> int:
         """Store names in one transaction; with `replace_under`, names below that node not given are dropped.

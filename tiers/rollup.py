@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from tiers.contract import evcount_key
 from tiers.nodes import parent_of, tier_of
 
 __all__ = ["CameraLike", "NodeFigures", "NodeTree", "build_tree", "events_last_hour", "EVCOUNT_WINDOW_MIN"]
@@ -161,7 +162,7 @@ async def events_last_hour(redis: aioredis.Redis, root: str, *, prefix: str = "s
     minute = int((time.time() if now is None else now) // 60)
     async with redis.pipeline(transaction=False) as pipe:
         for m in range(minute - EVCOUNT_WINDOW_MIN + 1, minute + 1):
-            pipe.hgetall(f"{prefix}:evcount:{m}")
+            pipe.hgetall(evcount_key(m, prefix))
         hashes = await pipe.execute()
     out: dict[tuple[str, str, str], int] = collections.defaultdict(int)
     for h in hashes:

@@ -1,10 +1,11 @@
 """Cross-tier fetch: an upper tier asks the tier that owns a camera for its newest frame, through the chain.
 
 Links only go child -> parent (children dial out to their parent's Redis), so Redis carries the calls:
-the asking tier RPUSHes a request onto ``se:rpc:<child>`` in its OWN Redis, where <child> is the direct
-child the camera came through (its "via" in ``se:rcat``); that child's bridge BLPOPs the list over its
-uplink, serves the request (its own camera's frame, or by asking its own child the same way), and pushes
-the reply onto ``se:rpc:reply:<request id>`` (expiring soon), which the asker BLPOPs with a timeout.
+the asking tier RPUSHes a request onto ``se:child:<child>:rpc`` in its OWN Redis, where <child> is the
+direct child the camera came through (its "via" in ``se:rcat``); that child's bridge BLPOPs the list over
+its uplink, serves the request (its own camera's frame, or by asking its own child the same way), and
+pushes the reply onto ``se:child:<child>:rpc:<request id>`` (expiring soon), which the asker BLPOPs with
+a timeout. Both lie under the child's own key prefix, the only keys its uplink credential may touch.
 
 Request: JSON {"id", "camera_id", "ttl" (seconds the asker waits), "sent_at", "width", "boxes", "v": 2}
 (at most 1 KiB). The owning tier renders the picture at the width asked, detections drawn when "boxes",
@@ -154,7 +155,7 @@ class FrameFetcher:
         rid = uuid.uuid4().hex
         req = json.dumps({"id": rid, "camera_id": camera_id, "ttl": round(wait, 3), "sent_at": time.time(),
                           "width": width, "boxes": boxes, "v": PROTOCOL})
-        queue, reply = self.keys.rpc_queue(via), self.keys.rpc_reply(rid)
+        queue, reply = self.keys.rpc_queue(via), self.keys.rpc_reply(via, rid)
         self.asked += 1
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.rpush(queue, req)
@@ -205,7 +206,7 @@ class FrameFetcher:
             self.failed += 1
         if len(payload) > MAX_REPLY_BYTES:
             payload = b"502\nframe larger than the reply bound"
-        reply = self.keys.rpc_reply(rid)
+        reply = self.keys.rpc_reply(self.node, rid)  # under this tier's own keys at the parent
         async with uplink.pipeline(transaction=False) as pipe:
             pipe.rpush(reply, payload)
             pipe.expire(reply, REPLY_TTL_S)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.api.auth import scope_node
-from gateway.api.errors import ApiError, query_int
+from gateway.api.errors import PAGE_DEFAULT, PAGE_MAX, ApiError, query_int
 from gateway.audit import AuditQuery
 from gateway.events import parse_csv_set
 from gateway.streams import StreamIdError, parse_entry_id
@@ -17,7 +17,9 @@ from tiers.access import Role
 
 routes = web.RouteTableDef()
 
-_ACTION = re.compile(r"^[a-z]+(\.[a-z_]+|\.\*)?$")
+ACTION_PATTERN = r"^[a-z]+(\.[a-z_]+|\.\*)?$"  # an action (camera.create) or a prefix (camera.*)
+_ACTION = re.compile(ACTION_PATTERN)
+ACTOR_MAX, TARGET_MAX = 64, 128  # lengths of the actor and target filters
 _ID = re.compile(r"([0-9]{2,12})-([0-9]{1,20}-[0-9]{1,20})")  # ASCII digits only (fullmatch: no "\n" after)
 
 
@@ -56,9 +58,9 @@ async def audit_entries(request: web.Request) -> web.Response:
         raise ApiError(400, "action must be names like camera.create or prefixes like camera.*")
     actor = request.query.get("actor") or None
     target = request.query.get("target") or None
-    if (actor and len(actor) > 64) or (target and len(target) > 128):
+    if (actor and len(actor) > ACTOR_MAX) or (target and len(target) > TARGET_MAX):
         raise ApiError(400, "actor or target too long")
-    limit = query_int(request, "limit", 100, 1, 1000)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     since = _bound(request, "since")
     before = _bound(request, "before")
     audit = request.app[keys.AUDIT]

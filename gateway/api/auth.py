@@ -29,6 +29,8 @@ from tiers.nodes import NodeCodeError, in_subtree, normalize_node, parent_of
 
 BOOTSTRAP_ID = "bootstrap"
 _MEDIA = (".jpg", ".mjpeg")  # what <img> tags load
+# Open paths under /api/: the API's description holds no data of the tier, and tools read it before they have a token.
+OPEN_PATHS = frozenset({"/api/v1/openapi.json"})
 
 
 def _raw_token(request: web.Request) -> str | None:
@@ -61,7 +63,7 @@ async def authenticate(request: web.Request) -> Principal | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     """Every /api/v1 call needs a valid bearer token; the caller's Principal is put on the request."""
-    if not request.path.startswith("/api/"):
+    if not request.path.startswith("/api/") or request.path in OPEN_PATHS:
         return await handler(request)
     principal = await authenticate(request)
     if principal is None:

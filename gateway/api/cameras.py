@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from gateway import keys
 from gateway.api.auth import audit_refused_nodes, outside_jurisdiction, principal, require, require_node, scope_node
-from gateway.api.errors import AccessDenied, ApiError, query_int, read_json
+from gateway.api.errors import PAGE_DEFAULT, PAGE_MAX, AccessDenied, ApiError, query_int, read_json
 from registry.bulk import BulkError, parse_bulk_csv, parse_bulk_json
 from registry.ids import CameraIdError, validate_camera_id
 from registry.models import Camera, CameraCreate, CameraPatch, validate_sources
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _STATES = {"connecting", "online", "offline", "disabled"}
+BULK_BODY_MAX = 8 << 20  # a bulk import body (the application's own limit too)
+CSV_TYPES = ("text/csv", "application/csv")  # bulk bodies read as CSV; anything else is JSON
+NDJSON = "application/x-ndjson"  # Accept it to follow a bulk import's progress
 
 
 def _view(app: web.Application, cam: Camera) -> dict[str, Any]:
@@ -127,7 +130,7 @@ async def list_cameras(request: web.Request) -> web.Response:
     state = q.get("state")
     if state is not None and state not in _STATES:
         raise ApiError(400, f"state must be one of {sorted(_STATES)}")
-    limit = query_int(request, "limit", 100, 1, 1000)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     cursor = q.get("cursor") or None
     store = request.app[keys.STORE]
     items: list[dict] = []
@@ -222,26 +225,26 @@ async def bulk_import(request: web.Request) -> web.StreamResponse:
     who = require(request, Role.ADMIN)
     ctype = request.content_type
     try:
-        if ctype in ("text/csv", "application/csv"):
+        if ctype in CSV_TYPES:
             raw = await request.read()
-            if len(raw) > 8 << 20:
-                raise ApiError(413, "CSV body larger than 8 MiB")
+            if len(raw) > BULK_BODY_MAX:
+                raise ApiError(413, f"CSV body larger than {BULK_BODY_MAX >> 20} MiB")
             try:
                 rows = parse_bulk_csv(raw.decode("utf-8-sig"))
             except UnicodeDecodeError:
                 raise ApiError(400, "CSV body is not UTF-8") from None
         else:
-            rows = parse_bulk_json(await read_json(request, max_bytes=8 << 20))
+            rows = parse_bulk_json(await read_json(request, max_bytes=BULK_BODY_MAX))
     except BulkError as e:
         raise ApiError(400, str(e)) from None
     results = []
     created = 0
     # Accept: application/x-ndjson: one progress line per `step` rows (and at least each second), then the
     # result line; plain clients get the single JSON object below.
-    stream = _NDJSON in request.headers.get("Accept", "")
+    stream = NDJSON in request.headers.get("Accept", "")
     resp: web.StreamResponse | None = None
     if stream:
-        resp = web.StreamResponse(headers={"Content-Type": _NDJSON, "Cache-Control": "no-store"})
+        resp = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
         await resp.prepare(request)
     step = max(1, min(50, len(rows) // 100))
     last_sent = time.monotonic()
@@ -282,9 +285,6 @@ async def bulk_import(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionResetError):
         await resp.write_eof()
     return resp
-
-
-_NDJSON = "application/x-ndjson"
 
 
 async def _line(resp: web.StreamResponse, obj: dict[str, Any]) -> None:

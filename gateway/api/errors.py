@@ -16,6 +16,9 @@ from registry.urls import scrub
 
 log = logging.getLogger(__name__)
 
+JSON_BODY_MAX = 1 << 20  # a JSON request body, unless the handler allows more
+PAGE_DEFAULT, PAGE_MAX = 100, 1000  # items per page of a listing: when not asked, and at most
+
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     """A JSON error body: {"error": {"status", "message", ...}}."""
@@ -34,7 +37,7 @@ def validation_error(e: ValidationError, prefix: str = "") -> web.Response:
     return error(422, f"invalid camera: {summary}", fields=fields)
 
 
-async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
+async def read_json(request: web.Request, max_bytes: int = JSON_BODY_MAX) -> Any:
     """Parse the body as JSON or raise a 400/413 with the reason."""
     if request.content_length and request.content_length > max_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from analytics.events import EVENT_TYPES
 from gateway import keys
 from gateway.api.auth import require, require_node, scope_node, until_revoked
-from gateway.api.errors import ApiError, query_int
+from gateway.api.errors import PAGE_DEFAULT, PAGE_MAX, ApiError, query_int
 from gateway.events import EventFilter, EventIdError, parse_csv_set
 from registry.ids import CameraIdError, validate_camera_id
 from tiers.access import Role
@@ -76,7 +76,7 @@ async def history(request: web.Request) -> web.Response:
     before_entry = await _resolve(request, before, "before") if before else None
     since = request.query.get("since")
     since_entry = await _resolve(request, since, "since") if since else None  # only events after it
-    limit = query_int(request, "limit", 100, 1, 1000)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     log_ = request.app[keys.EVENTS]
     events, cursor = await log_.history(flt, before=before_entry, after=since_entry, limit=limit)
     node = request.app[keys.SETTINGS].node

@@ -49,6 +49,9 @@ routes = web.RouteTableDef()
 BOUNDARY = "frame"
 MAX_FPS = 10.0
 DEFAULT_FPS = 5.0
+MIN_FPS = 0.2
+SNAPSHOT_WIDTH = 640  # thumbnails
+LIVE_WIDTH = 960  # live views
 REMOTE_TIMEOUT_S = 5.0
 
 
@@ -60,8 +63,8 @@ def _fps(request: web.Request) -> float:
         value = float(raw)
     except ValueError:
         raise ApiError(400, "fps must be a number") from None
-    if not 0.2 <= value <= MAX_FPS:  # also refuses nan and inf
-        raise ApiError(400, f"fps must be between 0.2 and {MAX_FPS:g}")
+    if not MIN_FPS <= value <= MAX_FPS:  # also refuses nan and inf
+        raise ApiError(400, f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}")
     return value
 
 
@@ -91,7 +94,7 @@ async def _camera(request: web.Request) -> tuple[str, str, bool]:
 @routes.get("/api/v1/cameras/{camera_id}/snapshot.jpg")
 async def snapshot(request: web.Request) -> web.Response:
     """The camera's newest frame as a JPEG thumbnail (`?width=` 64..1280, default 640)."""
-    width = query_int(request, "width", 640, MIN_WIDTH, MAX_WIDTH)
+    width = query_int(request, "width", SNAPSHOT_WIDTH, MIN_WIDTH, MAX_WIDTH)
     cid, node, local = await _camera(request)
     app = request.app
     worker = app[keys.SUPERVISOR].workers.get(cid)
@@ -142,7 +145,7 @@ def _gone(request: web.Request, live: LiveFrames) -> bool:
 async def live_view(request: web.Request) -> web.StreamResponse:
     """Live view: multipart JPEG of the newest frames with detections drawn, at most `?fps=` (≤ 10) a second."""
     fps = _fps(request)
-    width = query_int(request, "width", 960, MIN_WIDTH, MAX_WIDTH)
+    width = query_int(request, "width", LIVE_WIDTH, MIN_WIDTH, MAX_WIDTH)
     cid, node, local = await _camera(request)
     app = request.app
     live = app[keys.LIVE]
@@ -233,8 +236,11 @@ async def _until_revoked(request: web.Request, stream: Coroutine[Any, Any, None]
         for t in (watch, send):
             t.cancel()
         await asyncio.wait({send, watch})
-    if not send.cancelled():
-        send.result()  # the stream's own end: a departed client, or a failure to log
+        # Taken here, also when this view is itself cancelled (its client gone, shutdown): a task's exception
+        # left untaken is logged as an error when the task is collected.
+        ended = {t: None if t.cancelled() else t.exception() for t in (watch, send)}
+    if ended[send] is not None:
+        raise ended[send]  # the stream's own end: a departed client, or a failure to log
 
 
 async def _stream_local(request: web.Request, resp: web.StreamResponse, live: LiveFrames, cid: str, fps: float,

@@ -19,7 +19,9 @@ from tiers.rollup import NodeTree, build_tree, events_last_hour
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_MAX_NAMES_BODY = 8 << 20  # the application's body limit; larger files go in at start-up (nodes_file)
+NAMES_BODY_MAX = 8 << 20  # the application's body limit; larger files go in at start-up (nodes_file)
+CSV_TYPES = ("text/csv", "application/csv", "text/plain")  # node name bodies read as CSV; anything else is JSON
+MAX_DEPTH = 4  # levels of children below a node: a region's villages
 
 
 def subtree_root(tier: str, p: Principal) -> str | None:
@@ -56,7 +58,7 @@ async def subtree_tree(app: web.Application, root: str) -> NodeTree:
 
 
 def _depth(request: web.Request) -> int | None:
-    return query_int(request, "depth", None, 0, 4, why=" (levels of children to include)")
+    return query_int(request, "depth", None, 0, MAX_DEPTH, why=" (levels of children to include)")
 
 
 @routes.get("/api/v1/nodes")
@@ -95,10 +97,10 @@ async def put_names(request: web.Request) -> web.Response:
     """Load node names (CSV `code,name` or JSON); rows outside the caller's jurisdiction or malformed are refused."""
     p = require(request, Role.ADMIN)
     replace = _truthy(request.query.get("replace"))
-    if request.content_length and request.content_length > _MAX_NAMES_BODY:
-        raise ApiError(413, f"body larger than {_MAX_NAMES_BODY >> 20} MiB")
+    if request.content_length and request.content_length > NAMES_BODY_MAX:
+        raise ApiError(413, f"body larger than {NAMES_BODY_MAX >> 20} MiB")
     raw = await request.read()
-    fmt = "csv" if request.content_type in ("text/csv", "application/csv", "text/plain") else "json"
+    fmt = "csv" if request.content_type in CSV_TYPES else "json"
     try:
         parsed = parse_nodes(raw, fmt)
     except NodeFileError as e:

@@ -18,7 +18,8 @@ from tiers.nodes import NodeCodeError, normalize_node
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_FIELDS = {"name", "role", "node", "expires_in_s"}
+FIELDS = frozenset({"name", "role", "node", "expires_in_s"})  # of a create body
+CREATE_BODY_MAX = 4096
 
 
 def _ts(iso: str) -> float:
@@ -29,7 +30,7 @@ def _parse_create(body: Any, default_node: str) -> tuple[str, Role, str, float |
     """(name, role, node, lifetime in seconds or None) from a create body; 422 naming the bad field."""
     if not isinstance(body, dict):
         raise ApiError(400, "expected a JSON object: {\"name\", \"role\", \"node\", \"expires_in_s\"}")
-    unknown = sorted(set(body) - _FIELDS)
+    unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise ApiError(422, f"invalid token: unknown field(s) {unknown}")
     name = body.get("name")
@@ -72,7 +73,7 @@ async def _load(request: web.Request) -> TokenRecord:
 async def create_token(request: web.Request) -> web.Response:
     """Create a token within the caller's jurisdiction, at most the caller's role; the secret is shown once."""
     p = require(request, Role.ADMIN)
-    name, role, node, lifetime = _parse_create(await read_json(request, max_bytes=4096), p.node)
+    name, role, node, lifetime = _parse_create(await read_json(request, max_bytes=CREATE_BODY_MAX), p.node)
     if not p.covers(node):
         raise outside_jurisdiction(p, node)
     if not p.can(role):
