@@ -54,7 +54,10 @@ KEY_ONLY_SHARE = 0.95  # an analysis interval at least this share of the GOP: de
 BURST_SHARE = 0.9  # a fair share under this share of the asked rate: decode only the head of each GOP
 REORDER_MARGIN_S = 0.12  # decoded past the head's last sample: a reordered frame there may refer this far on
 HEAD_SHARE = 0.5  # the samples of an overloaded camera's GOP are first spread over this share of it...
-HEAD_SHARE_MIN, HEAD_SHARE_MAX = 0.25, 1.0  # ...adapted between these (Demuxer.head_share)
+# ...adapted between these (Demuxer.head_share). Not to the whole GOP: a head that wide decodes ~8 frames
+# per analysed one, and at N = 24 cameras that cost more analysed frames (49/s) than the collisions it
+# spreads out (0.7: 52-56/s, fairness 0.85-1.06; bench.pipeline, 2-core machine)
+HEAD_SHARE_MIN, HEAD_SHARE_MAX = 0.25, 0.7
 HEAD_ADAPT_LOW, HEAD_ADAPT_HIGH = 0.8, 0.95  # analysed / share (which has 10 % headroom) below, above which the head widens, narrows
 HEAD_ADAPT_STEP = 1.15  # factor per second
 
