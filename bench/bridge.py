@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import cv2
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -131,6 +132,17 @@ class Chain:
                     t.proc.kill()
                     t.proc.wait()
             t.server.stop()
+
+
+def _jpeg(size: int) -> bytes:
+    """A real JPEG of about `size` bytes (noise compresses badly; a parent takes JPEG snapshots only)."""
+    side = 16
+    while True:
+        img = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        if len(data) >= size:
+            return data
+        side += 16
 
 
 def _event(node: str, n: int) -> Event:
@@ -261,7 +273,7 @@ async def outage(chain: Chain, writer: EventLog, n: int) -> CatchUp:
 
 async def run(args: argparse.Namespace) -> dict:
     nodes = NODES[: args.tiers]
-    snapshot = os.urandom(args.snapshot_kb * 1024) if args.snapshot_kb else b""
+    snapshot = _jpeg(args.snapshot_kb * 1024) if args.snapshot_kb else b""
     steady_runs: dict[int, list[Steady]] = {r: [] for r in args.rates}
     catch_runs: list[CatchUp] = []
     for rep in range(args.repeats):

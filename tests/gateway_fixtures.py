@@ -133,10 +133,6 @@ def make_gateway(tmp_path):
     return factory
 
 
-def event_schema() -> dict:
-    """The JSON Schema of an event, as shipped in the package."""
-    return json.loads((Path(__file__).resolve().parent.parent / "gateway" / "schema" / "event.schema.json").read_text())
-
 
 async def until(pred, timeout: float, what: str, interval: float = 0.1):
     """Poll an async predicate until it returns something truthy."""

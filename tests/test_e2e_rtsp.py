@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from analytics.detector import load_detector
-from tests.gateway_fixtures import event_schema
+from analytics.events import event_schema
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.model]
 

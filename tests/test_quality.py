@@ -18,7 +18,8 @@ from analytics.quality import FAULTS, QualityChange, QualityConfig, QualityDiagn
 from registry.models import Camera, CameraPatch, QualitySettings
 from sample_streams import clip_path
 from sample_streams.generate import FAULT_CLIPS, make_fault_clips
-from tests.gateway_fixtures import event_schema, until
+from analytics.events import event_schema
+from tests.gateway_fixtures import until
 
 ANALYSIS_FPS = 5.0  # the default analysis rate of a camera
 SLACK_S = 1.0  # a start or end may come this long after its hold time: 80 % of the frames decide

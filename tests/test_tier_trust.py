@@ -143,13 +143,29 @@ async def test_the_parent_takes_from_a_child_only_what_lies_in_its_subtree(tier_
                                                 "camera_id": sib_cam["id"], "node": SIBLING, "ts": stamp,
                                                 "pad": "x" * 100_000}), "blob": -1}],
             ]
-            reply = await link.call(ops)
+            # Its own camera's event with a "snapshot" that is no JPEG: the event is kept, the picture is not.
+            own_event = f"{SIBLING}-{int(now * 1000)}-2"
+            ops.append(["event", {"event": json.dumps({"id": own_event, "type": "motion", "camera_id": sib_cam["id"],
+                                                       "node": SIBLING, "ts": stamp, "phase": "start",
+                                                       "origin": {"node": SIBLING, "gateway": "gw"}}),
+                                  "blob": 0}])
+            # An event that breaks the wire schema (a score that is text) would break every reader: refused.
+            ops.append(["event", {"event": json.dumps({"id": f"{SIBLING}-{int(now * 1000)}-3", "type": "detection",
+                                                       "camera_id": sib_cam["id"], "node": SIBLING, "ts": stamp,
+                                                       "label": "person", "score": "high",
+                                                       "origin": {"node": SIBLING, "gateway": "gw"}}),
+                                  "blob": -1}])
+            reply = await link.call(ops, [b"<script>alert(1)</script>"])
             r = reply["results"]
             # outside its subtree (refused by the intake); the county's id (held by the county: -3)
             assert r[0] == RCAT_REFUSED and r[1] == -3 and r[2] == RCAT_REFUSED, r
             assert r[3] == 0, r  # no status of a camera it did not forward
             assert r[4] == ["", -1] and r[5] == ["", -1] and r[8] == ["", -1], r
             assert r[6] == 0 and r[7] == ["", -1], r
+            assert r[9][1] == 1 and r[10] == ["", -1], r
+            code, ev = await city.gw.request("GET", f"/api/v1/events/{own_event}")
+            assert code == 200 and ev["camera_id"] == sib_cam["id"] and not ev.get("snapshot"), ev
+            assert (await city.gw.request("GET", f"/api/v1/events/{own_event}/snapshot.jpg"))[0] == 404
             # A request that is not one: refused as a whole, and said so.
             rid = uuid.uuid4().hex
             bad = await link.raw(b'{"v":1,"id":"' + rid.encode() + b'","epoch":"","ops":5,"blobs":[]}\n', rid)
@@ -170,7 +186,8 @@ async def test_the_parent_takes_from_a_child_only_what_lies_in_its_subtree(tier_
             code, kids = await city.gw.request("GET", "/api/v1/tiers/children")
             assert code == 200, kids
             sib = next(c for c in kids["children"] if c["node"] == SIBLING)
-            assert sib["granted"] and sum(sib["intake"]["refused"].values()) >= 8, sib
+            assert sib["granted"] and sum(sib["intake"]["refused"].values()) >= 10, sib
+            assert sib["intake"]["refused"].get("snapshot") == 1, sib
         finally:
             await link.r.aclose()
 

@@ -33,6 +33,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError
 
+from analytics.events import event_error
 from registry.ids import CameraIdError, id_in_node_division, validate_camera_id
 from tiers.catalog import EVCOUNT_TTL_S, FEED_MAXLEN, event_minute
 from tiers.contract import (
@@ -415,6 +416,8 @@ class Intake:
         k = self.keys
         raw = a.get("event")
         d = _json_dict(raw, MAX_EVENT_JSON, "event")
+        if (why := event_error(d)) is not None:
+            raise Refused(f"not an event of the wire schema: {why}")  # read back by every consumer here
         eid = d.get("id")
         m = _EVENT_ID.match(eid) if isinstance(eid, str) else None
         if m is None or not in_subtree(m.group(1), child):
@@ -436,7 +439,9 @@ class Intake:
         if blob >= 0:
             snap = blobs[blob]
             if len(snap) > MAX_SNAPSHOT_BYTES or (snap and snap[:2] != b"\xff\xd8"):
-                raise Refused("a snapshot over the size bound or not a JPEG")
+                # The event is kept; only the picture, which would be served as a JPEG, is not.
+                self._refuse(child, "snapshot: over the size bound or not a JPEG")
+                snap = b""
         minute = event_minute(d.get("ts") if isinstance(d.get("ts"), str) else None, self.clock())
         label = d.get("label") if isinstance(d.get("label"), str) else None
         cfield = evcount_field(normalize_node(d["node"]), str(d.get("type", ""))[:32], label) if minute else ""

@@ -2,7 +2,7 @@
 
 Request and response bodies are derived from what the handlers validate and answer with: the
 pydantic camera models (registry/models.py), the run-time status and token dataclasses, the event's
-JSON Schema (gateway/schema/event.schema.json) and the limits the handlers import from their own
+JSON Schema (analytics/schema/event.schema.json) and the limits the handlers import from their own
 modules, so a changed field or limit changes the description with it. What has no model (the small
 objects handlers build inline) is written here once. tests/test_openapi.py checks that every route
 of the router is described and every described operation is routed, and fuzzes each operation
@@ -17,14 +17,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from analytics.events import EVENT_TYPES
+from analytics.events import EVENT_SCHEMA_PATH, EVENT_TYPES
 from analytics.snapshot import MAX_WIDTH, MIN_WIDTH
 from gateway.api import audit as audit_api
 from gateway.api import cameras as cameras_api
@@ -45,7 +44,7 @@ from tiers.nodes import Tier
 PATH = "/api/v1/openapi.json"
 VERSION = "1"  # of the HTTP API (/api/v1)
 
-_EVENT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "event.schema.json"
+_EVENT_SCHEMA = EVENT_SCHEMA_PATH
 _REF = "#/components/schemas/{model}"
 _JSON = "application/json"
 _ROLES = [r.label for r in Role]
