@@ -13,19 +13,15 @@ import json
 import subprocess
 import time
 import uuid
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestServer
 from redis.exceptions import AuthenticationError, ConnectionError as RedisConnectionError, NoPermissionError, ResponseError
 
 from gateway import keys
-from gateway.app import build_app
-from gateway.config import load_settings
-from tests.gateway_fixtures import TOKEN, Gateway, until
+from tests.gateway_fixtures import until
 from tests.servers import free_port
 from tiers.contract import RCAT_REFUSED, TierKeys, encode_request
 
@@ -277,29 +273,17 @@ def _self_signed(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "ca.pem", folder / "server.pem", folder / "server.key"
 
 
-@asynccontextmanager
-async def _gateway(tmp: Path, name: str, **settings):
-    bridge = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0, "heartbeat_s": 1.0, "timeout_s": 3.0,
-              **settings.pop("bridge", {})}
-    s = load_settings(None, data_dir=tmp / name, admin_token=TOKEN, gateway_id=f"gw-{name}", bridge=bridge,
-                      **settings)
-    server = TestServer(build_app(s, TOKEN), host="127.0.0.1")
-    await server.start_server()
-    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
-    try:
-        yield Gateway(server, session)
-    finally:
-        await session.close()
-        await server.close()
+FAST_BRIDGE = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0, "heartbeat_s": 1.0, "timeout_s": 3.0}
 
 
-async def test_an_uplink_over_tls_to_the_embedded_redis_with_a_self_signed_ca(tmp_path, redis_url, caplog):
+async def test_an_uplink_over_tls_to_the_embedded_redis_with_a_self_signed_ca(tmp_path, redis_url, make_gateway,
+                                                                             caplog):
     if subprocess.run(["redis-server", "--version"], capture_output=True).returncode != 0:
         pytest.skip("no system redis-server (built with TLS)")
     ca, cert, key = await asyncio.to_thread(_self_signed, tmp_path / "pki")
     port = free_port()
-    async with _gateway(tmp_path, "city", node=CITY, redis=None, redis_listen=f"127.0.0.1:{port}",
-                        redis_tls_cert=cert, redis_tls_key=key) as city:
+    async with make_gateway(None, node=CITY, redis_listen=f"127.0.0.1:{port}", redis_tls_cert=cert,
+                            redis_tls_key=key) as city:
         # The listener speaks TLS only, and its default user has a password: no way in without a grant.
         with pytest.raises((RedisConnectionError, ResponseError)):
             await aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=3).ping()
@@ -311,8 +295,8 @@ async def test_an_uplink_over_tls_to_the_embedded_redis_with_a_self_signed_ca(tm
         password = g["uplink"].split(":")[2].split("@")[0]
 
         # A child with the parent's CA forwards over TLS; its catalog arrives at the city.
-        async with _gateway(tmp_path, "county", node=COUNTY, redis=redis_url, uplink=g["uplink"],
-                            bridge={"ca_file": str(ca), "heartbeat_s": 1.0, "timeout_s": 3.0}) as county:
+        async with make_gateway(redis_url, node=COUNTY, uplink=g["uplink"],
+                                bridge={**FAST_BRIDGE, "ca_file": str(ca)}) as county:
             code, cam = await county.request("POST", "/api/v1/cameras", json=_cam(COUNTY, 3))
             assert code == 201, cam
 
@@ -325,7 +309,7 @@ async def test_an_uplink_over_tls_to_the_embedded_redis_with_a_self_signed_ca(tm
             assert county.app[keys.BRIDGE].connected
 
         # Without the CA the certificate is refused, and the error says so without the password.
-        async with _gateway(tmp_path, "county2", node=COUNTY, redis=redis_url, uplink=g["uplink"]) as county2:
+        async with make_gateway(redis_url, node=COUNTY, uplink=g["uplink"], bridge=FAST_BRIDGE) as county2:
             async def failing() -> str | None:
                 code, rep = await county2.request("GET", "/api/v1/bridge")
                 return rep["bridge"]["last_error"] if code == 200 and rep["bridge"]["last_error"] else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
 
 @dataclass(frozen=True, slots=True)
 class TierKeys:
@@ -290,18 +290,27 @@ class Scripts:
                 pipe.script_load(src)
             await pipe.execute()
 
-    async def run(self, client: aioredis.Redis, queue) -> list[Any]:
+    async def run(self, client: aioredis.Redis, queue, reconnects: int = 0) -> list[Any]:
         """Build a pipeline with `queue(pipe)`, execute it; on NOSCRIPT load the scripts and run it once more.
 
         Results come back in order, exceptions in place (raise_on_error=False); an EPOCH error raises
-        EpochChanged. Every script here is idempotent, so running a batch again is safe.
+        EpochChanged. Every script here is idempotent, so running a batch again is safe: with `reconnects`,
+        a batch whose connection dropped (a pooled one from before a Redis restart) is sent again that often.
         """
-        for attempt in range(2):
-            async with client.pipeline(transaction=False) as pipe:
-                queue(pipe)
-                results = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+        loaded = False
+        while True:
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    queue(pipe)
+                    results = await pipe.execute(raise_on_error=False)
+            except RedisConnectionError:
+                if reconnects <= 0:
+                    raise
+                reconnects -= 1
+                continue
+            if not loaded and any(isinstance(r, NoScriptError) for r in results):
                 await self.load(client)
+                loaded = True
                 continue
             break
         for r in results:

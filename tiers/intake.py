@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from analytics.events import event_error
 from registry.ids import CameraIdError, id_in_node_division, validate_camera_id
 from tiers.catalog import EVCOUNT_TTL_S, FEED_MAXLEN, event_minute
 from tiers.contract import (
-    INTAKE_SCRIPTS, RCAT_REFUSED, IntakeFormatError, TierKeys, decode_request, evcount_field, evcount_key,
+    INTAKE_SCRIPTS, RCAT_REFUSED, EpochChanged, IntakeFormatError, TierKeys, decode_request, evcount_field, evcount_key,
 )
 from tiers.grants import Grants
 from tiers.names import MAX_NAME_LENGTH, NodeNames
@@ -60,7 +60,7 @@ REPLY_TTL_S = 30  # a reply nobody popped (the child gave up waiting) evaporates
 CHILDREN_REFRESH_S = 1.0  # the set of children is read again this often
 POP_TIMEOUT_S = 1  # a blocking pop returns this often, to notice new children and stopping
 CONCURRENCY = 8  # requests handled at once (each child has at most one outstanding)
-EXECUTE_TRIES = 3  # a batch is sent again on a dropped connection (stale after a restart) this many times in all
+RECONNECTS = 2  # a batch is sent again this often on a dropped connection (a stale one after a restart)
 GRANTS_RESTORE_S = 5.0  # granted ACL users missing from this Redis are made again this often
 _EVENT_ID = re.compile(r"^([0-9]{2,20})-([0-9]{1,20})-([0-9]{1,20})$")
 _AUDIT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,96}$")
@@ -266,8 +266,9 @@ class Intake:
                 plan.append(("refused", 0, RCAT_REFUSED if name == "rcat" else ["", -1] if name in ("event", "audit")
                              else 0))
         try:
-            results = await self._execute(calls) if calls.calls else []
-        except _EpochError as e:
+            # Every call is idempotent (the scripts skip what is there already): a batch may be sent again.
+            results = await INTAKE_SCRIPTS.run(self.redis, calls.replay, reconnects=RECONNECTS) if calls.calls else []
+        except EpochChanged as e:
             return {"id": rid, "error": str(e)}
         out: list[Any] = []
         at = 0
@@ -282,30 +283,6 @@ class Intake:
             else:
                 out.append(_plain(mine[0]))  # an rcat in a resync is followed by its sync set's EXPIRE
         return {"id": rid, "results": out}
-
-    async def _execute(self, calls: "_Calls") -> list[Any]:
-        # Every call is idempotent (the scripts skip what is there already): running the batch again is safe.
-        loaded = False
-        for attempt in range(EXECUTE_TRIES):
-            try:
-                async with self.redis.pipeline(transaction=False) as p:
-                    calls.replay(p)
-                    results = await p.execute(raise_on_error=False)
-            except RedisConnectionError:
-                if attempt == EXECUTE_TRIES - 1:
-                    raise
-                continue  # a pooled connection from before this Redis restarted: the next one is fresh
-            if not loaded and any(isinstance(r, NoScriptError) for r in results):
-                await INTAKE_SCRIPTS.load(self.redis)  # this Redis restarted or flushed its scripts
-                loaded = True
-                continue
-            break
-        for r in results:
-            if isinstance(r, Exception):
-                if str(r).startswith("EPOCH"):
-                    raise _EpochError(str(r))
-                raise r
-        return results
 
     def _refuse(self, child: str, reason: str) -> None:
         self.stats[child].refused[reason.split(":")[0]] += 1
@@ -479,10 +456,6 @@ class _Calls:
     def replay(self, p: Any) -> None:
         for c in self.calls:
             p.execute_command(*c)
-
-
-class _EpochError(Exception):
-    """A script found the child's epoch stale: the child must resynchronise."""
 
 
 def _peek_id(raw: bytes) -> str | None:
