@@ -103,12 +103,16 @@ class EmbeddedRedis:
         private_file(path, pw + "\n")
         return pw
 
-    def _listen_args(self) -> list[str]:
+    def _listen_args(self, password: str) -> list[str]:
+        """The server's arguments for the listener; the password goes in a 0600 config file, never on the
+        command line, where every local user would read it in the process list."""
         if self.listen is None:
             return ["--port", "0"]
         lst = self.listen
-        self._password = self._default_password()
-        args = ["--bind", lst.host, "--requirepass", self._password, "--protected-mode", "no"]
+        conf = self.data_dir / "listener.conf"
+        conf.unlink(missing_ok=True)
+        private_file(conf, f"requirepass {password}\n")
+        args = [str(conf), "--bind", lst.host, "--protected-mode", "no"]  # the config file must come first
         if lst.tls:
             return args + ["--port", "0", "--tls-port", str(lst.port), "--tls-cert-file", str(lst.tls_cert),
                            "--tls-key-file", str(lst.tls_key), "--tls-auth-clients", "no"]
@@ -120,9 +124,10 @@ class EmbeddedRedis:
         tighten_tree(self.data_dir)  # files an earlier version left readable by others
         if self.socket.exists():
             self.socket.unlink()  # left by a killed run; redis would refuse to bind
+        self._password = self._default_password() if self.listen is not None else None
         self._proc = await asyncio.create_subprocess_exec(
             redis_executable(tls=self.listen is not None and self.listen.tls),
-            *self._listen_args(), "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+            *self._listen_args(self._password or ""), "--unixsocket", str(self.socket), "--unixsocketperm", "700",
             "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
             "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=self.own_session,

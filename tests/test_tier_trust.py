@@ -290,6 +290,13 @@ async def test_an_uplink_over_tls_to_the_embedded_redis_with_a_self_signed_ca(tm
         with pytest.raises(AuthenticationError):
             await aioredis.Redis.from_url(f"rediss://127.0.0.1:{port}/0", ssl_ca_certs=str(ca),
                                           socket_timeout=3).ping()
+        # The default user's password is in a 0600 file, not on redis-server's command line (ps).
+        default_pw = (tmp_path / "gw-data" / "redis" / "default-user.password").read_text().strip()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                assert default_pw.encode() not in cmdline.read_bytes(), cmdline
+            except OSError:
+                continue  # a process that ended meanwhile
         code, g = await city.request("POST", "/api/v1/tiers/children", json={"node": COUNTY})
         assert code == 201 and g["uplink"].startswith("rediss://") and g["uplink"].endswith(f"@127.0.0.1:{port}/0"), g
         password = g["uplink"].split(":")[2].split("@")[0]

@@ -17,14 +17,17 @@ from tiers.contract import TierKeys
 routes = web.RouteTableDef()
 
 
-async def _children(app: web.Application) -> list[dict[str, Any]]:
+async def registered_children(app: web.Application) -> list[dict[str, Any]]:
+    """The child tiers registered here (se:tiers: node, gateway, connected_at, last_seen), by node."""
     raw = await app[keys.REDIS].hgetall(TierKeys().tiers)
     out = []
     for _node, body in sorted(raw.items()):
         try:
-            out.append(json.loads(body))
+            d = json.loads(body)
         except ValueError:
             continue
+        if isinstance(d, dict):
+            out.append(d)
     return out
 
 
@@ -39,7 +42,7 @@ async def bridge_report(request: web.Request) -> web.Response:
     report = await bridge.report() if bridge is not None else None
     if report is not None and not who.covers(node):
         report["uplink"] = None  # where the parent tier lives is for this tier's own staff
-    children = [c for c in await _children(app) if who.covers(str(c.get("node", "")))]
+    children = [c for c in await registered_children(app) if who.covers(str(c.get("node", "")))]
     return web.json_response({"node": node, "uplink": report is not None, "bridge": report, "children": children})
 
 

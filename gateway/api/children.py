@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 from aiohttp import web
 
 from gateway import keys
 from gateway.api.auth import require
+from gateway.api.bridge import registered_children
 from gateway.api.errors import AccessDenied, ApiError, read_json
 from tiers.access import Principal, Role
-from tiers.contract import TierKeys
+from tiers.catalog import STALE_AFTER_S  # a child not heard from for this long: not connected
 from tiers.grants import GrantError, uplink_url
 
 routes = web.RouteTableDef()
 
 GRANT_BODY_MAX = 1024
-STALE_AFTER_S = 90.0  # a child not heard from for this long is shown as not connected
 
 
 def _tier_admin(request: web.Request) -> Principal:
@@ -64,15 +62,7 @@ async def list_children(request: web.Request) -> web.Response:
     _tier_admin(request)
     app = request.app
     grants = {g.node: g for g in await app[keys.GRANTS].list()}
-    raw = await app[keys.REDIS].hgetall(TierKeys().tiers)
-    seen: dict[str, dict[str, Any]] = {}
-    for node, body in raw.items():
-        try:
-            d = json.loads(body)
-        except ValueError:
-            continue
-        if isinstance(d, dict):
-            seen[node.decode() if isinstance(node, bytes) else str(node)] = d
+    seen = {str(c.get("node")): c for c in await registered_children(app)}
     intake = app[keys.INTAKE].report()
     now = time.time()
     out = []
