@@ -261,6 +261,18 @@ class AnalysisScheduler(Generic[T]):
             return 0.0
         return self._targets.get(key, cam.fps)
 
+    def fulfilment(self) -> float | None:
+        """Under fair shares: the analysed rate over the sum of the shares (1.0 when every camera gets its
+        share), else None. A camera is short of its share through a collision only when it gets clearly less
+        than this; when all are short alike the capacity was overestimated and no camera is to blame."""
+        if not self._targets:
+            return None
+        now = self.clock()
+        promised = sum(self._targets.get(c.key, 0.0) for c in self._cams.values())
+        if promised <= 0:
+            return None
+        return self._analysed.total(now) / RATE_WINDOW_S / promised
+
     def _fair_shares(self, now: float) -> dict[str, float]:
         """Max-min fair rates (weighted by priority) that fill the capacity, plus headroom; {} when all fit.
 

@@ -142,6 +142,7 @@ class CameraAnalysis:
         self.latest: Frame | None = None
         self.latest_detections: tuple[Detection, ...] = ()
         self.frames_analyzed = 0
+        self._track_snaps: dict[int, tuple[Detection, bytes]] = {}  # open track -> its last snapshot and what it shows
         self.detections_run = 0
         self.inference_s = 0.0
 
@@ -315,7 +316,15 @@ class CameraAnalysis:
     def _track_event(self, u: TrackUpdate) -> Outgoing:
         d = u.detection
         cam = self.camera
-        snap = self._snapshot(u.frame.image, d.box, d.label, d.score)
+        # An object's end carries its best sighting, most often the one its start or last update already
+        # showed: the JPEG made then is sent again rather than encoded twice (a track was two encodes).
+        kept = self._track_snaps.pop(u.track_id, None) if u.kind == "leave" else None
+        if kept is not None and kept[0] is d:
+            snap = kept[1]
+        else:
+            snap = self._snapshot(u.frame.image, d.box, d.label, d.score)
+            if u.kind != "leave":
+                self._track_snaps[u.track_id] = (d, snap)
         return Outgoing(Event(
             type="detection", camera_id=cam.id, node=cam.node, ts=iso_ms(u.frame.captured_at),
             origin=self.sink.origin, label=d.label, score=d.score, box=d.box, track_id=u.track_id,

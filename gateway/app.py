@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
+import numpy as np
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from analytics.pool import DetectorPool
-from gateway import keys
+from gateway import __version__, keys
 from gateway import web as web_ui
 from gateway.api import audit as audit_api
 from gateway.api import bridge as bridge_api
 from gateway.api import children as children_api
+from gateway.api import gateways as gateways_api
 from gateway.api import cameras, events, live, metrics, nodes, openapi
 from gateway.api import tokens as tokens_api
 from gateway.api.auth import auth_middleware
@@ -31,11 +33,13 @@ from gateway.embedded_redis import EmbeddedRedis, Listener
 from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
 from gateway.private import private_dir
+from gateway.placement import LocalLoad, Placement
 from gateway.supervisor import StreamSupervisor
 from gateway.status_pub import StatusPublisher
 from registry.store import CameraStore
 from tiers import intake
 from tiers.bridge import Bridge, EventPolicy
+from tiers.connect import blocking_client, is_sentinel_url, redis_client, strip_credentials
 from tiers.grants import Grants
 from tiers.intake import Intake, IntakePolicy
 from tiers.rpc import FrameFetcher
@@ -44,6 +48,10 @@ from tiers.names import NodeEntry, NodeNames, bundled_node_file, load_node_file
 
 log = logging.getLogger(__name__)
 
+CAPACITY_PROBES = 5  # inferences timed at start to measure this gateway's capacity
+PROBE_SHAPE = (360, 640, 3)
+CAPACITY_NO_MODEL_PER_THREAD = 100  # analysed frames/s per decode thread without a model (motion gate only)
+PLACEMENT_STOP_S = 8.0  # shutdown: handing the cameras over gets this long (SIGTERM: within 5 s is the aim)
 NAMES_RECHECK_S = 10.0  # how often the node names are checked for, and reloaded into, an emptied Redis
 
 
@@ -73,6 +81,8 @@ def _intake_url(settings: Settings, embedded: EmbeddedRedis | None) -> str:
     if settings.redis and settings.redis.startswith(("redis://", "rediss://")):
         u = urlsplit(settings.redis)
         return urlunsplit((u.scheme, u.netloc.rpartition("@")[2], u.path, "", ""))
+    if settings.redis and is_sentinel_url(settings.redis):
+        return strip_credentials(settings.redis)  # the sentinels' credential too: set intake_url for that
     return ""
 
 
@@ -85,9 +95,11 @@ def _redis_ctx(settings: Settings):
             embedded = EmbeddedRedis(settings.data_dir / "redis", listen=_listener(settings))
             url = await embedded.start()
         app[keys.INTAKE_URL] = _intake_url(settings, embedded)
-        client = aioredis.Redis.from_url(
+        # A redis+sentinel:// URL gives a client that follows failovers; its event batches wait for replicas.
+        client = redis_client(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15,
             retry_on_timeout=False,
+            wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         app[keys.REDIS] = client
         try:
@@ -237,25 +249,55 @@ def _supervisor_ctx(settings: Settings):
                              decoders=app[keys.DECODERS], analysis=app[keys.ANALYSIS])
         sup = StreamSupervisor(run_ctx)
         app[keys.SUPERVISOR] = sup
-
-        async def load() -> None:
-            delay = 0.5
-            while True:
-                try:
-                    n = await sup.load(store)
-                    log.info("started %d cameras from the catalog", n)
-                    return
-                except (RedisError, OSError) as e:
-                    log.warning("catalog not readable yet (%s); retrying", type(e).__name__)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10)
-
-        loader = asyncio.create_task(load(), name="supervisor:load")
         try:
             yield
         finally:
-            await _cancel([loader])
             await sup.stop_all(timeout=10)
+    return ctx
+
+
+async def _measured_capacity(app: web.Application) -> float:
+    """Analysed frames per second this machine can do, measured once at start (stable, for balancing)."""
+    pool = app.get(keys.POOL)
+    if pool is None:
+        # Motion only: conversion and the motion gate, a few milliseconds a frame per decode thread.
+        return float(CAPACITY_NO_MODEL_PER_THREAD * app[keys.DECODERS].threads)
+    image = np.zeros(PROBE_SHAPE, np.uint8)  # letterboxed to the model's input like any frame
+    times = []
+    for _ in range(CAPACITY_PROBES):
+        t0 = time.perf_counter()
+        await pool.detect(image)
+        times.append(time.perf_counter() - t0)
+    per = sorted(times)[len(times) // 2]
+    return float(f"{pool.workers / max(per, 1e-3):.2g}")
+
+
+def _placement_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        runner, p = app[keys.ANALYSIS], settings.placement
+        capacity = p.capacity_fps or await _measured_capacity(app)
+
+        def load() -> LocalLoad:
+            return LocalLoad(capacity_fps=capacity, analyzed_fps=runner.scheduler.stats().analyzed_fps)
+        placement = Placement(app[keys.REDIS], app[keys.STORE], app[keys.SUPERVISOR], app[keys.EVENTS], p,
+                              gateway_id=settings.gateway_id, node=settings.node, version=__version__,
+                              address=p.address, load=load)
+        app[keys.PLACEMENT] = placement
+        app[keys.EVENTS].lease_of = placement.token_of
+        app[keys.SUPERVISOR].remote = placement.status_of
+        tasks = [asyncio.create_task(placement.run(), name="placement"),
+                 asyncio.create_task(placement.listen(), name="placement:listen")]
+        for t in tasks:
+            t.add_done_callback(_log_death)
+        app[keys.PLACEMENT_TASKS] = tasks
+        log.info("placement: gateway %s, capacity %g analysed frames/s, leases of %g s", settings.gateway_id,
+                 capacity, p.lease_s)
+        try:
+            yield
+        finally:
+            # Stage 1: no more passes; stage 2: hand every camera over while the event writer still runs.
+            await _cancel(tasks)
+            await placement.stop(timeout=PLACEMENT_STOP_S)
     return ctx
 
 
@@ -265,6 +307,8 @@ def _status_ctx(settings: Settings):
         pub = StatusPublisher(app[keys.REDIS], app[keys.STORE], app[keys.SUPERVISOR], settings.node,
                               info={"retention": e.retention, "audit_retention": settings.access.audit_retention,
                                     "snapshot_ttl_s": e.snapshot_ttl_s, "index_ttl_s": e.index_ttl_s})
+        placement = app[keys.PLACEMENT]
+        pub.elsewhere = lambda cid: placement.holder(cid) not in (None, settings.gateway_id)
         task = asyncio.create_task(pub.run(), name="status:publisher")
         try:
             yield
@@ -279,11 +323,8 @@ def _intake_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         e = settings.events
         redis = app[keys.REDIS]
-        # The blocking pop gets its own connections, with a socket timeout above the pop's.
-        pool = redis.connection_pool
-        blocking = aioredis.Redis(connection_pool=aioredis.ConnectionPool(
-            connection_class=pool.connection_class,
-            **{**pool.connection_kwargs, "socket_timeout": intake.POP_TIMEOUT_S + 10}))
+        # The blocking pop gets its own connections (own sentinels too), with a socket timeout above the pop's.
+        blocking = blocking_client(redis, intake.POP_TIMEOUT_S + 10)
         grants = Grants(redis, settings.node)
         app[keys.GRANTS] = grants
         inbox = Intake(redis, blocking, settings.node, grants=grants, policy=IntakePolicy(
@@ -310,10 +351,18 @@ def _intake_ctx(settings: Settings):
 def _bridge_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         fetcher = FrameFetcher(app[keys.REDIS], settings.node, app[keys.STORE], app[keys.SUPERVISOR].workers,
-                               render=app[keys.LIVE].jpeg)
+                               render=app[keys.LIVE].jpeg, gateway_id=settings.gateway_id,
+                               holder=app[keys.PLACEMENT].holder)
         app[keys.FETCHER] = fetcher  # own cameras' frames are served with or without an uplink
+        # The tier's other gateways ask this one for the frames of the cameras it runs (a blocking pop of
+        # PEER_POP_S on the app's client, whose socket timeout is longer).
+        peers = asyncio.create_task(fetcher.serve_peers(app[keys.REDIS]), name="frames:peers")
+        peers.add_done_callback(_log_death)
         if settings.uplink is None:
-            yield
+            try:
+                yield
+            finally:
+                await _cancel([peers])
             return
         b = settings.bridge
         bridge = Bridge(
@@ -335,7 +384,7 @@ def _bridge_ctx(settings: Settings):
             # stage 2: cancel what is left, then drop the uplink connections.
             bridge.stop()
             await asyncio.wait(tasks, timeout=b.timeout_s + 2)
-            await _cancel(tasks)
+            await _cancel(tasks + [peers])
             await bridge.close()
     return ctx
 
@@ -351,7 +400,10 @@ async def healthz(request: web.Request) -> web.Response:
     ev = app[keys.EVENTS]
     analysis = analysis_health(app)
     intake_task = app[keys.INTAKE_TASK]
-    ok = redis_ok and analysis["running"] and not intake_task.done()
+    placement_running = not any(t.done() for t in app[keys.PLACEMENT_TASKS])
+    placement = app[keys.PLACEMENT].health()
+    ok = redis_ok and analysis["running"] and not intake_task.done() and placement_running \
+        and not placement["duplicate_id"]
     return web.json_response({
         "status": "ok" if ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
         "cameras_running": len(app[keys.SUPERVISOR].workers), "events_buffered": ev.pending,
@@ -360,6 +412,8 @@ async def healthz(request: web.Request) -> web.Response:
         "bridge": await bridge_api.health(app) if redis_ok else bridge_api.health_offline(app),
         # What children send is checked and applied by the intake: a dead one is a tier that hears nothing.
         "intake": {"running": not intake_task.done(), "children": len(app[keys.INTAKE].children)},
+        # Which cameras run here: leases of the tier's cameras (several gateways may share one tier's Redis).
+        "placement": {"running": placement_running, **placement},
     })
 
 
@@ -400,7 +454,8 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     node_names = load_node_file(nodes_file)
     app.cleanup_ctx.extend([
         _redis_ctx(settings), _access_ctx(settings), _nodes_ctx(nodes_file, node_names), _detector_ctx(settings),
-        _analysis_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings), _status_ctx(settings),
+        _analysis_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings), _placement_ctx(settings),
+        _status_ctx(settings),
         _intake_ctx(settings), _bridge_ctx(settings),
     ])
     web_ui.setup(app)  # the control-room page at /
@@ -412,6 +467,7 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     app.router.add_routes(events.routes)
     app.router.add_routes(bridge_api.routes)
     app.router.add_routes(children_api.routes)
+    app.router.add_routes(gateways_api.routes)
     app.router.add_routes(nodes.routes)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_routes(tokens_api.routes)

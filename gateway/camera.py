@@ -117,6 +117,7 @@ class CameraStatus:
     # Active video-quality faults of the last picture seen (analytics/quality.py FAULTS); a camera
     # is intact when it is online and this is empty.
     quality: tuple[str, ...] = ()
+    gateway: str | None = None  # the gateway of the tier that runs the camera (None: none does now)
 
     @classmethod
     def idle(cls, camera: Camera) -> "CameraStatus":
@@ -250,6 +251,7 @@ class CameraWorker:
             height=self.info.height if self.info else None,
             codec=self.info.codec if self.info else None,
             quality=a.faults,
+            gateway=self.ctx.gateway_id,
         )
 
     def _set_state(self, state: CameraState, reason: str | None = None) -> None:
@@ -359,7 +361,7 @@ class CameraWorker:
                 demuxer.target_fps = runner.scheduler.target(self.camera.id)
                 load = runner.scheduler.camera(self.camera.id)
                 if load is not None:
-                    demuxer.adapt_head(load.fps_analyzed)
+                    demuxer.adapt_head(load.fps_analyzed, runner.scheduler.fulfilment())
                 await self.analysis.idle()
                 now = time.monotonic()
                 last = self.last_frame_at

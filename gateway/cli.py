@@ -140,6 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 print(f"  camera {cid}  {name}  already registered", flush=True)
             _say(f"starting camera {cid} ({name})")
             await app[keys.SUPERVISOR].apply(cam)
+            app[keys.PLACEMENT].changed()
         base = f"http://{settings.http}"
         detector = app[keys.POOL].name if keys.POOL in app else None
         print(f"""
@@ -484,7 +485,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
 def _gateway_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML settings file")
     p.add_argument("--http", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
-    p.add_argument("--redis", help="Redis URL; absent: an embedded redis-server in the data folder")
+    p.add_argument("--redis", help="Redis URL (redis://, rediss://, unix://, or redis+sentinel://h1:26379,h2:26379/"
+                                   "<master>/<db>); absent: an embedded redis-server in the data folder")
     p.add_argument("--uplink", help="the parent tier's Redis URL: forward catalog, status and events up to it "
                                     "(with a password: prefer SHARP_EYES_UPLINK, which ps does not show)")
     p.add_argument("--data-dir", type=Path, help="data folder (embedded Redis AOF, admin token)")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from analytics.events import EVENT_TYPES
+from tiers.connect import SENTINEL_SCHEMES, check_redis_url, is_sentinel_url, same_deployment
 from tiers.nodes import NodeCodeError, normalize_node
 
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sharp_eyes_toml", default=None)
@@ -121,6 +122,36 @@ class LiveConfig(_Section):
                     "after this much, not after megabytes (enough for 10 fps at 960 px over 300 ms of round trip)")
 
 
+class PlacementConfig(_Section):
+    """Sharing the tier's cameras with the other gateways on its Redis (tiers/placement.py): leases, balance."""
+
+    heartbeat_s: float = Field(2.0, ge=0.1, le=30, description="how often this gateway beats, renews its leases "
+                                                               "and looks for cameras to take")
+    lease_s: float = Field(8.0, ge=0.5, le=300,
+                           description="a camera lease lapses this long after its holder's last renewal: a gateway "
+                                       "that dies loses its cameras to the others after at most this long")
+    capacity_fps: float | None = Field(
+        None, gt=0, le=100_000,
+        description="analysed frames per second this gateway advertises for balancing; absent: measured at start "
+                    "(the detector's speed on this machine)")
+    rebalance_s: float = Field(10.0, ge=1, le=3600,
+                               description="at most one hand-over of cameras to gateways with more room per this long")
+    address: str | None = Field(None, max_length=256, pattern=r"^https?://[^\s]+$",
+                                description="this gateway's HTTP base URL as the others and GET /api/v1/gateways show "
+                                            "it; absent: not advertised")
+
+    @property
+    def member_ttl_s(self) -> float:
+        """A gateway that misses this many beats in a row is no longer a member."""
+        return 3 * self.heartbeat_s
+
+    @model_validator(mode="after")
+    def _lease_outlives_beats(self) -> "PlacementConfig":
+        if self.lease_s < 2 * self.heartbeat_s:
+            raise ValueError("lease_s must be at least twice heartbeat_s: a lease is renewed once per beat")
+        return self
+
+
 class Settings(BaseSettings):
     """All settings of one gateway process."""
 
@@ -136,13 +167,25 @@ class Settings(BaseSettings):
                     "began a new request) is closed")
     http_keepalive_timeout_s: float = Field(
         15.0, ge=1, le=600, description="an idle keep-alive connection, between requests, is closed after this long")
-    redis: str | None = Field(None, description="redis:// or unix:// URL; absent: an embedded redis-server")
+    redis: str | None = Field(
+        None, description="redis://, rediss://, unix://, or Redis Sentinel redis+sentinel://host1:port1,host2:port2/"
+                          "<master-name>/<db> (rediss+sentinel:// for TLS) URL; absent: an embedded redis-server")
+    redis_wait_replicas: int = Field(
+        1, ge=0, le=16,
+        description="with a redis+sentinel:// URL: replicas that must acknowledge each batch of events (Redis WAIT) "
+                    "before it counts as written and leaves the buffer, so that a failover cannot lose it; "
+                    "0: do not wait (a failover may lose the last writes the old primary acknowledged)")
+    redis_wait_timeout_ms: int = Field(
+        1000, ge=10, le=5000,
+        description="how long one batch waits for its replica acknowledgements; none in time: the batch stays "
+                    "buffered and is written again (idempotently)")
     uplink: str | None = Field(
         None, description="the parent tier's Redis URL with the credential it granted this tier (sharp-eyes tiers "
                           "grant); absent: this is a top tier. It carries a password: give it in the config file or "
                           "SHARP_EYES_UPLINK, not on the command line")
     intake_url: str | None = Field(
-        None, description="the redis:// or rediss:// URL child tiers reach this tier's Redis at, without credentials; "
+        None, description="the redis://, rediss:// or redis[s]+sentinel:// URL child tiers reach this tier's Redis "
+                          "at, without credentials; "
                           "grants put each child's own in it. Absent: this tier's redis URL (credentials removed), "
                           "or the embedded Redis's listener")
     redis_listen: str | None = Field(
@@ -171,6 +214,7 @@ class Settings(BaseSettings):
     access: AccessConfig = Field(default_factory=AccessConfig)
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
     @field_validator("node")
     @classmethod
@@ -191,15 +235,24 @@ class Settings(BaseSettings):
     @field_validator("redis", "uplink")
     @classmethod
     def _redis(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
-        return v
+        return None if v is None else check_redis_url(v)  # the message never quotes the URL (passwords)
 
     @field_validator("intake_url")
     @classmethod
     def _intake_url(cls, v: str | None) -> str | None:
-        if v is not None and (not v.startswith(("redis://", "rediss://")) or "@" in v):
-            raise ValueError("expected a redis:// or rediss:// URL without credentials")
+        if v is None:
+            return v
+        if is_sentinel_url(v):
+            check_redis_url(v)
+            # The query may name the sentinels' credential (sentinel_username/sentinel_password): every child
+            # is given it, so it must be a discovery-only sentinel user (docs/ha.md).
+            if "@" in v.partition("?")[0]:
+                raise ValueError("expected a sentinel URL without the master's credentials (grants add each "
+                                 "child's)")
+            return v
+        if not v.startswith(("redis://", "rediss://")) or "@" in v:
+            raise ValueError("expected a redis://, rediss://, " + " or ".join(f"{s}://" for s in SENTINEL_SCHEMES)
+                             + " URL without credentials")
         return v
 
     @field_validator("redis_listen")
@@ -224,7 +277,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _uplink_not_self(self) -> "Settings":
         # Forwarding into this tier's own Redis would loop every event back into its own stream.
-        if self.uplink is not None and self.uplink == self.redis:
+        if self.uplink is not None and same_deployment(self.uplink, self.redis):
             raise ValueError("uplink must be the parent tier's Redis, not this tier's own (--redis)")
         return self
 

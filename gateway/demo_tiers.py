@@ -135,6 +135,7 @@ async def _start_tier(run: _Running, serial_base: int) -> None:
             cam = await store.get(cid) or cam
         _say(f"{spec.tier} {spec.node}: starting camera {cid} ({cam_spec.name}, file:{cam_spec.clip})")
         await app[keys.SUPERVISOR].apply(cam)
+        app[keys.PLACEMENT].changed()
         run.camera_ids.append(cid)
 
 

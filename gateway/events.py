@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -23,9 +23,12 @@ from analytics.events import Event
 from gateway.outbox import Outbox
 from gateway.streams import MAX_ENTRY_ID, StreamIdError, parse_entry_id, scan_newest
 from tiers.catalog import EVCOUNT_TTL_S, event_minute
-from tiers.contract import EVENT_APPEND, EventKeys, evcount_field
+from tiers.connect import replica_wait
+from tiers.contract import EVENT_APPEND, EventKeys, GatewayKeys, evcount_field
 
 log = logging.getLogger(__name__)
+
+TOKEN_TTL_S = 86400  # how long EVENT_APPEND keeps a batch token (its SET ... EX)
 
 
 class EventIdError(ValueError):
@@ -90,10 +93,14 @@ class StoredEvent:
     event: Event
 
 
+NOT_HELD = "-"  # the lease token of an event whose camera does not run here: Redis refuses it (no lease matches)
+
+
 @dataclass(slots=True)
 class _Pending:
     event: Event
     snapshot: bytes | None
+    lease: str = ""  # the camera's lease token when it was published ('' = unfenced)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -115,11 +122,21 @@ class EventLog(Outbox[_Pending]):
         # (node, type, label or "") -> events written: /metrics reports them within the scraper's jurisdiction.
         self.written_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._script = redis.register_script(EVENT_APPEND)
+        # Camera id -> the lease token its events go under ('' unfenced, NOT_HELD refused; gateway/placement.py).
+        self.lease_of: Callable[[str], str] | None = None
+        self.gateways = GatewayKeys(prefix)
+        self.fenced = 0  # events Redis refused: their camera's lease had moved to another gateway
+        # Sentinel (replicas exist): a batch counts as written once a replica acknowledged it too (WAIT), so that
+        # a failover cannot lose it (replication is asynchronous); tiers/connect.py. None: no waiting.
+        self._replica_wait = replica_wait(redis)
+        self._unconfirmed = False  # the last write attempt failed: the next batch may be partly written already
 
     # ---- writing -------------------------------------------------------------------------------
     def publish(self, event: Event, snapshot: bytes | None = None) -> None:
         """Queue an event for writing; never waits, never raises."""
-        self._enqueue(_Pending(event, snapshot))
+        # Taken now, not at write time: an event raised while the camera ran here goes under that lease.
+        lease = self.lease_of(event.camera_id) if self.lease_of is not None else ""
+        self._enqueue(_Pending(event, snapshot, lease))
 
     async def _write(self, batch: list[_Pending]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -127,17 +144,41 @@ class EventLog(Outbox[_Pending]):
                 e = p.event
                 minute = event_minute(e.ts)
                 await self._script(
-                    keys=[self.stream, self.keys.token(p.token), self.keys.count(minute or 0)],
+                    keys=[self.stream, self.keys.token(p.token), self.keys.count(minute or 0),
+                          self.gateways.lease(e.camera_id), self.gateways.fences],
                     args=[self.retention, e.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
                           self.keys.snap_prefix, evcount_field(e.node, e.type, e.label) if minute else "",
-                          EVCOUNT_TTL_S],
+                          EVCOUNT_TTL_S, p.lease, e.camera_id],
                     client=pipe,
                 )
-            await pipe.execute()
+            wait = self._replica_wait
+            if wait is not None:
+                if self._unconfirmed:
+                    # A retry: its scripts may find their tokens and write nothing, and WAIT counts only what
+                    # this connection wrote. Touching the tokens is a write that makes the WAIT cover whatever
+                    # an earlier attempt (maybe on another connection) wrote of this batch.
+                    for p in batch:
+                        pipe.expire(self.keys.token(p.token), TOKEN_TTL_S)
+                wait.queue(pipe)
+            self._unconfirmed = True
+            results = await pipe.execute()
+            if wait is not None:
+                wait.check(results[-1])  # NotReplicated (a RedisError): kept, and written again
+            self._unconfirmed = False
+        for p, r in zip(batch, results):
+            if r == 0:
+                p.lease = NOT_HELD  # refused for good: not counted as written
+                self.fenced += 1
+                if self.fenced == 1 or self.fenced % 100 == 0:
+                    log.warning("camera %s: event refused, its lease is held by another gateway now "
+                                "(%d refused so far)", p.event.camera_id, self.fenced)
 
     def _on_written(self, batch: list[_Pending]) -> None:
         for p in batch:
-            self.written_by[(p.event.node, p.event.type, p.event.label or "")] += 1
+            if p.lease == NOT_HELD:
+                self.written -= 1  # refused (fenced), not written
+            else:
+                self.written_by[(p.event.node, p.event.type, p.event.label or "")] += 1
 
     # ---- reading -------------------------------------------------------------------------------
     def decode(self, entry_id: str | bytes, fields: dict) -> StoredEvent:

@@ -58,7 +58,11 @@ HEAD_SHARE = 0.5  # the samples of an overloaded camera's GOP are first spread o
 # per analysed one, and at N = 24 cameras that cost more analysed frames (49/s) than the collisions it
 # spreads out (0.7: 52-56/s, fairness 0.85-1.06; bench.pipeline, 2-core machine)
 HEAD_SHARE_MIN, HEAD_SHARE_MAX = 0.25, 0.7
-HEAD_ADAPT_LOW, HEAD_ADAPT_HIGH = 0.8, 0.95  # analysed / share (which has 10 % headroom) below, above which the head widens, narrows
+# A camera's analysed / share, relative to all cameras' (AnalysisScheduler.fulfilment), below, above
+# which its head widens, narrows. Relative, not absolute: when every camera is short alike (the capacity
+# was overestimated), widening every head only made decoding dearer and every camera shorter still
+# (heads at 0.7 for all: decode 13.5 core-ms per analysed frame; kept narrow: 9-10).
+HEAD_ADAPT_LOW, HEAD_ADAPT_HIGH = 0.8, 0.95
 HEAD_ADAPT_STEP = 1.15  # factor per second
 
 
@@ -594,11 +598,12 @@ class Demuxer(threading.Thread):
         self.decoder.counters.head_skipped += 1
         return True
 
-    def adapt_head(self, analysed_fps: float) -> None:
-        """From the loop, once a second under overload: widen the head while the camera gets less than its share."""
+    def adapt_head(self, analysed_fps: float, fulfilment: float | None) -> None:
+        """From the loop, once a second under overload: widen the head while the camera gets clearly less of
+        its share than the cameras as a whole get of theirs (`fulfilment`), narrow it back when it does not."""
         if self.head_s is None or self.target_fps <= 0:
             return
-        got = analysed_fps / self.target_fps
+        got = analysed_fps / self.target_fps / min(1.0, fulfilment or 1.0)
         if got < HEAD_ADAPT_LOW:
             self.head_share = min(HEAD_SHARE_MAX, self.head_share * HEAD_ADAPT_STEP)
         elif got > HEAD_ADAPT_HIGH:

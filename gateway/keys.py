@@ -13,6 +13,7 @@ from gateway.audit import AuditLog
 from gateway.config import Settings
 from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
+from gateway.placement import Placement
 from gateway.supervisor import StreamSupervisor
 from gateway.web.frames import LiveFrames
 from registry.store import CameraStore
@@ -34,6 +35,8 @@ SUPERVISOR = web.AppKey("supervisor", StreamSupervisor)
 DECODERS = web.AppKey("decoders", DecodePool)  # decode threads sized to the cores, shared by every camera
 ANALYSIS = web.AppKey("analysis", AnalysisRunner)  # the analysis scheduler and its jobs
 ANALYSIS_TASK = web.AppKey("analysis_task", asyncio.Task)
+PLACEMENT = web.AppKey("placement", Placement)  # which gateway of the tier runs which camera (leases)
+PLACEMENT_TASKS = web.AppKey("placement_tasks", list)  # its pass loop and its channel listener
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 TOKENS = web.AppKey("tokens", TokenStore)
 REVOCATIONS = web.AppKey("revocations", RevocationWatch)  # open streams of revoked tokens are closed

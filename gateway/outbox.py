@@ -10,6 +10,8 @@ from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
 
+from tiers.connect import NotReplicated
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -63,6 +65,14 @@ class Outbox(Generic[T]):
             batch = [self._outbox[i] for i in range(min(self.batch, len(self._outbox)))]
             try:
                 await self._write(batch)
+            except NotReplicated:
+                # Redis is up and took the batch, but no replica confirmed it within the WAIT, which already
+                # paced this attempt: keep the batch and try again soon (nothing is written twice).
+                if self.redis_up:
+                    log.warning("no Redis replica acknowledged; keeping %s until one does", self.what)
+                self.redis_up = False
+                await asyncio.sleep(0.1)
+                continue
             except (RedisError, OSError) as e:
                 if self.redis_up:
                     log.warning("redis unavailable, buffering %s (%s)", self.what, type(e).__name__)

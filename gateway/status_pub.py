@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -45,6 +46,8 @@ class StatusPublisher:
         self._info_at = 0.0
         self.passes = 0
         self.written = 0
+        # Whether another gateway of the tier runs a camera (gateway/placement.py): then it writes its status.
+        self.elsewhere: Callable[[str], bool] | None = None
 
     def stop(self) -> None:
         """Ask run() to return after its current pass."""
@@ -96,6 +99,9 @@ class StatusPublisher:
             cams, cursor = await self.store.list(page_size=1000, cursor=cursor)
             for cam in cams:
                 seen.add(cam.id)
+                if self.elsewhere is not None and self.elsewhere(cam.id):
+                    self._last.pop(cam.id, None)  # its gateway writes it; ours would be a stale copy
+                    continue
                 st = self.supervisor.status(cam)
                 signal = (st.state, cam.enabled, tuple(getattr(st, "quality", ()) or ()), st.last_error)
                 prev = self._last.get(cam.id)

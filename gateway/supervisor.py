@@ -1,13 +1,13 @@
-"""Keeps one CameraWorker per enabled camera in step with the catalog."""
+"""Keeps one CameraWorker per camera this gateway runs (gateway/placement.py decides which), in step with the catalog."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from gateway.camera import CameraStatus, CameraWorker, RunContext
 from registry.models import Camera
-from registry.store import CameraStore
 
 log = logging.getLogger(__name__)
 
@@ -19,35 +19,37 @@ class StreamSupervisor:
         self.ctx = ctx
         self.workers: dict[str, CameraWorker] = {}
         self._lock = asyncio.Lock()
-
-    async def load(self, store: CameraStore) -> int:
-        """Start a worker for every enabled camera in the catalog."""
-        n = 0
-        cursor = None
-        while True:
-            cams, cursor = await store.list(page_size=500, cursor=cursor)
-            for cam in cams:
-                await self.apply(cam)
-                n += 1
-            if not cursor:
-                return n
+        # The status of a camera another gateway of the tier runs (set by placement; None: none known).
+        self.remote: Callable[[Camera], CameraStatus | None] | None = None
 
     async def apply(self, camera: Camera) -> None:
-        """Bring the running worker in line with a created or changed camera."""
+        """Bring a running worker in line with a changed camera (placement starts workers: `start`)."""
         async with self._lock:
             worker = self.workers.get(camera.id)
-            if worker is not None:
-                same_source = (worker.camera.url, worker.camera.substream_url) == (camera.url, camera.substream_url)
-                if camera.enabled and same_source:
-                    worker.update(camera)
-                    return
-                await self._stop(camera.id)
-                if not camera.enabled:
-                    worker.mark_disabled(camera)
-            if camera.enabled:
+            if worker is None:
+                return
+            same_source = (worker.camera.url, worker.camera.substream_url) == (camera.url, camera.substream_url)
+            if camera.enabled and same_source:
+                worker.update(camera)
+                return
+            await self._stop(camera.id)
+            if not camera.enabled:
+                worker.mark_disabled(camera)
+                return
+            worker = CameraWorker(camera, self.ctx)
+            self.workers[camera.id] = worker
+            worker.start()
+
+    async def start(self, camera: Camera) -> None:
+        """Run an enabled camera here (its lease is ours); a running one is brought in line instead."""
+        async with self._lock:
+            fresh = camera.enabled and camera.id not in self.workers
+            if fresh:
                 worker = CameraWorker(camera, self.ctx)
                 self.workers[camera.id] = worker
                 worker.start()
+        if not fresh:
+            await self.apply(camera)
 
     async def remove(self, camera_id: str) -> None:
         """Stop a deleted camera's worker."""
@@ -60,9 +62,12 @@ class StreamSupervisor:
             await worker.stop()
 
     def status(self, camera: Camera) -> CameraStatus:
-        """Run-time status of a camera (disabled ones have no worker)."""
+        """Run-time status of a camera: its worker's here, a peer gateway's when it runs there, else idle."""
         worker = self.workers.get(camera.id)
-        return worker.status() if worker is not None else CameraStatus.idle(camera)
+        if worker is not None:
+            return worker.status()
+        elsewhere = self.remote(camera) if self.remote is not None else None
+        return elsewhere if elsewhere is not None else CameraStatus.idle(camera)
 
     async def stop_all(self, timeout: float = 10.0) -> None:
         """Stop every worker, in parallel, bounded by timeout."""

@@ -83,7 +83,10 @@ _DESC = {
     "enabled": "whether the gateway ingests and analyses this camera",
     "location": "WGS-84 position of the camera",
     "analytics": "analysis settings",
+    "gateway": "pin the camera to this gateway of the tier (its gateway_id); null: the tier places it where "
+               "there is room",
 }
+GatewayId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 def _dedupe(labels: list[str] | None) -> list[str] | None:
@@ -275,6 +278,7 @@ class _CameraFields(BaseModel):
     enabled: bool = Field(True, description=_DESC["enabled"])
     location: Location | None = Field(None, description=_DESC["location"])
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings, description=_DESC["analytics"])
+    gateway: GatewayId | None = Field(None, description=_DESC["gateway"])
 
     _node = field_validator("node")(_check_node)
     _urls = field_validator("url", "substream_url")(_check_url)
@@ -362,6 +366,7 @@ class CameraPatch(BaseModel):
     enabled: bool | None = Field(None, description=_DESC["enabled"])
     location: Location | None = Field(None, description=_DESC["location"] + "; null removes it")
     analytics: AnalyticsPatch | None = Field(None, description=_DESC["analytics"] + "; only keys present change")
+    gateway: GatewayId | None = Field(None, description=_DESC["gateway"] + "; null unpins it")
 
     _urls = field_validator("url", "substream_url")(_check_url)
 

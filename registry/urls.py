@@ -43,6 +43,7 @@ SECRET_PARAMS = frozenset(
     {
         "password", "passwd", "pwd", "pass", "token", "auth", "access_token", "auth_token",
         "api_key", "apikey", "secret", "signature", "sig", "key",
+        "sentinel_password",  # the sentinels' own password in a redis+sentinel:// URL (tiers/connect.py)
     }
 )
 # Redacted output is meant for logs and API replies: keep it bounded.

@@ -21,11 +21,22 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that was free a moment ago on 127.0.0.1, never the same one twice in this process.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first socket is closed; two
+    servers created before either starts would then share it (and the second would silently be the first).
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def redis_binary() -> str | None:
@@ -67,7 +78,11 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                client.ping()
+                # Ours, not another server that took the port first: its pid must be the one we started.
+                pid = client.info("server")["process_id"]
+                if pid != self.proc.pid:
+                    self.stop()
+                    raise RuntimeError(f"port {self.port} is held by another redis-server (pid {pid})")
                 break
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:

@@ -250,6 +250,7 @@ async def test_control_room_page(make_gateway, redis_url, rtsp_street, model_pat
                                      timeout=WAIT_MS)
         await _says_its_state(page, "#cam-state", "en")
         await page.wait_for_selector("#fact-fps")
+        assert await page.inner_text("#fact-gateway") == "test-gw"  # the gateway of the tier that runs it
         await _shot(page, "04-camera-live.png")
         await _shot(page, "control-room.png")  # the README's picture: tree, live view with boxes, feed
 

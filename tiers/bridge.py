@@ -39,6 +39,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, RedisError, Respo
 
 from registry.models import Camera
 from registry.urls import redact_url, scrub
+from tiers.connect import blocking_client, is_sentinel_url, redis_client
 from tiers.contract import BRIDGE_SCRIPTS, RCAT_REFUSED, EpochChanged, TierKeys, encode_request
 from tiers.names import NodeNames
 
@@ -199,15 +200,14 @@ class Bridge:
         self._delay = backoff_initial_s
         self._rpc_slots = asyncio.Semaphore(rpc_concurrency)
         self._rpc_tasks: set[asyncio.Task] = set()
-        # rediss:// is checked against the parent's CA when one is given (else the system's).
-        tls = {"ssl_ca_certs": ca_file, "ssl_cert_reqs": "required"} if ca_file and uplink_url.startswith(
-            "rediss://") else {}
-        self.up = aioredis.Redis.from_url(uplink_url, socket_timeout=timeout_s, socket_connect_timeout=min(5, timeout_s),
-                                          health_check_interval=15, retry_on_timeout=False, **tls)
+        # rediss:// (and rediss+sentinel://, or sentinels with sentinel_tls) is checked against the parent's CA
+        # when one is given (else the system's); a sentinel URL follows the parent's failovers (tiers/connect.py).
+        tls = {"ssl_ca_certs": ca_file, "ssl_cert_reqs": "required"} if ca_file and (
+            uplink_url.startswith("rediss://") or is_sentinel_url(uplink_url)) else {}
+        self.up = redis_client(uplink_url, socket_timeout=timeout_s, socket_connect_timeout=min(5, timeout_s),
+                               health_check_interval=15, retry_on_timeout=False, **tls)
         # Blocking pops get their own connection pool: they hold a connection while they wait for a reply.
-        self.up_block = aioredis.Redis.from_url(uplink_url, socket_timeout=timeout_s + 5,
-                                                socket_connect_timeout=min(5, timeout_s),
-                                                health_check_interval=15, retry_on_timeout=False, **tls)
+        self.up_block = blocking_client(self.up, timeout_s + 5)
 
     @property
     def uplink_display(self) -> str:

@@ -86,6 +86,7 @@ def status_json(camera_id: str, node: str, owner: str, enabled: bool, status: An
         "shed": bool(getattr(status, "shed", False)), "skipped": dict(getattr(status, "skipped", None) or {}),
         "last_frame_at": status.last_frame_at,
         "reconnects": status.reconnects, "last_error": status.last_error,
+        "gateway": getattr(status, "gateway", None),
         "updated_at": iso_ms(time.time() if now is None else now),
     }, separators=(",", ":"), ensure_ascii=False)
 

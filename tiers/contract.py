@@ -709,10 +709,23 @@ class EventKeys:
 # One atomic step per event: idempotent on the client's token (a retried batch whose reply was lost
 # is not written twice), stream entry, snapshot and the per-minute count written together or not at all.
 # (_EVENT_FORWARD is the bridge's variant, with the parent's epoch check and a forwarded event's index.)
-# KEYS: stream, token, count hash   ARGV: maxlen, json, snapshot, snapshot ttl, snapshot prefix, count field, count ttl
+# Fenced: an event of a camera is written only while the writer's lease of that camera (GatewayKeys.lease) still
+# holds the token it was published under, or has lapsed with nobody taking it since (the camera's fencing number
+# is still the token's: events buffered through a Redis outage are kept); a gateway whose lease another took
+# (it was paused, or cut off) gets 0 back instead.
+# KEYS: stream, token, count hash, camera lease, fences
+# ARGV: maxlen, json, snapshot, snapshot ttl, snapshot prefix, count field, count ttl, lease token ('' = unfenced),
+#       camera id
 EVENT_APPEND = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return prev end
+if ARGV[8] ~= '' then
+  local cur = redis.call('GET', KEYS[4])
+  if cur ~= ARGV[8] then
+    local fence = string.match(ARGV[8], '|(%d+)$')
+    if cur or not fence or redis.call('HGET', KEYS[5], ARGV[9]) ~= fence then return 0 end
+  end
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 's', ARGV[3] ~= '' and '1' or '0')
 redis.call('SET', KEYS[2], id, 'EX', 86400)
 if ARGV[3] ~= '' then redis.call('SET', ARGV[5] .. id, ARGV[3], 'EX', ARGV[4]) end
@@ -756,3 +769,131 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', ARGV[2]
 redis.call('SET', KEYS[2], id, 'EX', 86400)
 return id
 """
+
+
+# ---- gateways of one tier sharing its cameras (tiers/placement.py) -------------------------------------
+@dataclass(frozen=True, slots=True)
+class GatewayKeys:
+    """Keys of the gateways that share one tier's Redis, under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:gateways``          sorted set: gateway id -> when its membership lapses (ms, Redis's own clock)
+    - ``{p}:gwinfo``            hash: gateway id -> its record's JSON (tiers/placement.py GatewayInfo)
+    - ``{p}:lease:{camera}``    string ``<gateway>|<fence>``, expiring: the one gateway that runs the camera
+    - ``{p}:fences``            hash: camera id -> its last fencing number (only ever grows)
+    - ``{p}:placement``         pub/sub channel: "a camera or a gateway changed, look again now"
+    - ``{p}:gw:{gateway}:rpc``  list: frame requests for that gateway (tiers/rpc.py); replies ``...:rpc:{request}``
+    """
+
+    prefix: str = "se"
+
+    @property
+    def members(self) -> str:
+        return f"{self.prefix}:gateways"
+
+    @property
+    def info(self) -> str:
+        return f"{self.prefix}:gwinfo"
+
+    def lease(self, camera_id: str) -> str:
+        return f"{self.prefix}:lease:{camera_id}"
+
+    @property
+    def fences(self) -> str:
+        return f"{self.prefix}:fences"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:placement"
+
+    def rpc_queue(self, gateway: str) -> str:
+        return f"{self.prefix}:gw:{gateway}:rpc"
+
+    def rpc_reply(self, gateway: str, request_id: str) -> str:
+        return f"{self.prefix}:gw:{gateway}:rpc:{request_id}"
+
+
+# A gateway's heartbeat: its membership runs until now + ttl (Redis's clock, so machines' clocks may differ),
+# its record is replaced (seen_ms set to that clock), members past their time are dropped (records of gateways
+# unseen for a day too).
+# KEYS: members, info   ARGV: gateway, ttl ms, record JSON ('' = leave now), forget ms
+# Returns: flat list of live gateway ids and their records, then the instance of the record this one replaced
+# ('' if none: another process beating under the same id shows as a different one), then Redis's clock (ms).
+_GW_BEAT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local prev = ''
+local ok_prev, old = pcall(cjson.decode, redis.call('HGET', KEYS[2], ARGV[1]) or '')
+if ok_prev and type(old) == 'table' and type(old['instance']) == 'string' then prev = old['instance'] end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  local rec = cjson.decode(ARGV[3])
+  rec['seen_ms'] = now
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(rec))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+end
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if not redis.call('ZSCORE', KEYS[1], id) then
+    local ok, rec = pcall(cjson.decode, redis.call('HGET', KEYS[2], id))
+    if not ok or type(rec) ~= 'table' or tonumber(rec['seen_ms'] or 0) < now - tonumber(ARGV[4]) then
+      redis.call('HDEL', KEYS[2], id)
+    end
+  end
+end
+out[#out + 1] = prev
+out[#out + 1] = tostring(now)
+return out
+"""
+
+# Take a camera's lease: free -> a new fencing number; already ours -> renewed, same number; else refused.
+# KEYS: lease, fences   ARGV: camera, gateway, ttl ms   Returns: fencing number, or 0 and the holder's value
+_LEASE_TAKE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local holder, fence = string.match(cur, '^(.*)|(%d+)$')
+  if holder == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return {tonumber(fence), cur}
+  end
+  return {0, cur}
+end
+local fence = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. fence, 'PX', ARGV[3])
+return {fence, ARGV[2] .. '|' .. fence}
+"""
+
+# Renew leases still held under the given tokens; a lease that lapsed with nobody taking it since (its camera's
+# fencing number is still the token's, or gone with a wiped Redis) is taken again under the same token, so a
+# Redis outage alone does not stop cameras or refuse their buffered events.
+# KEYS: fences, then the leases   ARGV: ttl ms, then (camera id, token) per lease
+# Returns 1 per lease renewed, 0 per lease lost.
+_LEASE_RENEW = """
+local out = {}
+for i = 2, #KEYS do
+  local cam, token = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local cur = redis.call('GET', KEYS[i])
+  local ok = 0
+  if cur == token then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    ok = 1
+  elseif not cur then
+    local fence = string.match(token, '|(%d+)$')
+    local last = redis.call('HGET', KEYS[1], cam)
+    if fence and (last == fence or not last) then
+      if not last then redis.call('HSET', KEYS[1], cam, fence) end
+      redis.call('SET', KEYS[i], token, 'PX', ARGV[1])
+      ok = 1
+    end
+  end
+  out[i - 1] = ok
+end
+return out
+"""
+
+PLACEMENT_SCRIPTS = Scripts(gw_beat=_GW_BEAT, lease_take=_LEASE_TAKE, lease_renew=_LEASE_RENEW, lease_release=_RELEASE)

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from tiers.connect import is_sentinel_url, with_credentials
 from tiers.contract import TierKeys
 from tiers.nodes import NodeCodeError, normalize_node
 
@@ -51,7 +52,12 @@ class Grant:
 
 
 def uplink_url(base: str, user: str, password: str) -> str:
-    """`base` (the URL children reach this tier's Redis at) with the child's user and password in it."""
+    """`base` (the URL children reach this tier's Redis at) with the child's user and password in it.
+
+    A sentinel base (``redis+sentinel://h1:p1,h2:p2/<master>/<db>``) gets them as the master's credential; its
+    query (the sentinels' own, discovery-only credential, if any) is kept."""
+    if is_sentinel_url(base):
+        return with_credentials(base, user, password)
     u = urlsplit(base)
     host = u.hostname or ""
     if ":" in host:

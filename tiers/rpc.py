@@ -22,17 +22,18 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from analytics.snapshot import MAX_WIDTH, MIN_WIDTH
 from analytics.types import Detection, Frame
 from registry.ids import CameraIdError, validate_camera_id
-from tiers.contract import TierKeys
+from tiers.contract import GatewayKeys, TierKeys
 
 if TYPE_CHECKING:
     from registry.store import CameraStore
@@ -48,6 +49,8 @@ QUEUE_TTL_S = 30  # a child that is gone: its queue evaporates
 REPLY_TTL_S = 10
 HOP_MARGIN_S = 0.25  # each hop answers this much before its asker gives up
 MAX_WAIT_S = 8.0  # below the app client's socket timeout, which a blocking pop must not outlast
+PEER_POP_S = 2  # a gateway waits this long for its peers' requests per blocking pop
+PEER_CONCURRENCY = 8  # requests from peers answered at once
 PROTOCOL = 2
 
 
@@ -103,8 +106,14 @@ class FrameFetcher:
     """Newest frame of any camera in this tier's subtree as JPEG: its own from the worker, others via the chain."""
 
     def __init__(self, redis: aioredis.Redis, node: str, store: "CameraStore", workers: Mapping[str, Any], *,
-                 render: Render, prefix: str = "se") -> None:
+                 render: Render, prefix: str = "se", gateway_id: str | None = None,
+                 holder: Callable[[str], str | None] | None = None) -> None:
         self.redis = redis
+        # Another gateway of this tier may run one of its cameras (tiers/placement.py): `holder` names it, and
+        # the request goes to that gateway's own queue in this tier's Redis.
+        self.gateway_id = gateway_id
+        self.holder = holder
+        self.gw_keys = GatewayKeys(prefix)
         self.render = render  # shares the encode with this tier's own viewers of the camera
         self.node = node
         self.store = store
@@ -127,6 +136,12 @@ class FrameFetcher:
             raise UnknownCamera(f"no camera {str(camera_id)[:32]}") from None
         cam = await self.store.get(camera_id)
         if cam is not None:
+            peer = self.holder(camera_id) if self.holder is not None and camera_id not in self.workers else None
+            if peer is not None and peer != self.gateway_id:
+                rid = uuid.uuid4().hex
+                return await self._ask(camera_id, self.gw_keys.rpc_queue(peer), self.gw_keys.rpc_reply(peer, rid), rid,
+                                       timeout, width, boxes, f"gateway {peer} of this tier, which runs camera "
+                                                              f"{camera_id},")
             return await self._local(camera_id, cam.enabled, width, boxes)
         raw = await self.redis.hget(self.keys.rcat, camera_id)
         if raw is None:
@@ -151,11 +166,15 @@ class FrameFetcher:
 
     async def _remote(self, camera_id: str, via: str, owner: str, timeout: float, width: int,
                       boxes: bool) -> Picture:
-        wait = max(0.1, min(timeout, MAX_WAIT_S))
         rid = uuid.uuid4().hex
+        return await self._ask(camera_id, self.keys.rpc_queue(via), self.keys.rpc_reply(via, rid), rid, timeout,
+                               width, boxes, f"tier {via} (towards {owner}, which runs camera {camera_id})")
+
+    async def _ask(self, camera_id: str, queue: str, reply: str, rid: str, timeout: float, width: int, boxes: bool,
+                   who: str) -> Picture:
+        wait = max(0.1, min(timeout, MAX_WAIT_S))
         req = json.dumps({"id": rid, "camera_id": camera_id, "ttl": round(wait, 3), "sent_at": time.time(),
                           "width": width, "boxes": boxes, "v": PROTOCOL})
-        queue, reply = self.keys.rpc_queue(via), self.keys.rpc_reply(via, rid)
         self.asked += 1
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.rpush(queue, req)
@@ -165,12 +184,39 @@ class FrameFetcher:
         got = await self.redis.blpop([reply], timeout=wait)
         if got is None:
             self.failed += 1
-            raise TierTimeout(f"tier {via} (towards {owner}, which runs camera {camera_id}) "
-                              f"did not answer within {wait:g} s")
+            raise TierTimeout(f"{who} did not answer within {wait:g} s")
         return parse_reply(got[1])
 
-    async def serve(self, uplink: aioredis.Redis, raw: bytes) -> None:
-        """Answer one request popped from the parent's queue for this tier (called by the bridge)."""
+    async def serve_peers(self, blocking: aioredis.Redis, concurrency: int = PEER_CONCURRENCY) -> None:
+        """Answer the frame requests other gateways of this tier queue for this one, until cancelled."""
+        assert self.gateway_id is not None
+        queue = self.gw_keys.rpc_queue(self.gateway_id)
+        slots = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task] = set()
+        delay = 0.5
+        while True:
+            try:
+                got = await blocking.blpop([queue], timeout=PEER_POP_S)
+                delay = 0.5
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if got is None:
+                continue
+            await slots.acquire()
+            t = asyncio.create_task(self.serve(self.redis, got[1], reply_to=self._peer_reply), name="frames:peer")
+            tasks.add(t)
+            t.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
+
+    def _peer_reply(self, rid: str) -> str:
+        assert self.gateway_id is not None
+        return self.gw_keys.rpc_reply(self.gateway_id, rid)
+
+    async def serve(self, uplink: aioredis.Redis, raw: bytes,
+                    reply_to: Callable[[str], str] | None = None) -> None:
+        """Answer one request popped from the parent's queue for this tier (called by the bridge), or from this
+        gateway's own queue (`reply_to` names the reply key then)."""
         received = time.time()
         try:
             if len(raw) > MAX_REQUEST_BYTES:
@@ -206,7 +252,8 @@ class FrameFetcher:
             self.failed += 1
         if len(payload) > MAX_REPLY_BYTES:
             payload = b"502\nframe larger than the reply bound"
-        reply = self.keys.rpc_reply(self.node, rid)  # under this tier's own keys at the parent
+        # Under this tier's own keys at the parent, or this gateway's in its own tier's Redis.
+        reply = reply_to(rid) if reply_to is not None else self.keys.rpc_reply(self.node, rid)
         async with uplink.pipeline(transaction=False) as pipe:
             pipe.rpush(reply, payload)
             pipe.expire(reply, REPLY_TTL_S)

@@ -111,6 +111,7 @@ async def _create(request: web.Request, body: Any, *, row: int | None = None) ->
                                    {"name": cam.name, "url": cam.public_dict()["url"],
                                     **({"bulk_row": row} if row is not None else {})})
     await app[keys.SUPERVISOR].apply(cam)
+    app[keys.PLACEMENT].changed()  # the gateway with the most room takes it, this one or another
     return cam
 
 
@@ -141,6 +142,8 @@ async def list_cameras(request: web.Request) -> web.Response:
             cams, cursor = await _subtree(request.app).page(node, limit - len(items), cursor)
         except ValueError as e:  # a cursor that is not ours
             raise ApiError(400, f"cursor: {e}") from None
+        # Cameras another gateway of this tier runs: their status as that gateway last wrote it.
+        await request.app[keys.PLACEMENT].refresh_status([c.id for c in cams if isinstance(c, Camera)])
         for cam in cams:
             view = _view(request.app, cam) if isinstance(cam, Camera) else cam.api_dict()
             if state is None or view["status"]["state"] == state:
@@ -158,7 +161,9 @@ async def get_camera(request: web.Request) -> web.Response:
     remote = await _remote(request)
     if remote is not None:
         return web.json_response(remote)
-    return web.json_response(_view(request.app, await _load(request)))
+    cam = await _load(request)
+    await request.app[keys.PLACEMENT].refresh_status([cam.id])
+    return web.json_response(_view(request.app, cam))
 
 
 @routes.patch("/api/v1/cameras/{camera_id}")
@@ -200,6 +205,7 @@ async def patch_camera(request: web.Request) -> web.Response:
                                            {"fields": sorted(body)[:50],
                                             **({"moved_from": moved_from[0]} if moved_from else {})})
     await request.app[keys.SUPERVISOR].apply(new)
+    request.app[keys.PLACEMENT].changed()  # whichever gateway runs it applies the change at once
     return web.json_response(_view(request.app, new))
 
 
@@ -213,6 +219,7 @@ async def delete_camera(request: web.Request) -> web.Response:
     if not await request.app[keys.STORE].delete(cid):
         raise ApiError(404, f"no camera {cid}")
     await request.app[keys.SUPERVISOR].remove(cid)
+    request.app[keys.PLACEMENT].changed()
     log.info("camera %s deleted", cid)
     request.app[keys.AUDIT].record_request(request, "camera.delete", cid, cam.node, {"name": cam.name})
     return web.json_response({"deleted": cid})

@@ -33,8 +33,9 @@ def intake_base(request: web.Request) -> str:
     """The URL children reach this tier's Redis at (credentials are put in per child); 409 when there is none."""
     base = request.app.get(keys.INTAKE_URL)
     if not base:
-        raise ApiError(409, "children cannot reach this tier's Redis: set intake_url (the redis:// or rediss:// "
-                            "address children dial), or give the embedded Redis a listener (redis_listen); "
+        raise ApiError(409, "children cannot reach this tier's Redis: set intake_url (the redis://, rediss:// or "
+                            "redis+sentinel:// address children dial), or give the embedded Redis a listener "
+                            "(redis_listen); "
                             "see docs/security.md")
     return base
 

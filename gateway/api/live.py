@@ -104,10 +104,11 @@ async def snapshot(request: web.Request) -> web.Response:
             raise ApiError(503, "no frame from this camera yet", state=worker.state.value, retry_after=2)
         jpeg = await app[keys.LIVE].jpeg(cid, frame, (), width=width, boxes=False)
         taken = frame.captured_at
-    elif local:
+    elif local and not _on_peer(app, cid):
         raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
     else:
-        # A camera of a tier below: rendered at this width where it runs, brought up the chain of bridges.
+        # A camera of a tier below, or one another gateway of this tier runs: rendered at this width where it
+        # runs, brought up the chain of bridges or from that gateway.
         try:
             pic = await fetch_picture(app, cid, REMOTE_TIMEOUT_S, width=width)
         except FetchError as e:
@@ -119,6 +120,12 @@ async def snapshot(request: web.Request) -> web.Response:
     if taken is not None:
         headers["X-Captured-At"] = iso_ms(taken)
     return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
+
+
+def _on_peer(app: web.Application, camera_id: str) -> bool:
+    """Whether another gateway of this tier runs the camera (its frames are asked of that gateway)."""
+    holder = app[keys.PLACEMENT].holder(camera_id)
+    return holder is not None and holder != app[keys.SETTINGS].gateway_id
 
 
 async def _at_width(pic: Picture, width: int) -> bytes:
@@ -150,7 +157,8 @@ async def live_view(request: web.Request) -> web.StreamResponse:
     app = request.app
     live = app[keys.LIVE]
     sup = app[keys.SUPERVISOR]
-    if local and cid not in sup.workers:
+    here = local and cid in sup.workers
+    if local and not here and not _on_peer(app, cid):
         raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
     audit, opened_at = app[keys.AUDIT], None
     token_id, address = request[keys.PRINCIPAL].token_id, audit.client_address(request)
@@ -172,7 +180,7 @@ async def live_view(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         audit.record_request(request, "live.view", cid, node, {"fps": fps, "width": width})
         opened_at = time.monotonic()
-        stream = (_stream_local(request, resp, live, cid, fps, width) if local
+        stream = (_stream_local(request, resp, live, cid, fps, width) if here
                   else _stream_remote(request, resp, live, cid, fps, width))
         await _until_revoked(request, stream)
     except SlowReader:

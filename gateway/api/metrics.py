@@ -116,6 +116,23 @@ class _AnalysisFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class _PlacementFigures:
+    """This gateway's share of the tier's cameras (gateway/placement.py): for tokens over the tier's node only."""
+
+    cameras: int
+    gateways: int
+    taken: int
+    handed_over: int
+    leases_lost: int
+    events_fenced: int
+
+    @classmethod
+    def of(cls, app: web.Application) -> "_PlacementFigures":
+        p = app[keys.PLACEMENT]
+        return cls(len(p.held), len(p.gateways), p.taken, p.handed_over, p.lost, app[keys.EVENTS].fenced)
+
+
+@dataclass(frozen=True, slots=True)
 class Scrape:
     """Everything one scrape reports, read from the live state; the collector only formats it."""
 
@@ -133,6 +150,7 @@ class Scrape:
     subscribers: int
     tier: _TierFigures | None = None
     analysis: _AnalysisFigures | None = None
+    placement: _PlacementFigures | None = None
 
 
 class ScrapeCollector:
@@ -176,6 +194,22 @@ class ScrapeCollector:
             yield from ScrapeCollector._tier(s.tier)
         if s.analysis is not None:
             yield from ScrapeCollector._analysis(s.analysis)
+        if s.placement is not None:
+            yield from ScrapeCollector._placement(s.placement)
+
+    @staticmethod
+    def _placement(p: _PlacementFigures) -> Iterator[Metric]:
+        yield GaugeMetricFamily(_P + "placement_cameras", "Cameras this gateway runs (holds the lease of).",
+                                value=p.cameras)
+        yield GaugeMetricFamily(_P + "placement_gateways", "Live gateways sharing this tier's cameras, this one "
+                                "included.", value=p.gateways)
+        yield CounterMetricFamily(_P + "placement_taken", "Camera leases this gateway took.", value=p.taken)
+        yield CounterMetricFamily(_P + "placement_handed_over", "Cameras this gateway handed over (rebalance, "
+                                  "shutdown, pinned elsewhere).", value=p.handed_over)
+        yield CounterMetricFamily(_P + "placement_leases_lost", "Leases found taken over at renewal: this gateway "
+                                  "was paused or cut off from Redis for longer than a lease.", value=p.leases_lost)
+        yield CounterMetricFamily(_P + "events_fenced", "Events Redis refused because their camera's lease had "
+                                  "moved to another gateway.", value=p.events_fenced)
 
     @staticmethod
     def _analysis(a: _AnalysisFigures) -> Iterator[Metric]:
@@ -393,6 +427,7 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
         events_written=written, events_dropped=ev.dropped, events_buffered=ev.pending,
         events_delivered=hub.delivered, subscribers=len(hub.subs), tier=tier,
         analysis=_AnalysisFigures.of(app) if over_tier else None,
+        placement=_PlacementFigures.of(app) if over_tier else None,
     )
 
 

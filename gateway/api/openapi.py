@@ -266,6 +266,19 @@ def _misc_schemas() -> dict[str, Any]:
                                      required=["connected", "streams"], closed=False)),
             "children": {"type": "array", "items": {"type": "object"}, "description": "tiers registered below"},
         }),
+        "GatewayList": _obj({"node": {"type": "string"}, "unplaced": {
+            "type": "integer", "minimum": 0, "description": "enabled cameras no gateway runs (at this gateway's last "
+                                                            "look): a pinned camera whose gateway is away"},
+            "gateways": {"type": "array", "items": _obj({
+                "id": {"type": "string"}, "version": {"type": "string"}, "address": _nullable({"type": "string"}),
+                "alive": {"type": "boolean"}, "draining": {"type": "boolean"},
+                "this": {"type": "boolean", "description": "the gateway that answered"},
+                "cameras": {"type": "integer", "minimum": 0}, "asked_fps": {"type": "number"},
+                "analyzed_fps": {"type": "number"},
+                "capacity_fps": {"type": "number", "description": "analysed frames/s it advertises for balancing"},
+                "load": _nullable({"type": "number", "description": "asked / capacity"}),
+                "started_at": {"type": "string"}, "last_seen": _nullable({"type": "string"}),
+            })}}),
         "ChildGrantCreate": _obj({"node": {**_NODE_SCHEMA, "description": "the child tier's node code"}}),
         "ChildGrant": _obj({
             "node": {"type": "string"}, "user": {"type": "string", "description": "its Redis ACL user"},
@@ -288,6 +301,8 @@ def _misc_schemas() -> dict[str, Any]:
             "bridge": _nullable({"type": "object", "description": "uplink connected, events and seconds behind"}),
             "intake": _obj({"running": {"type": "boolean"}, "children": {"type": "integer", "minimum": 0}},
                            description="what the child tiers send is checked and applied here"),
+            "placement": {"type": "object", "description": "this gateway's cameras (leases), the tier's gateways, "
+                                                           "cameras taken, handed over, leases lost, events fenced"},
         }, required=["status", "node", "redis", "cameras_running", "events_buffered", "events_dropped", "detector",
                      "analysis", "bridge"]),
     }
@@ -511,6 +526,9 @@ def _paths() -> dict[str, Any]:
         "/api/v1/bridge": {"get": _operation(
             "bridge", "Forwarding lag to the parent tier and the tiers registered below", v,
             _responses({"200": _json(_ref("BridgeReport"), "the bridge")}, *_API), tag="tiers")},
+        "/api/v1/gateways": {"get": _operation(
+            "listGateways", "The gateways sharing this tier's cameras: cameras, load, capacity, last seen", o,
+            _responses({"200": _json(_ref("GatewayList"), "the gateways")}, *_API, 403), tag="tiers")},
         "/api/v1/tiers/children": {
             "post": _operation(
                 "grantChild", "Make (or replace) a child tier's uplink credential; the URL is shown once", a,

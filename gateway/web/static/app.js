@@ -666,6 +666,7 @@ function renderCamera() {
     fact("cam.reconnects", String(st.reconnects ?? 0)),
     fact("cam.quality", faults),
     fact("cam.node", cam.node),
+    fact("cam.gateway", st.gateway || t("cam.gateway.none"), "fact-gateway"),
     fact("cam.source", st.source ? tOr("source", st.source) : null),
     fact("cam.lasterror", st.last_error),
   ].flat());
