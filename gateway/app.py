@@ -308,7 +308,7 @@ def _status_ctx(settings: Settings):
                               info={"retention": e.retention, "audit_retention": settings.access.audit_retention,
                                     "snapshot_ttl_s": e.snapshot_ttl_s, "index_ttl_s": e.index_ttl_s})
         placement = app[keys.PLACEMENT]
-        pub.elsewhere = lambda cid: placement.holder(cid) not in (None, settings.gateway_id)
+        pub.elsewhere = lambda cid: cid not in placement.held
         task = asyncio.create_task(pub.run(), name="status:publisher")
         try:
             yield

@@ -46,7 +46,8 @@ class StatusPublisher:
         self._info_at = 0.0
         self.passes = 0
         self.written = 0
-        # Whether another gateway of the tier runs a camera (gateway/placement.py): then it writes its status.
+        # Whether an enabled camera does not run here (gateway/placement.py): the gateway that runs it writes
+        # its status (one that has none yet keeps the last entry, which says who last ran it and when).
         self.elsewhere: Callable[[str], bool] | None = None
 
     def stop(self) -> None:
@@ -99,7 +100,7 @@ class StatusPublisher:
             cams, cursor = await self.store.list(page_size=1000, cursor=cursor)
             for cam in cams:
                 seen.add(cam.id)
-                if self.elsewhere is not None and self.elsewhere(cam.id):
+                if cam.enabled and self.elsewhere is not None and self.elsewhere(cam.id):
                     self._last.pop(cam.id, None)  # its gateway writes it; ours would be a stale copy
                     continue
                 st = self.supervisor.status(cam)

@@ -146,6 +146,10 @@ async def test_gateways_share_cameras_take_over_hand_over_and_are_fenced(tier):
         other = next(cid for cid in ids if where[cid] != "gw-a")
         async with s.get(a.base + f"/api/v1/cameras/{other}/snapshot.jpg") as r:
             assert r.status == 200 and (await r.read())[:2] == b"\xff\xd8"
+        async with s.get(a.base + f"/api/v1/cameras/{other}/live.mjpeg", params={"fps": "2"}) as r:
+            assert r.status == 200 and r.content_type.startswith("multipart/x-mixed-replace")
+            head = await asyncio.wait_for(r.content.readuntil(b"\xff\xd8"), 10)  # a first JPEG part arrives
+            assert b"Content-Type: image/jpeg" in head
 
         # A camera pinned to a gateway moves there; unpinned, it is placed like any other again.
         pinned = next(cid for cid in ids if where[cid] == "gw-b")
