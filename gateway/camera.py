@@ -108,6 +108,7 @@ class CameraStatus:
     decode_errors: int = 0
     decode_mode: str = DecodeMode.ALL.value
     decode_head_s: float | None = None  # under overload: seconds decoded from each key frame (None: all)
+    decode_light: bool = False  # under overload: those heads decoded without the deblocking filter
     decode_cpu_s: float = 0.0
     inferences: int = 0
     inference_ms: float | None = None
@@ -244,6 +245,7 @@ class CameraWorker:
             decode_errors=dec.decode_errors,
             decode_mode=(self._demuxer.mode if self._demuxer is not None else DecodeMode.ALL).value,
             decode_head_s=round(self._demuxer.head_s, 2) if self._demuxer and self._demuxer.head_s else None,
+            decode_light=bool(self._demuxer and self._demuxer.decoder and self._demuxer.decoder.light),
             decode_cpu_s=round(dec.cpu_s, 3),
             inferences=a.detections_run,
             inference_ms=round(1000 * a.inference_s / a.detections_run, 1) if a.detections_run else None,

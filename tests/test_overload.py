@@ -88,6 +88,12 @@ async def test_overload_shows_in_healthz_metrics_status_and_the_status_sent_up(r
             assert st["fps_asked"] == ASKED_FPS and 0 < st["fps_analyzed"] < st["fps_asked"], st
             assert st["frames_dropped"] == sum(st["skipped"].values()), st
 
+        # Once told its share (within a second) each decodes only the head of its GOPs, from the next key frame
+        # on without the deblocking filter (ingest.StreamDecoder._switch).
+        async def light():
+            return all([(await gw.camera(cid))["status"]["decode_light"] for cid in ids])
+        await until(light, 10, "every overloaded camera decoding its GOP heads light")
+
         # /metrics: the gateway's figures and each camera's.
         m = await scrape(gw)
         assert m.value("sharp_eyes_analysis_overloaded") == 1
@@ -148,6 +154,7 @@ async def test_a_camera_asking_little_is_not_overloaded(redis_url, make_gateway,
         st = (await gw.camera(cid))["status"]
         assert st["shed"] is False and st["skipped"] == {} and st["frames_dropped"] == 0, st
         assert st["fps_asked"] == 1 and 0.5 <= st["fps_analyzed"] <= 1.5, st
+        assert st["decode_light"] is False, st  # every frame it needs decoded in full
         m = await scrape(gw)
         assert m.value("sharp_eyes_analysis_overloaded") == 0
         assert m.value("sharp_eyes_camera_shed", camera=cid) == 0
