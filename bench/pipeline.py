@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.pipeline [--quick] [--cameras 1,2,4,8,12,16,24] [--seconds 20] [--repeats 3]
 
 Everything is measured in one run on one machine: the ceilings first (machine otherwise idle),
-then for each repeat and each N a fresh in-process gateway (build_app on an aiohttp AppRunner,
-real model) against one private redis-server, with a WebSocket subscriber in its own process.
+then for each repeat and each N a fresh gateway (build_app on an aiohttp AppRunner, real model; in a
+process of its own per trial, as bench.patrol runs them, unless --in-process) against one private
+redis-server, with a WebSocket subscriber in its own process.
 Each row is set against the limit computed from the ceilings of the same run (limit_for). Prints one
 table (medians over repeats) on stdout; progress goes to stderr. See bench/README.md; the patrol
 benchmark (many cameras at a low rate, idle-camera cost) is bench/patrol.py and shares this module.
@@ -86,6 +87,7 @@ def machine_busy_s() -> tuple[float, float]:
 
 
 CATEGORIES = ("demux", "decode", "analysis", "loop", "executor", "other")
+ONLINE_TIMEOUT_S = 60.0  # a trial's cameras must be online within this long
 STAGGER_BATCHES = 8  # cameras are registered in this many batches, spread over --stagger seconds
 
 
@@ -697,7 +699,19 @@ async def run_pipeline(args: argparse.Namespace, redis_srv: RedisServer, workdir
             progress(f"pipeline repeat {r + 1}/{args.repeats}: N={n} cameras at {args.fps:g} fps "
                      f"(warm-up {args.warmup:g} s, window {args.seconds:g} s)"
                      + (f"; limit {lim['limit']:.1f}/s, load {_f(lim['load'], 2)}" if lim else ""))
-            res = await Trial(args, ref, workdir, n).run()
+            if args.in_process:
+                res = await Trial(args, ref, workdir, n).run()
+            else:
+                # Each trial in a process of its own (bench.patrol's runner): in one process the gateway's RSS
+                # grew by ~600 MiB a trial and later trials ran slower, which skewed rows against each other.
+                from bench import patrol
+
+                args.online_timeout = ONLINE_TIMEOUT_S
+                got = await asyncio.to_thread(patrol.run_trial, args, redis_srv, workdir, n, "pipeline",
+                                              {"fps": args.fps})
+                if got is None:
+                    raise RuntimeError(f"the N={n} trial process failed")
+                res = got
             add_limit(res, ceil)
             res["repeat"] = r + 1
             results.append(res)
@@ -850,7 +864,7 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
     for r in results:
         by_n.setdefault(r["n"], []).append(r)
     done = {n: len(v) for n, v in by_n.items()}
-    out.append(f"Pipeline: in-process gateway + redis-server, N file cameras of the clip at {args.fps:g} fps analysis, "
+    out.append(f"Pipeline: a gateway (a fresh process per trial unless --in-process) + redis-server, N file cameras of the clip at {args.fps:g} fps analysis, "
                f"{args.seconds:g} s window after {args.warmup:g} s warm-up, {runs}"
                + ("" if all(v == args.repeats for v in done.values()) else f" (runs done per N: {done})"))
     header = ["N", "asked/s", "limit/s", "load", "analysed/s", "ratio", "an/asked", "fair", "skipped/s",
@@ -916,6 +930,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ceiling-seconds", type=float, help="seconds per ceiling measurement (default 4; quick 2)")
     p.add_argument("--fps", type=float, default=5.0, help="analysis fps per camera (5)")
     p.add_argument("--skip-ceilings", action="store_true", help="pipeline only (no limit, ratio or load columns)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every trial in this process (default: each in a fresh process, as bench.patrol does)")
     a = p.parse_args(argv)
     q = a.quick
     try:
