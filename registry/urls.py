@@ -22,6 +22,7 @@ __all__ = [
     "parse_source",
     "redact_url",
     "scrub",
+    "split_authority",
     "url_secrets",
 ]
 
@@ -118,6 +119,17 @@ def _safe_chars(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def split_authority(rest: str) -> tuple[str, str]:
+    """What follows "scheme://" cut into (authority, the rest): the authority ends at the first "/", "?" or "#",
+    as urlsplit cuts it (an unescaped "@" before that belongs to the password)."""
+    end = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch)
+        if i != -1:
+            end = min(end, i)
+    return rest[:end], rest[end:]
+
+
 def _redact(url: str) -> str:
     scheme = _SCHEME.match(url)
     rest_start = scheme.end() if scheme else 0
@@ -133,12 +145,7 @@ def _redact(url: str) -> str:
             # "rtsp:user:pw@host" - the parser would see no authority but a human would.
             prefix, rest = "", url
     if has_authority:
-        end = len(rest)
-        for ch in "/?#":
-            i = rest.find(ch)
-            if i != -1:
-                end = min(end, i)
-        authority, rest = rest[:end], rest[end:]
+        authority, rest = split_authority(rest)
         if "@" in authority:
             # rpartition: an unescaped "@" inside the password belongs to the password.
             userinfo, _, hostport = authority.rpartition("@")

@@ -24,7 +24,7 @@ from gateway import keys
 from gateway.config import ConfigError, load_settings
 from gateway.events import EventLog
 from registry.urls import redact_url, scrub, url_secrets
-from tests.servers import free_port, missing, redis_binary
+from tests.servers import free_port, missing, redis_binary, stop_process
 from tiers.connect import (
     DEFAULT_SENTINEL_PORT, NotReplicated, ReplicaWait, SentinelRedis, blocking_client, check_redis_url,
     parse_sentinel_url, redis_client, replica_wait, same_deployment, strip_credentials,
@@ -250,13 +250,7 @@ class _Proc:
             self.proc.wait(5)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def _server(binary: str, name: str, root: Path, replica_of: int | None = None) -> _Proc:

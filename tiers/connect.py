@@ -30,6 +30,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+from registry.urls import split_authority
+
 __all__ = [
     "DEFAULT_SENTINEL_PORT",
     "NotReplicated",
@@ -93,12 +95,7 @@ def _split(url: str) -> tuple[str, str, str, str, str]:
     """(scheme, userinfo, host list, path, query) the way urlsplit cuts them: the authority ends at the first
     "/", "?" or "#", and its userinfo at its last "@" (an unescaped "@" belongs to the password)."""
     scheme, _, rest = url.partition("://")
-    end = len(rest)
-    for ch in "/?#":
-        i = rest.find(ch)
-        if i != -1:
-            end = min(end, i)
-    authority, rest = rest[:end], rest[end:]
+    authority, rest = split_authority(rest)
     rest, hash_, fragment = rest.partition("#")
     if hash_ and fragment:
         raise ValueError("sentinel URL must not have a #fragment")
