@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 
 from sample_streams import clip_path
-from tests.gateway_fixtures import TOKEN
+from tests.gateway_fixtures import TOKEN, until
 from tests.gateway_procs import NODE, GatewayProc
 from tests.servers import RedisServer, redis_binary
 
@@ -57,18 +57,16 @@ async def _where(s: aiohttp.ClientSession, gw: GatewayProc) -> dict[str, str | N
             return out
 
 
+async def _quiet(pred) -> object:
+    """The predicate's answer, or None while the gateway does not answer yet (starting, or just killed)."""
+    try:
+        return await pred()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+
+
 async def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = await pred()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            got = None
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(POLL_S)
+    return await until(lambda: _quiet(pred), timeout, what, interval=POLL_S)
 
 
 async def trial(tmp: Path, n: int, fps: float, sig: int) -> dict:

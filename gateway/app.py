@@ -307,8 +307,6 @@ def _status_ctx(settings: Settings):
         pub = StatusPublisher(app[keys.REDIS], app[keys.STORE], app[keys.SUPERVISOR], settings.node,
                               info={"retention": e.retention, "audit_retention": settings.access.audit_retention,
                                     "snapshot_ttl_s": e.snapshot_ttl_s, "index_ttl_s": e.index_ttl_s})
-        placement = app[keys.PLACEMENT]
-        pub.elsewhere = lambda cid: cid not in placement.held
         task = asyncio.create_task(pub.run(), name="status:publisher")
         try:
             yield

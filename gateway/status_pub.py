@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -46,9 +45,6 @@ class StatusPublisher:
         self._info_at = 0.0
         self.passes = 0
         self.written = 0
-        # Whether an enabled camera does not run here (gateway/placement.py): the gateway that runs it writes
-        # its status (one that has none yet keeps the last entry, which says who last ran it and when).
-        self.elsewhere: Callable[[str], bool] | None = None
 
     def stop(self) -> None:
         """Ask run() to return after its current pass."""
@@ -100,8 +96,10 @@ class StatusPublisher:
             cams, cursor = await self.store.list(page_size=1000, cursor=cursor)
             for cam in cams:
                 seen.add(cam.id)
-                if cam.enabled and self.elsewhere is not None and self.elsewhere(cam.id):
-                    self._last.pop(cam.id, None)  # its gateway writes it; ours would be a stale copy
+                if cam.enabled and cam.id not in self.supervisor.workers:
+                    # Not running here: the gateway of the tier that runs it (holds its lease, gateway/placement.py)
+                    # writes it; ours would be a stale copy. One that none runs yet keeps its last entry.
+                    self._last.pop(cam.id, None)
                     continue
                 st = self.supervisor.status(cam)
                 signal = (st.state, cam.enabled, tuple(getattr(st, "quality", ()) or ()), st.last_error)

@@ -239,8 +239,3 @@ class Leases:
                 holder = (v.decode() if isinstance(v, bytes) else v).rpartition("|")[0]
                 out[cid] = holder
         return out
-
-
-def holder_of(token: str) -> str:
-    """The gateway named in a lease token."""
-    return token.rpartition("|")[0]
