@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Longest wait between tries while Redis is away. Short: a try against a down server costs a refused connect,
+# and what was buffered should reach Redis within seconds of its return (at 5 s, plus jitter, a gateway
+# could sit on its buffer 7.5 s after Redis was back).
+RETRY_MAX_S = 2.0
+
 
 class Outbox(Generic[T]):
     """Items queued without waiting, written in order and in batches by `run()`, kept while Redis is away.
@@ -78,7 +83,7 @@ class Outbox(Generic[T]):
                     log.warning("redis unavailable, buffering %s (%s)", self.what, type(e).__name__)
                 self.redis_up = False
                 await asyncio.sleep(delay * (1 + random.random() / 2))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX_S)
                 continue
             if not self.redis_up:
                 log.info("redis back; writing %d buffered %s", len(self._outbox), self.what)
