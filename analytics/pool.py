@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,7 @@ class DetectorPool:
             self._idle.put(d)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detector",
                                             initializer=lower_thread_priority, initargs=(nice,))
+        self.nice = nice  # analysis threads holding these sessions run this much nicer too (gateway/analysis.py)
         self._lock = threading.Lock()
         self._inferences = 0
         self._inference_s = 0.0
@@ -148,6 +150,19 @@ class DetectorPool:
             return fn(det)
         finally:
             self._idle.put(det)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Detector]:
+        """Hold one of the pool's sessions on the calling thread (an analysis thread, or a pool worker)."""
+        with self._lock:
+            self._in_flight += 1
+        det = self._idle.get()
+        try:
+            yield det
+        finally:
+            self._idle.put(det)
+            with self._lock:
+                self._in_flight -= 1
 
     def timed_detect(self, det: Detector, image: np.ndarray, min_score: float,
                      labels: frozenset[str] | None) -> list[Detection]:

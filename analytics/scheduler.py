@@ -13,6 +13,10 @@ camera has no frame waiting most of the time: virtual time forgets a camera's pa
 time it goes idle, so a camera whose frames came when others were idle kept its lead for good.
 No camera starves: one that was idle has the least recent service and goes first.
 
+Thread-safe: the loop offers frames and reads figures while the analysis threads take jobs
+themselves (gateway/analysis.py), so every public method holds ``lock`` (reentrant, so that a
+caller may hold it across several calls, or wait on a Condition built on it).
+
 ``priority`` scales the weight: a ``high`` camera's share is 4x a ``normal`` one's, 16x a ``low``
 one's, so low-priority cameras are shed first and high ones last, yet none is shed to nothing.
 """
@@ -20,7 +24,9 @@ one's, so low-priority cameras are shed first and high ones last, yet none is sh
 from __future__ import annotations
 
 import collections
+import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +46,16 @@ TARGET_REFRESH_S = 1.0  # fair shares are worked out again this often
 SHARES_OFF_MARGIN = 1.1  # fair shares end when the capacity exceeds what is asked by this factor
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable)
+
+
+def _locked(method: F) -> F:
+    """Run a public method under the scheduler's lock."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class SkipReason(str, Enum):
@@ -111,7 +127,7 @@ class CameraLoad:
     fps_analyzed: float
     analysed: int
     skipped: dict[str, int]
-    shed: bool  # frames were superseded in the recent window: it gets less than it asks
+    shed: bool  # it gets less than it asks: held to a fair share below its rate, or frames superseded lately
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +154,7 @@ class AnalysisScheduler(Generic[T]):
             raise ValueError("slots must be >= 1")
         self.slots = slots
         self.clock = clock
+        self.lock = threading.RLock()
         self._cams: dict[str, _Camera[T]] = {}
         self._busy_slots = 0
         self._job_s: float | None = None  # smoothed seconds a slot is held per job
@@ -149,6 +166,7 @@ class AnalysisScheduler(Generic[T]):
         self._targets_at = float("-inf")
 
     # ---- cameras ---------------------------------------------------------------------------------
+    @_locked
     def add(self, key: str, fps: float, priority: str = "normal") -> None:
         """Register a camera (or change its rate and priority)."""
         cam = self._cams.get(key)
@@ -159,14 +177,17 @@ class AnalysisScheduler(Generic[T]):
         else:
             cam.fps, cam.weight = fps, weight
 
+    @_locked
     def remove(self, key: str) -> None:
         """Forget a camera; a job of it still running finishes normally."""
         self._cams.pop(key, None)
 
+    @_locked
     def __contains__(self, key: str) -> bool:
         return key in self._cams
 
     # ---- frames ----------------------------------------------------------------------------------
+    @_locked
     def offer(self, key: str, item: T) -> None:
         """A camera's newest sampled frame; it replaces one still waiting (counted as overload)."""
         cam = self._cams.get(key)
@@ -183,6 +204,7 @@ class AnalysisScheduler(Generic[T]):
             cam.waiting_since = now
         cam.pending = item
 
+    @_locked
     def skipped(self, key: str, reason: SkipReason, n: int = 1) -> None:
         """Count frames lost before they reached the scheduler (decoding behind)."""
         cam = self._cams.get(key)
@@ -195,6 +217,7 @@ class AnalysisScheduler(Generic[T]):
         self._skipped_total[reason.value] += n
 
     # ---- jobs ------------------------------------------------------------------------------------
+    @_locked
     def take(self) -> tuple[str, T] | None:
         """The next job when a slot is free and a frame waits; the slot and the camera become busy."""
         if self._busy_slots >= self.slots:
@@ -222,11 +245,13 @@ class AnalysisScheduler(Generic[T]):
         assert item is not None
         return best.key, item
 
+    @_locked
     def slot_done(self, held_s: float) -> None:
         """A job's heavy part finished: its slot is free (held_s: how long it held it)."""
         self._busy_slots = max(0, self._busy_slots - 1)
         self._job_s = held_s if self._job_s is None else (1 - JOB_EMA) * self._job_s + JOB_EMA * held_s
 
+    @_locked
     def finish(self, key: str) -> None:
         """A camera's job is completely done (results applied): its next frame may go."""
         cam = self._cams.get(key)
@@ -236,9 +261,11 @@ class AnalysisScheduler(Generic[T]):
     @property
     def waiting(self) -> bool:
         """Whether a job could be taken now."""
-        return self._busy_slots < self.slots and any(c.ready for c in self._cams.values())
+        with self.lock:
+            return self._busy_slots < self.slots and any(c.ready for c in self._cams.values())
 
     # ---- figures ---------------------------------------------------------------------------------
+    @_locked
     def camera(self, key: str) -> CameraLoad | None:
         """One camera's figures, or None when it is not registered."""
         cam = self._cams.get(key)
@@ -247,9 +274,12 @@ class AnalysisScheduler(Generic[T]):
         now = self.clock()
         return CameraLoad(
             fps_asked=cam.fps, fps_analyzed=round(cam.analysed_w.rate(now, cam.added_at), 2), analysed=cam.analysed,
-            skipped=dict(cam.skipped), shed=cam.skipped_w.total(now) > 0,
+            skipped=dict(cam.skipped),
+            # Held to a fair share below what it asks, or frames of it were superseded lately.
+            shed=self._targets.get(key, cam.fps) < cam.fps or cam.skipped_w.total(now) > 0,
         )
 
+    @_locked
     def target(self, key: str) -> float:
         """The rate this camera will be analysed at: what it asks, or under overload its fair share."""
         now = self.clock()
@@ -261,6 +291,7 @@ class AnalysisScheduler(Generic[T]):
             return 0.0
         return self._targets.get(key, cam.fps)
 
+    @_locked
     def fulfilment(self) -> float | None:
         """Under fair shares: the analysed rate over the sum of the shares (1.0 when every camera gets its
         share), else None. A camera is short of its share through a collision only when it gets clearly less
@@ -302,6 +333,7 @@ class AnalysisScheduler(Generic[T]):
             break
         return shares
 
+    @_locked
     def stats(self) -> SchedulerStats:
         """The whole gateway's analysis figures."""
         now = self.clock()

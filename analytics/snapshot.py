@@ -49,7 +49,7 @@ def render_snapshot(
     label: str | None = None,
     score: float | None = None,
     *,
-    max_width: int = 960,
+    max_width: int = 640,
     quality: int = 80,
 ) -> bytes:
     """JPEG of a frame with a normalised box and its "label score" caption drawn on it."""

@@ -215,7 +215,7 @@ def _events_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         e = settings.events
         log_ = EventLog(app[keys.REDIS], settings.node, retention=e.retention, snapshot_ttl_s=e.snapshot_ttl_s,
-                        buffer_size=e.buffer_size)
+                        snapshot_width=e.snapshot_width, buffer_size=e.buffer_size)
         hub = EventHub(log_, queue_size=e.subscriber_queue)
         app[keys.EVENTS] = log_
         app[keys.HUB] = hub

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -151,7 +152,7 @@ class CameraWorker:
         # until a frame is analysed, the first sample stands for the newest frame.
         self._first: Sample | Frame | None = None
         self._past = DecodeCounters()  # counters of earlier connections
-        self._behind_reported = 0
+        self._reported = DecodeCounters()  # what _report_skips already told the scheduler
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._stopping = False
@@ -346,7 +347,7 @@ class CameraWorker:
                 self.last_frame_at = max(self.last_frame_at or 0.0, demuxer.last_packet_at or 0.0)
 
         self._demuxer = demuxer
-        self._behind_reported = 0
+        self._reported = DecodeCounters()  # what _report_skips already told the scheduler
         demuxer.start()
         stall = self.ctx.ingest.stall_timeout_s
         reason = "stream ended"
@@ -359,7 +360,7 @@ class CameraWorker:
                 except asyncio.TimeoutError:
                     pass
                 pulse()
-                self._report_behind(demuxer)
+                self._report_skips(demuxer)
                 demuxer.target_fps = runner.scheduler.target(self.camera.id)
                 load = runner.scheduler.camera(self.camera.id)
                 if load is not None:
@@ -381,20 +382,22 @@ class CameraWorker:
             if demuxer.is_alive():
                 await asyncio.to_thread(demuxer.join, self.ctx.ingest.open_timeout_s + 2)
             pulse()
-            self._report_behind(demuxer)
+            self._report_skips(demuxer)
             self._past = self._past + demuxer.counters
             self._demuxer = None
         return scrub(reason), (time.monotonic() - online_since) if online_since else 0.0
 
-    def _report_behind(self, demuxer: Demuxer) -> None:
-        """Tell the scheduler about frames decoding dropped since the last look (as sampled frames lost)."""
-        dropped = demuxer.counters.behind_dropped
-        if dropped > self._behind_reported:
-            fps = self.info.fps if self.info and self.info.fps else None
-            share = min(1.0, self.camera.analytics.fps / fps) if fps else 1.0
-            lost = round((dropped - self._behind_reported) * share)
-            self.ctx.analysis.scheduler.skipped(self.camera.id, SkipReason.DECODE_BEHIND, max(1, lost))
-            self._behind_reported = dropped
+    def _report_skips(self, demuxer: Demuxer) -> None:
+        """Tell the scheduler about frames decoding never produced since the last look, as sampled frames lost:
+        packets dropped because decoding fell behind, and packets past an overloaded camera's GOP head."""
+        c = demuxer.counters
+        fps = self.info.fps if self.info and self.info.fps else None
+        share = min(1.0, self.camera.analytics.fps / fps) if fps else 1.0  # sampled frames per packet
+        for reason, now, before in ((SkipReason.DECODE_BEHIND, c.behind_dropped, self._reported.behind_dropped),
+                                    (SkipReason.OVERLOAD, c.head_skipped, self._reported.head_skipped)):
+            if now > before:
+                self.ctx.analysis.scheduler.skipped(self.camera.id, reason, max(1, round((now - before) * share)))
+        self._reported = dataclasses.replace(c)  # a copy: the decoder goes on counting in its own
 
 
 def describe_error(e: BaseException) -> str:

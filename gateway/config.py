@@ -59,6 +59,9 @@ class EventsConfig(_Section):
 
     retention: int = Field(100_000, ge=100, le=10_000_000, description="events kept in the Redis stream (approx.)")
     snapshot_ttl_s: int = Field(7 * 86400, ge=60, le=365 * 86400, description="how long snapshots are kept")
+    snapshot_width: int = Field(640, ge=160, le=1920, description=(
+        "event snapshots wider than this are scaled down (on a 720p camera a 960-wide JPEG costs 2.5x the CPU "
+        "of a 640-wide one, paid for every event)"))
     buffer_size: int = Field(10_000, ge=100, le=1_000_000, description="events held in memory while Redis is away")
     subscriber_queue: int = Field(1000, ge=10, le=100_000, description="live events queued per subscriber")
     index_ttl_s: int = Field(7 * 86400, ge=3600, le=365 * 86400,

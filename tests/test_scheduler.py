@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 
 import pytest
 
@@ -194,3 +195,60 @@ def test_under_overload_each_camera_is_told_its_fair_share():
     # The shares fill the capacity (slots / time a job holds one), with headroom so that freed
     # capacity is claimed.
     assert sum(shares.values()) == pytest.approx(1.1 * 2 / 0.05, rel=0.02)
+    # Held to a share below its rate, a camera is shed even when none of its frames was superseded
+    # (its decoder no longer produces what would be): status, /metrics and the page say so.
+    clock.t += 10.0  # past the window of superseded frames
+    assert sched.camera("c0").shed is True
+    assert sched.camera("patrol").shed is False and sched.camera("vip").shed is False
+
+
+def test_threads_taking_jobs_while_the_loop_offers_keep_every_frame_accounted():
+    # The analysis threads take jobs themselves while the loop offers frames and reads figures
+    # (gateway/analysis.py): every offered frame is analysed or counted as superseded, never lost twice.
+    import threading
+
+    sched = AnalysisScheduler(2)
+    cams = [f"c{i}" for i in range(8)]
+    for k in cams:
+        sched.add(k, 5.0)
+    offered = 4000
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                with sched.lock:
+                    job = sched.take()
+                if job is None:
+                    continue
+                sched.slot_done(0.0001)
+                sched.finish(job[0])
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                sched.stats()
+                for k in cams:
+                    sched.camera(k)
+                    sched.target(k)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)] + [threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for i in range(offered):
+        sched.offer(cams[i % len(cams)], i)
+    deadline = time.monotonic() + 10.0  # bounded: a dead worker fails the test instead of hanging it
+    while (sched.waiting or sched.stats().busy) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    analysed = sum(sched.camera(k).analysed for k in cams)
+    superseded = sum(sched.camera(k).skipped.get(SkipReason.OVERLOAD.value, 0) for k in cams)
+    assert analysed + superseded == offered
