@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analytics.rules import TrackPoint
 from analytics.types import Detection, Frame, TrackUpdate
 
 
@@ -21,6 +22,7 @@ class _Track:
     best_frame: Frame
     track_id: int = 0  # assigned on confirmation, so reported ids run 1, 2, 3 ...
     reported_score: float = 0.0  # score last sent in appear/update
+    last_score: float = 0.0  # score of the last matched detection
     velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box corners, per second
 
     def predicted(self, now: float) -> tuple[float, float, float, float]:
@@ -60,6 +62,10 @@ class IouTracker:
         self.near_factor = near_factor  # second association: centre within this many box diagonals
         self._tracks: list[_Track] = []
         self._next_id = 1
+        # After each update: the confirmed tracks seen in that frame, where, and the ids that ended
+        # (what zone and line rules evaluate, analytics/rules.py).
+        self.seen: list[TrackPoint] = []
+        self.ended: list[int] = []
 
     @property
     def active(self) -> int:
@@ -71,6 +77,7 @@ class IouTracker:
         now = frame.captured_at
         out: list[TrackUpdate] = []
         matched: set[int] = set()  # indices into self._tracks
+        seen: list[_Track] = []
 
         by_label: dict[str, list[int]] = {}
         for i, d in enumerate(detections):
@@ -106,6 +113,7 @@ class IouTracker:
                 upd = self._hit(self._tracks[ti], detections[di], frame)
                 if upd is not None:
                     out.append(upd)
+                seen.append(self._tracks[ti])
             paired = {di for _, di in pairs}
             for di in det_idx:
                 if di not in paired:
@@ -115,15 +123,19 @@ class IouTracker:
                     if upd is not None:
                         out.append(upd)
                     new_tracks.append(t)
+                    seen.append(t)
 
         alive: list[_Track] = []
+        self.ended = []
         for i, t in enumerate(self._tracks):
             if i not in matched and now - t.last_seen > self.max_age_s:
                 if t.track_id:
                     out.append(TrackUpdate("leave", t.track_id, t.best, t.best_frame))
+                    self.ended.append(t.track_id)
                 continue
             alive.append(t)
         self._tracks = alive + new_tracks
+        self.seen = [TrackPoint(t.track_id, t.label, t.last_score, t.box) for t in seen if t.track_id]
         return out
 
     def _near_pairs(self, now: float, trk_idx: list[int], det_idx: list[int], detections: list[Detection],
@@ -168,6 +180,7 @@ class IouTracker:
             # Smooth: one jittery box must not fling the prediction away.
             t.velocity = tuple(0.5 * v + 0.5 * m for v, m in zip(t.velocity, measured))  # type: ignore[assignment]
         t.box = det.box
+        t.last_score = det.score
         t.last_seen = frame.captured_at
         if det.score > t.best.score:
             t.best, t.best_frame = det, frame
@@ -187,5 +200,6 @@ class IouTracker:
         """End every track (the stream stopped): a leave for each confirmed one."""
         # `now` is the stop time; a leave reports the best sighting, so it is not needed
         out = [TrackUpdate("leave", t.track_id, t.best, t.best_frame) for t in self._tracks if t.track_id]
+        self.seen, self.ended = [], [t.track_id for t in self._tracks if t.track_id]
         self._tracks = []
         return out

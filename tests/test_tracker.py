@@ -159,3 +159,17 @@ def test_two_side_by_side_objects_are_not_merged_by_the_nearness_pass():
         dets = [Detection("person", 0.8, (0.30, 0.3, 0.36, 0.6)), Detection("person", 0.8, (0.38, 0.3, 0.44, 0.6))]
         reports += tracker.update(frame_at(i * 0.2), dets)
     assert sorted(r.track_id for r in reports if r.kind == "appear") == [1, 2]
+
+
+def test_seen_lists_the_confirmed_tracks_of_each_frame_and_ended_their_ends():
+    # What the zone and line rules evaluate (analytics/rules.py): every confirmed track seen in the
+    # frame just analysed, where it is now, and the tracks that ended with it.
+    t = IouTracker(min_hits=2, max_age_s=0.5)
+    t.update(frame(0), [det(0.1, 0.1, 0.9)])
+    assert t.seen == []  # not confirmed yet
+    t.update(frame(1), [det(0.12, 0.1, 0.8)])
+    assert [(p.track_id, p.box, p.score) for p in t.seen] == [(1, (0.12, 0.1, 0.22, 0.30000000000000004), 0.8)]
+    t.update(frame(2), [])
+    assert t.seen == [] and t.ended == []
+    t.update(frame(5), [])  # past max_age_s
+    assert t.ended == [1]
