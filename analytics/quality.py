@@ -4,9 +4,10 @@ Checks, each a fault with a start and an end (see QualityConfig for the threshol
 
 - ``signal_loss`` — a black, blue or other single-colour screen (a DVR's "no video" page, a dead
   encoder). A source that sends no frames at all is the camera's ``offline`` state, not a fault here.
-- ``frozen`` — consecutive analysed frames practically identical: compared on pixels sampled from the
-  full-resolution frame (not averaged), so a live sensor's noise counts as change and an encoder
-  repeating one picture does not.
+- ``frozen`` — the analysed frames stay practically identical to the first of a still streak: compared
+  on pixels sampled from the full-resolution frame (not averaged), so a live sensor's noise counts as
+  change, and only on the flattest quarter of them, where an encoder that re-quantizes its one picture
+  at every key frame has no detail to round differently, so that does not.
 - ``blur`` — the re-blur index of Crété-Roffet et al. (2007): the share of the picture's gradient
   that survives blurring it again. It is a ratio of the picture to itself, so it compares across
   scenes where gradient energy (variance of the Laplacian varies 3x across the street clip's scenes)
@@ -16,8 +17,12 @@ Checks, each a fault with a start and an end (see QualityConfig for the threshol
   not change with gain, so a dim picture is too dark, not low in contrast.
 - ``colour_cast`` — the cast factor of the equivalent-circle method: distance of the mean (a*, b*)
   from neutral over the spread of (a*, b*) in CIELAB.
-- ``occlusion`` — the share of grid cells that carried texture in the learned baseline and are now
-  flat (texture measured relative to the picture's own contrast, so darkness or fog is not cover).
+- ``occlusion`` — the share of grid cells that carried detail in the learned baseline and now show
+  nothing (detail measured relative to the picture's own contrast, so fog is not cover; a cell whose
+  detail is all blur shows nothing either); or, baseline or not, one connected region of such cells
+  over most of the grid next to cells that still show the scene (a lens covered, sprayed or smeared
+  before any baseline was learned). The baseline is learned only from uncovered, normally exposed
+  views, and a ``BaselineStore`` keeps it across restarts.
 - ``scene_change`` — the view no longer matches the learned reference (per-cell normalised
   cross-correlation, blind to lighting) and holds steady on a new view for ``scene_confirm_s``.
   A passing bus covers part of the grid for a few seconds; a moved camera changes most of it for good.
@@ -27,16 +32,20 @@ A fault starts when 80 % of the analysed frames over its hold time show it (``mi
 ``scene_confirm_s`` for scene change; all frames over ``frozen_s`` for frozen), and ends when 80 %
 over ``clear_s`` are back inside a hysteresis margin. Checks that a worse fault makes meaningless
 are held off while it lasts: a solid screen masks everything; darkness or glare masks blur,
-contrast, cast, cover and scene; a cover masks blur, contrast, cast and scene.
+contrast, cast, cover and scene; a cover masks blur, contrast, cast and scene. While a cover of one
+even shade is seen, exposure is judged on the part of the picture it leaves: a dark cover over most
+of the lens is not a dark scene, while a night's uneven dark still masks the cover check.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -52,9 +61,43 @@ GRID = (8, 6)  # cells across and down: a cell is about a car at the thumbnail's
 PROBE_WIDTH = 320  # pixels sampled across for the frozen check
 SHARE = 0.8  # share of frames over a hold time that must agree: one odd frame neither starts nor ends a fault
 # Frozen needs every frame: a live camera's key frames bring fresh sensor noise every GOP, while a
-# frozen encoder's key frames repeat the same picture.
+# frozen encoder's key frames only re-quantize the same picture.
 START_SHARE = {"frozen": 1.0}
 GAP_S = 5.0  # frames further apart than this: the stream broke, start the streaks again
+
+# Frozen. An encoder repeating one picture re-quantizes it at every key frame (a camera's rate control
+# gives each GOP its own quantizer): mean change 1.0-1.2 grey levels over the samples, none above 15,
+# all of it where the picture has detail to round: its flattest quarter changes by at most 0.8 against
+# the streak's first frame, while a live sensor's noise changes it as much as the rest (night in
+# day_night.mp4: 2.1 and more analysed at 5 fps, 3.6 and more at 1 fps).
+FLAT_SHARE = 0.25  # share of the probe, least local range first, that the frozen check compares
+MOVE_LEVEL = 24  # a sample changed by more than this moved: re-quantizing never does (15 at most measured)
+MOVED_SHARE = 0.001  # share of moved samples below which a frame may still be the same picture
+CLIP_MARGIN = 3  # samples this close to 0 or 255 are clipped: a live sensor's noise does not show there
+
+# Occlusion. Detail of a cell: mean |dx| + |dy| of the 160-wide luma over the picture's p5..p95 spread.
+# A cover or a smear near the lens is far out of focus: 0.001-0.003 under a cover, 0.006-0.035 under a
+# smear, while cells of the street that show anything carry 0.06-0.3 (its sky, 0.007, is featureless too).
+FEATURELESS = 0.04  # detail below which a cell shows nothing (cover, smear, sky, a plain wall)
+TEXTURED = 0.06  # detail at or above which a cell shows the scene: the cells a cover can hide
+# Without a baseline a cover is one connected featureless region over most of the grid, next to cells
+# that still show the scene. The street's sky reaches 0.17 of the grid; a cover under 0.7 of it stays
+# unseen until a baseline exists, and a view that is mostly plain wall or sky is taken for a cover.
+BLIND_FRACTION = 0.7
+BLIND_CLEAR = 0.8  # the region must shrink below this share of BLIND_FRACTION for the fault to end
+MIN_TEXTURED_SHARE = 0.2  # a baseline with fewer textured cells shows too little for a cover to hide
+MIN_VISIBLE = 2  # cells with detail outside the region: with none the picture is blurred, foggy or dark
+SMEARED = 0.65  # a cell's re-blur index (160 wide) from which its detail is all blur: a smear, not the scene
+# (the street's cells stay under 0.58; out of focus at 2.5 px, the blur fault clip, 0.71 at most, in
+# a few cells; under a grease smear 0.5-0.9, cells below 0.65 there being nearly featureless anyway).
+CLIPPED_LEVEL = 250  # luma from which a pixel counts as clipped white (overexposed)
+# An opaque cover is one even shade, softly shaded (p5..p95 of its pixels: 10-32 levels for a dark
+# cover with a soft edge), where a night's unlit ground carries glow and lit patches (90 and more).
+COVER_RANGE = 48
+LEARN_TAU_S = 30.0  # time constant of the baseline: a lasting cover is never learned as the normal picture
+SAVE_AFTER_S = 60.0  # seconds of uncovered view learned before the baseline is worth keeping
+SAVE_EVERY_S = 300.0  # at most one save per camera this often (the store is the tier's Redis)
+BASELINE_VERSION = 1  # bumped whenever the detail measure changes: older saved baselines are ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +108,7 @@ class QualityConfig:
     clear_s: float = 3.0  # and be gone this long before it ends
     solid_fraction: float = 0.97  # share of pixels within a few levels of one colour: a solid screen
     frozen_s: float = 10.0  # seconds of practically identical frames (longer than the camera's GOP)
-    frozen_delta: float = 0.35  # mean change of sampled pixels (grey levels) below which two frames are the same
+    frozen_delta: float = 1.2  # mean change of the flattest samples (grey levels) below which frames are the same
     blur_index: float = 0.36  # re-blur index (0 sharp .. 1 featureless) at or above which the picture is blurred
     dark_luma: float = 40.0  # mean luma (0..255) below which the picture is too dark
     bright_luma: float = 200.0  # mean luma above which it is overexposed
@@ -141,7 +184,7 @@ def _hist_stats(grey: np.ndarray) -> tuple[float, float, float, float]:
     p5 = float(np.searchsorted(cdf, 0.05 * n))
     p95 = float(np.searchsorted(cdf, 0.95 * n))
     mean = float(hist @ np.arange(256)) / n
-    return mean, p5, p95, float(hist[250:].sum() / n)
+    return mean, p5, p95, float(hist[CLIPPED_LEVEL:].sum() / n)
 
 
 def _solid_share(small: np.ndarray) -> tuple[float, tuple[int, int, int]]:
@@ -200,6 +243,110 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 1e-3, (a * b).sum(axis=1) / np.maximum(den, 1e-3), 0.0)
 
 
+def cell_detail(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per grid cell: mean |dx| + |dy| (grey levels per pixel), and the re-blur index of reblur_index (1: no
+    gradient at all). A cover takes the first away; a smear leaves a little, all of it blurred.
+    """
+    cw, ch = grey.shape[1] // GRID[0], grey.shape[0] // GRID[1]
+    f = grey[: ch * GRID[1], : cw * GRID[0]].astype(np.float32)
+    total = np.zeros(GRID[0] * GRID[1], np.float32)
+    worst = np.zeros(GRID[0] * GRID[1], np.float32)
+    for ksize, axis in (((1, 9), 0), ((9, 1), 1)):
+        b = cv2.blur(f, ksize)
+        d_f, d_b = np.zeros_like(f), np.zeros_like(f)
+        head = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
+        d_f[head] = np.abs(np.diff(f, axis=axis))
+        d_b[head] = np.abs(np.diff(b, axis=axis))
+        # Area resizing to the grid is the mean of each cell, and fast.
+        s_f = cv2.resize(d_f, GRID, interpolation=cv2.INTER_AREA).ravel()
+        s_v = cv2.resize(np.maximum(d_f - d_b, 0), GRID, interpolation=cv2.INTER_AREA).ravel()
+        total += s_f
+        worst = np.maximum(worst, (s_f - s_v) / np.maximum(s_f, 1e-6))
+    return total, worst
+
+
+_RANGE_KERNEL = np.ones((3, 3), np.uint8)
+
+
+def _flattest(probe: np.ndarray, share: float = FLAT_SHARE) -> np.ndarray:
+    """Mask of the samples with the least local range (3x3 max - min), at least `share` of them (ties join).
+
+    Clipped samples (crushed black, blown white) are left out: there even a live sensor shows no noise.
+    """
+    local = cv2.morphologyEx(probe, cv2.MORPH_GRADIENT, _RANGE_KERNEL)
+    lit = (probe > CLIP_MARGIN) & (probe < 255 - CLIP_MARGIN)
+    if np.count_nonzero(lit) < share * probe.size:
+        lit = np.ones(probe.shape, bool)  # mostly clipped: judge by what there is
+    level = int(np.searchsorted(np.cumsum(np.bincount(local[lit], minlength=256)), share * np.count_nonzero(lit)))
+    return lit & (local <= level)
+
+
+def _featureless_region(blank: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of blank cells, as a mask over the cells (none: all False)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(blank.reshape(GRID[1], GRID[0]).astype(np.uint8),
+                                                           connectivity=4)
+    if n < 2:
+        return np.zeros(blank.shape, bool)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return (labels == best).ravel()
+
+
+def _is_cover(pixels: np.ndarray) -> bool:
+    """Whether blank cells' pixels look like one opaque cover: an even shade, not clipped black.
+
+    A night's unlit ground is blank too, but lamps' glow and lit patches make it uneven, and where the
+    camera clips it to black it cannot be told from a black cover: there the darkness counts as the scene's.
+    """
+    p5, p50, p95 = np.percentile(pixels, (5, 50, 95))
+    return p95 - p5 <= COVER_RANGE and p50 > CLIP_MARGIN
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """A camera's learned occlusion baseline, as a BaselineStore keeps it across restarts."""
+
+    detail: tuple[float, ...]  # per cell, row by row: cell_detail over the picture's spread
+    learned_s: float  # seconds of uncovered, normally exposed view it was learned from
+
+    def to_bytes(self) -> bytes:
+        """JSON, tagged with the grid and the measure's version so a changed diagnoser ignores it."""
+        return json.dumps({"v": BASELINE_VERSION, "grid": list(GRID), "learned_s": round(self.learned_s, 1),
+                           "detail": [round(x, 5) for x in self.detail]}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Baseline | None":
+        """The baseline in `data`; None when it is not one this diagnoser can use (other grid, version, garbage)."""
+        try:
+            raw = json.loads(data)
+            detail = tuple(float(x) for x in raw["detail"])
+            learned = float(raw["learned_s"])
+            ok = raw["v"] == BASELINE_VERSION and list(raw["grid"]) == list(GRID)
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not ok or len(detail) != GRID[0] * GRID[1] or not all(math.isfinite(x) and x >= 0 for x in detail):
+            return None
+        # A baseline with next to nothing textured has nothing a cover could hide: it is no reference.
+        if sum(x >= TEXTURED for x in detail) < MIN_TEXTURED_SHARE * len(detail) or not learned >= 0:
+            return None
+        return cls(detail, learned)
+
+
+class BaselineStore(Protocol):
+    """Keeps one camera's occlusion baseline across restarts (gateway/quality_store.py: the tier's Redis)."""
+
+    def load(self, deliver: Callable[[bytes | None], None]) -> None:
+        """Fetch the saved baseline and hand it to `deliver` (None: none saved), now or later, from any thread."""
+        ...
+
+    def save(self, data: bytes) -> None:
+        """Keep `data` as the camera's baseline; never blocks (called on the analysis thread)."""
+        ...
+
+    def forget(self) -> None:
+        """Drop the saved baseline (the camera looks at another view now); never blocks."""
+        ...
+
+
 class _Check:
     """One fault's debounce: a start after SHARE of a hold time shows it, an end after SHARE of clear_s clears."""
 
@@ -235,37 +382,81 @@ class _Check:
 class QualityDiagnoser:
     """Per-camera video quality diagnosis; update() with each analysed frame returns the faults that changed."""
 
-    def __init__(self, config: QualityConfig | None = None) -> None:
+    def __init__(self, config: QualityConfig | None = None, store: BaselineStore | None = None) -> None:
         self.config = config or QualityConfig()
         self._checks = {name: _Check(name) for name in FAULTS}
         self._lock = threading.Lock()  # update() runs in a worker thread, flush() on the loop
         self._last_ts: float | None = None
-        self._prev_probe: np.ndarray | None = None
-        self._tex_ref: np.ndarray | None = None  # per-cell texture baseline (occlusion)
+        self._still_ref: np.ndarray | None = None  # probe of the first frame of the still streak (frozen)
+        self._still_flat: np.ndarray | None = None  # its flattest samples (_flattest)
+        self._tex_ref: np.ndarray | None = None  # per-cell detail baseline (occlusion)
+        self._learned_s = 0.0  # seconds of uncovered view the baseline was learned from
+        self._saved_at: float | None = None  # when the baseline was last handed to the store
         self._home: np.ndarray | None = None  # reference view, grey cells (scene change)
         self._candidate: np.ndarray | None = None  # a new view the camera may have settled on
         self.last: dict[str, float] = {}  # the last frame's measures, for status and debugging
+        self._store = store
+        if store is not None:
+            store.load(self.restore)
 
     @property
     def active(self) -> tuple[str, ...]:
         """Faults active now, in FAULTS order."""
         return tuple(name for name, c in self._checks.items() if c.active)
 
+    @property
+    def store(self) -> BaselineStore | None:
+        """Where the occlusion baseline is kept across restarts (None: nowhere)."""
+        return self._store
+
+    @property
+    def baseline(self) -> Baseline | None:
+        """The occlusion baseline as learned so far (None: none yet)."""
+        with self._lock:
+            ref = self._tex_ref
+            return None if ref is None else Baseline(tuple(float(x) for x in ref), self._learned_s)
+
+    def restore(self, data: bytes | None) -> bool:
+        """Take a saved baseline (Baseline.to_bytes) as the occlusion reference; False if none or unusable."""
+        baseline = Baseline.from_bytes(data) if data else None
+        if baseline is None:
+            return False
+        with self._lock:
+            # Whatever was learned since the start (a few frames, perhaps of a covered lens) gives way.
+            self._tex_ref = np.array(baseline.detail, np.float32)
+            self._learned_s = baseline.learned_s
+            # Saved already; restored before any frame, the first frame it learns from saves it again
+            # (which renews its expiry), and the next save is SAVE_EVERY_S after that.
+            self._saved_at = self._last_ts
+        return True
+
     def reset(self) -> None:
         """Forget baselines and streaks (not the active faults): a new stream or a new view."""
         with self._lock:
             self._reset_locked()
+            self._forget_baseline()
 
     def _reset_locked(self) -> None:
         for c in self._checks.values():
             c.reset()
-        self._prev_probe = None
-        self._tex_ref = None
+        self._still_ref = None
         self._home = None
         self._candidate = None
 
+    def _forget_baseline(self, saved: bool = False) -> None:
+        """Forget the occlusion baseline, and with `saved` the store's copy too (it shows the old view)."""
+        self._tex_ref = None
+        self._learned_s = 0.0
+        self._saved_at = None
+        if saved and self._store is not None:
+            self._store.forget()
+
     def flush(self, ts: float, cause: str) -> list[QualityChange]:
-        """End every active fault (camera stopped, diagnosis switched off): every start gets its end."""
+        """End every active fault (camera stopped, diagnosis switched off): every start gets its end.
+
+        The occlusion baseline is kept, as it is across restarts: switched on again over a covered lens,
+        diagnosis still knows what the lens showed before.
+        """
         with self._lock:
             out = []
             for c in self._checks.values():
@@ -290,7 +481,7 @@ class QualityDiagnoser:
             # A break in the stream (or a clock step): streaks start again, faults stay as they were.
             for c in self._checks.values():
                 c.reset()
-            self._prev_probe = None
+            self._still_ref = None
         dt = 0.2 if self._last_ts is None else max(ts - self._last_ts, 1e-3)
         self._last_ts = ts
 
@@ -304,18 +495,22 @@ class QualityDiagnoser:
         cast = chroma / max(math.hypot(float(s[1, 0]), float(s[2, 0])), 1.0)
         blur = reblur_index(t.fine)
 
-        probe = t.probe
-        prev, self._prev_probe = self._prev_probe, probe
-        delta = moving = None
-        if prev is not None and prev.shape == probe.shape:
-            diff = cv2.absdiff(probe, prev)
-            delta = float(diff.mean())
-            moving = float(np.count_nonzero(diff > 24)) / diff.size
+        delta, moving = self._stillness(t.probe, cfg.frozen_delta)
 
         cells = _cells(t.grey)
         spread = max(p95 - p5, 16.0)
-        tex = cells.std(axis=1) / spread
-        occluded = self._occlusion(tex, dt)
+        detail, reblurred = cell_detail(t.grey)
+        tex = detail / spread
+        blank = (tex < FEATURELESS) | (reblurred >= SMEARED)  # cells that show nothing of the scene
+        dark, over = mean < cfg.dark_luma, mean > cfg.bright_luma or clipped > cfg.clipped_fraction
+        occluded, featureless, region = self._occlusion(tex, blank, ts, dt, exposed=not (dark or over))
+        seen = mean  # the luma exposure is judged on
+        covered = (occluded >= cfg.occlusion_fraction or featureless >= BLIND_FRACTION
+                   or self._checks["occlusion"].active)
+        if covered and region.any() and not blank.all() and _is_cover(cells[region]):
+            # Exposure is judged on what the lens still sees: a dark cover over most of it is not a dark scene.
+            shown = cells[~blank]
+            seen, clipped = float(shown.mean()), float(np.count_nonzero(shown >= CLIPPED_LEVEL)) / shown.size
         changed, changed_cand = self._scene(cells, dt)
 
         v = {
@@ -323,7 +518,7 @@ class QualityDiagnoser:
             "uniform_fraction": solid, "contrast": contrast, "cast_factor": cast, "a_mean": a_mean, "b_mean": b_mean,
             "blur_index": -1.0 if blur is None else blur, "frame_delta": -1.0 if delta is None else delta,
             "moving_fraction": -1.0 if moving is None else moving, "occluded_fraction": occluded,
-            "changed_fraction": changed,
+            "featureless_fraction": featureless, "seen_luma": seen, "changed_fraction": changed,
         }
         self.last = v
 
@@ -335,21 +530,21 @@ class QualityDiagnoser:
         if delta is None:
             raw["frozen"] = (False, False, 0.0, {})
         else:
-            still = delta < cfg.frozen_delta and moving is not None and moving < 0.001
-            raw["frozen"] = (still, delta >= cfg.frozen_delta * 1.5 or (moving or 0) >= 0.002,
+            still = delta < cfg.frozen_delta and moving is not None and moving < MOVED_SHARE
+            raw["frozen"] = (still, delta >= cfg.frozen_delta * 1.5 or (moving or 0) >= 2 * MOVED_SHARE,
                              _severity(-delta, -cfg.frozen_delta, 0.0), {"frame_delta": delta})
         if blur is None:
             raw["blur"] = (False, False, 0.0, {})
         else:
             raw["blur"] = (blur >= cfg.blur_index, blur < cfg.blur_index - 0.03, _severity(blur, cfg.blur_index, 0.8),
                            {"blur_index": blur})
-        raw["too_dark"] = (mean < cfg.dark_luma, mean >= cfg.dark_luma * 1.15, _severity(-mean, -cfg.dark_luma, 0.0),
-                           {"luma_mean": mean, "luma_p95": p95})
-        over = mean > cfg.bright_luma or clipped > cfg.clipped_fraction
+        raw["too_dark"] = (seen < cfg.dark_luma, seen >= cfg.dark_luma * 1.15, _severity(-seen, -cfg.dark_luma, 0.0),
+                           {"luma_mean": seen, "luma_p95": p95})
         raw["overexposed"] = (
-            over, mean <= cfg.bright_luma - 10 and clipped <= 0.8 * cfg.clipped_fraction,
-            max(_severity(mean, cfg.bright_luma, 255.0), _severity(clipped, cfg.clipped_fraction, 1.0)),
-            {"luma_mean": mean, "clipped_fraction": clipped},
+            seen > cfg.bright_luma or clipped > cfg.clipped_fraction,
+            seen <= cfg.bright_luma - 10 and clipped <= 0.8 * cfg.clipped_fraction,
+            max(_severity(seen, cfg.bright_luma, 255.0), _severity(clipped, cfg.clipped_fraction, 1.0)),
+            {"luma_mean": seen, "clipped_fraction": clipped},
         )
         raw["low_contrast"] = (contrast < cfg.min_contrast, contrast >= cfg.min_contrast * 1.15,
                                _severity(-contrast, -cfg.min_contrast, 0.0),
@@ -358,8 +553,12 @@ class QualityDiagnoser:
         raw["colour_cast"] = (cast > cfg.cast_factor and chroma >= 5.0, cast <= cfg.cast_factor * 0.85 or chroma < 4.0,
                               _severity(cast, cfg.cast_factor, 4.0),
                               {"cast_factor": cast, "a_mean": a_mean, "b_mean": b_mean})
-        raw["occlusion"] = (occluded >= cfg.occlusion_fraction, occluded < cfg.occlusion_fraction * 0.7,
-                            _severity(occluded, cfg.occlusion_fraction, 1.0), {"occluded_fraction": occluded})
+        raw["occlusion"] = (
+            occluded >= cfg.occlusion_fraction or featureless >= BLIND_FRACTION,
+            occluded < cfg.occlusion_fraction * 0.7 and featureless < BLIND_FRACTION * BLIND_CLEAR,
+            max(_severity(occluded, cfg.occlusion_fraction, 1.0), _severity(featureless, BLIND_FRACTION, 1.0)),
+            {"occluded_fraction": occluded, "featureless_fraction": featureless},
+        )
         scene = self._checks["scene_change"]
         raw["scene_change"] = (
             changed >= cfg.scene_change_fraction and changed_cand < 0.5,
@@ -400,7 +599,7 @@ class QualityDiagnoser:
                     c.active, c.since, c.peak = True, ts, score
                     out.append(QualityChange(name, "start", round(score, 3), extra))
                     if name == "scene_change":
-                        self._tex_ref = None  # the texture baseline described the old view
+                        self._forget_baseline(saved=True)  # the detail baseline described the old view
             else:
                 c.peak = max(c.peak, score) if mask is None else c.peak
                 accepted = name == "scene_change" and ts - c.since >= cfg.scene_accept_s
@@ -415,27 +614,67 @@ class QualityDiagnoser:
                         extra["accepted"] = True  # the next frame is the new reference view
                         self._home, self._candidate = None, None
                     if name == "scene_change":
-                        self._tex_ref = None
+                        self._forget_baseline(saved=True)
                         scene.reset()
                     out.append(QualityChange(name, "end", round(score if mask is None else 0.0, 3), extra))
         return out
 
-    def _occlusion(self, tex: np.ndarray, dt: float) -> float:
-        """Share of the baseline's textured cells that are flat now; learns the baseline while uncovered."""
+    def _stillness(self, probe: np.ndarray, same: float) -> tuple[float | None, float | None]:
+        """Change of the flattest samples against the first frame of the still streak, and the share moved.
+
+        A frame that differs by `same` or more, or moved, starts a new streak: slow real change (light,
+        shadows) adds up against the streak's first frame, while re-quantizing one picture never does.
+        """
+        ref = self._still_ref
+        if ref is None or ref.shape != probe.shape or self._still_flat is None:
+            self._still_ref, self._still_flat = probe, _flattest(probe)
+            return None, None
+        diff = cv2.absdiff(probe, ref)
+        delta = float(diff[self._still_flat].mean())
+        moving = float(np.count_nonzero(diff > MOVE_LEVEL)) / diff.size
+        if delta >= same or moving >= MOVED_SHARE:
+            self._still_ref, self._still_flat = probe, _flattest(probe)
+        return delta, moving
+
+    def _occlusion(self, tex: np.ndarray, blank: np.ndarray, ts: float, dt: float,
+                   exposed: bool) -> tuple[float, float, np.ndarray]:
+        """Share of the baseline's textured cells now blank; the share of the grid one connected blank region
+        covers next to cells that still show the scene (0 when fewer than MIN_VISIBLE do); that region.
+
+        Learns the baseline only from uncovered, normally exposed views, and hands it to the store now and then.
+        """
+        cfg = self.config
+        region = _featureless_region(blank)
+        visible = np.count_nonzero(~region & ~blank & (tex >= TEXTURED))
+        featureless = float(np.count_nonzero(region)) / tex.size if visible >= MIN_VISIBLE else 0.0
         ref = self._tex_ref
-        if ref is None or ref.shape != tex.shape:
-            self._tex_ref = tex.copy()
-            return 0.0
-        textured = ref >= 0.06
-        if textured.sum() < 0.2 * tex.size:
-            frac = 0.0  # a featureless view: nothing a cover could hide
-        else:
-            frac = float(np.count_nonzero(textured & (tex < 0.02))) / float(textured.sum())
-        if frac < 0.5 * self.config.occlusion_fraction and not self._checks["occlusion"].active:
-            # A slow baseline (30 s): a lasting cover is never learned as the normal picture.
-            a = 1.0 - math.exp(-dt / 30.0)
-            ref += a * (tex - ref)
-        return frac
+        if ref is not None and ref.shape != tex.shape:
+            ref = self._tex_ref = None
+        frac = 0.0
+        if ref is not None:
+            textured = ref >= TEXTURED
+            if textured.sum() >= MIN_TEXTURED_SHARE * tex.size:  # else a featureless view: nothing to hide
+                frac = float(np.count_nonzero(textured & blank)) / float(textured.sum())
+        uncovered = (frac < 0.5 * cfg.occlusion_fraction and featureless < BLIND_FRACTION
+                     and not self._checks["occlusion"].active)
+        if exposed and uncovered:
+            if ref is None:
+                self._tex_ref = tex.astype(np.float32)
+            else:
+                # A slow baseline: a lasting cover is never learned as the normal picture.
+                ref += (1.0 - math.exp(-dt / LEARN_TAU_S)) * (tex - ref)
+            self._learned_s += min(dt, GAP_S)  # after a break in the stream, one frame is not minutes of view
+            self._maybe_save(ts)
+        return frac, featureless, region
+
+    def _maybe_save(self, ts: float) -> None:
+        """Hand the baseline to the store once it is learned well enough, then at most every SAVE_EVERY_S."""
+        if self._store is None or self._tex_ref is None or self._learned_s < SAVE_AFTER_S:
+            return
+        if self._saved_at is not None and 0 <= ts - self._saved_at < SAVE_EVERY_S:
+            return
+        self._saved_at = ts
+        self._store.save(Baseline(tuple(float(x) for x in self._tex_ref), self._learned_s).to_bytes())
 
     def _scene(self, cells: np.ndarray, dt: float) -> tuple[float, float]:
         """Share of the reference's textured cells that no longer match, and the same against the candidate."""

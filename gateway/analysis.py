@@ -20,7 +20,7 @@ from analytics.detector import Detector
 from analytics.events import Event, Origin, iso_ms
 from analytics.motion import MotionGate
 from analytics.pool import DEFAULT_NICE, DetectorPool, lower_thread_priority
-from analytics.quality import FAULTS, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb
+from analytics.quality import FAULTS, BaselineStore, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb
 from analytics.scheduler import AnalysisScheduler
 from analytics.snapshot import render_snapshot
 from analytics.tracker import IouTracker
@@ -45,6 +45,9 @@ class EventSink:
     events: EventLog
     origin: Origin
     model: str | None
+    snapshot_width: int = 640  # event snapshots at most this wide (events.snapshot_width)
+    # Where a camera's occlusion baseline outlives restarts (gateway/quality_store.py); None: nowhere.
+    baselines: Callable[[Camera], BaselineStore | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,8 @@ class CameraAnalysis:
         self.stages = stages if stages is not None else StageTimes()
         self.tracker = IouTracker()
         self.gate = MotionGate()
-        self.quality = QualityDiagnoser(_quality_config(camera))
+        # The occlusion baseline outlives restarts in the tier's Redis: restored now, saved now and then.
+        self.quality = QualityDiagnoser(_quality_config(camera), sink.baselines(camera) if sink.baselines else None)
         self.quality_open: set[str] = set()  # faults whose start was published: only these get an end
         self._labels = _label_set(camera)
         self.in_motion = False
@@ -269,7 +273,7 @@ class CameraAnalysis:
         # Rendered only for an event about to be published, at most events.snapshot_width wide.
         t0 = time.thread_time()
         try:
-            return render_snapshot(*args, max_width=self.sink.events.snapshot_width)
+            return render_snapshot(*args, max_width=self.sink.snapshot_width)
         finally:
             self.stages.snapshot_s += time.thread_time() - t0
             self.stages.snapshots += 1

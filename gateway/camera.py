@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from gateway.backoff import Backoff
 from gateway.config import IngestConfig
 from gateway.events import EventLog
 from gateway.ingest import DecodeCounters, DecodeMode, DecodeOptions, DecodePool, Demuxer, StreamError, StreamInfo
+from gateway.quality_store import baseline_store
 from registry.models import Camera
 from registry.urls import Source, SourceError, parse_source, scrub
 
@@ -145,7 +147,9 @@ class CameraWorker:
         self.info: StreamInfo | None = None
         self.frames_in = 0
         self._rate_in = _Rate()
-        self.analysis = CameraAnalysis(camera, EventSink(ctx.events, ctx.origin, ctx.model), ctx.ingest.max_width,
+        self.analysis = CameraAnalysis(camera, EventSink(
+            ctx.events, ctx.origin, ctx.model, snapshot_width=ctx.events.snapshot_width,
+            baselines=functools.partial(baseline_store, events=ctx.events)), ctx.ingest.max_width,
                                        clock=ctx.clock, stages=ctx.analysis.stages)
         self._demuxer: Demuxer | None = None
         # A camera is online from its first sampled frame, which may wait for analysis a moment:

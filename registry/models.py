@@ -124,10 +124,11 @@ _QDESC = {
     "min_duration_s": "seconds a fault must show (in 80 % of analysed frames) before its start event (0.5..600)",
     "clear_s": "seconds a fault must be gone before its end event (0.5..600)",
     "solid_fraction": "signal loss: share of the picture within 10 levels of one colour (0.5..1)",
-    "frozen_s": "frozen: seconds in which every analysed frame is practically identical to the one before; "
+    "frozen_s": "frozen: seconds in which every analysed frame shows the same picture (see frozen_delta); "
                 "keep it above the camera's key-frame interval (1..3600)",
-    "frozen_delta": "frozen: mean change of full-resolution sample pixels (grey levels) below which two frames "
-                    "are identical; a live sensor's noise stays above it (0..20)",
+    "frozen_delta": "frozen: mean change (grey levels) of the flattest quarter of full-resolution sample pixels, "
+                    "against the first frame of a still streak, below which frames show the same picture; "
+                    "re-quantizing one picture stays below it, a live sensor's noise above (0..20)",
     "blur_index": "blur: re-blur index (0 sharp .. 1 featureless) at or above which the picture is blurred (0.05..1)",
     "dark_luma": "too dark: mean luma (0..255) below which the picture is too dark",
     "bright_luma": "overexposed: mean luma (0..255) above which the picture is overexposed",
@@ -160,7 +161,7 @@ class QualitySettings(BaseModel):
     clear_s: _Hold = Field(3.0, description=_QDESC["clear_s"])
     solid_fraction: Annotated[float, Field(ge=0.5, le=1)] = Field(0.97, description=_QDESC["solid_fraction"])
     frozen_s: Annotated[float, Field(ge=1, le=3600)] = Field(10.0, description=_QDESC["frozen_s"])
-    frozen_delta: Annotated[float, Field(ge=0, le=20)] = Field(0.35, description=_QDESC["frozen_delta"])
+    frozen_delta: Annotated[float, Field(ge=0, le=20)] = Field(1.2, description=_QDESC["frozen_delta"])
     blur_index: _Share = Field(0.36, description=_QDESC["blur_index"])
     dark_luma: _Luma = Field(40.0, description=_QDESC["dark_luma"])
     bright_luma: _Luma = Field(200.0, description=_QDESC["bright_luma"])

@@ -143,7 +143,9 @@ def test_live_sensor_noise_is_not_a_frozen_picture():
         if diagnoser.last["luma_mean"] < 30:
             deltas.append(diagnoser.last["frame_delta"])
     assert faults == {"too_dark"}
-    assert min(deltas) > 3 * QualityConfig().frozen_delta, "night noise sits well above the frozen threshold"
+    # The flattest quarter of the samples against the still streak's first frame: night noise keeps it at
+    # 2.2 and more, re-quantizing one picture (tests/test_quality_faults.py) under 0.8; the threshold is 1.2.
+    assert min(deltas) > 1.5 * QualityConfig().frozen_delta, "night noise sits well above the frozen threshold"
 
 
 def test_a_picture_repeated_exactly_is_frozen_at_any_rate(street_clip):

@@ -771,6 +771,22 @@ return id
 """
 
 
+# ---- video-quality baselines (gateway/quality_store.py) ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QualityKeys:
+    """Keys of the video-quality baselines (gateway/quality_store.py), under one prefix ``{p}`` ("se" by default):
+
+    - ``{p}:qbase:{camera}``   string ``<source digest>|<baseline JSON>`` (analytics/quality.py Baseline), expiring:
+                               what the camera's lens showed uncovered, kept across restarts and moves between the
+                               tier's gateways; written by whichever gateway runs the camera, at most every few minutes
+    """
+
+    prefix: str = "se"
+
+    def baseline(self, camera_id: str) -> str:
+        return f"{self.prefix}:qbase:{camera_id}"
+
+
 # ---- gateways of one tier sharing its cameras (tiers/placement.py) -------------------------------------
 @dataclass(frozen=True, slots=True)
 class GatewayKeys:
