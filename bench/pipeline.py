@@ -651,7 +651,24 @@ class Trial:
             "lat_max_ms": 1000 * max(lat) if lat else None,
             "lat_n": len(lat), "starts_written": written,
             "events_dropped": events_dropped, "events_pending": events_pending,
+            **overhead(a, b, analysed, dt, split),
         }
+
+
+def overhead(a: dict, b: dict, analysed: int, dt: float, split: dict[str, float]) -> dict[str, float | None]:
+    """The issue's overhead budget: the gateway's CPU per analysed frame other than decoding and inference
+    (letterbox, ONNX Runtime, NMS), in core-ms and as a share of the machine; Redis's CPU apart."""
+    def detect_s(snap: dict) -> float | None:
+        # /healthz gives the mean detect CPU per analysed frame since start; times the frames analysed so far.
+        ms = ((snap.get("health") or {}).get("cpu_ms_per_frame") or {}).get("detect")
+        return ms * snap["analysed"] / 1000 if ms is not None else None
+    da, db = detect_s(a), detect_s(b)
+    if not analysed or da is None or db is None:
+        return {"infer_cpu_ms_frame": None, "overhead_ms_frame": None, "overhead_machine": None}
+    infer = (db - da) / analysed
+    rest = (b["cpu"] - a["cpu"]) / analysed - split.get("decode", 0.0) / analysed - infer
+    return {"infer_cpu_ms_frame": 1000 * infer, "overhead_ms_frame": 1000 * rest,
+            "overhead_machine": rest * analysed / dt / C.cores()}
 
 
 def add_limit(res: dict[str, Any], ceil: dict[str, Any] | None) -> None:
@@ -869,7 +886,8 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
                + ("" if all(v == args.repeats for v in done.values()) else f" (runs done per N: {done})"))
     header = ["N", "asked/s", "limit/s", "load", "analysed/s", "ratio", "an/asked", "fair", "skipped/s",
               "gw load", "gw over", "dec rt", "dropped", "infer/s", "infer/ceil", "det ms", "det busy", "events/s",
-              "CPU ms/frame", "demux", "decode", "analysis", "loop", "executor", "CPU busy", "machine busy", "redis ms/frame",
+              "CPU ms/frame", "demux", "decode", "analysis", "loop", "executor", "infer", "overhead", "overhead/machine",
+              "CPU busy", "machine busy", "redis ms/frame",
               "loop lag p95", "lat p50 ms", "lat p95 ms", "lat n"]
     rows = []
     for n, rs in sorted(by_n.items()):
@@ -888,6 +906,8 @@ def report(args: argparse.Namespace, ceil: dict[str, Any] | None, results: list[
             _f(m.get("cpu_demux_ms_frame"), 1), _f(m.get("cpu_decode_ms_frame"), 1),
             _f(m.get("cpu_analysis_ms_frame"), 1),
             _f(m.get("cpu_loop_ms_frame"), 1), _f(m.get("cpu_executor_ms_frame"), 1),
+            _f(m.get("infer_cpu_ms_frame"), 1), _f(m.get("overhead_ms_frame"), 1),
+            _f(100 * m["overhead_machine"], 0, "%") if m.get("overhead_machine") is not None else "-",
             _f(100 * m["cpu_busy"], 0, "%"), _f(100 * m["machine_busy"], 0, "%"),
             _f(m.get("redis_ms_frame"), 2), _f(m.get("lag_p95_ms"), 0, " ms"),
             _f(m.get("lat_p50_ms"), 0), _f(m.get("lat_p95_ms"), 0), _f(m.get("lat_n"), 0),
