@@ -11,7 +11,7 @@ from typing import Any
 
 import fastjsonschema
 
-EVENT_TYPES = ("detection", "motion", "quality", "status")
+EVENT_TYPES = ("detection", "motion", "quality", "status", "zone", "line")
 EVENT_SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "event.schema.json"  # the wire form's JSON Schema
 
 
@@ -64,11 +64,12 @@ class Event:
     score: float | None = None
     box: tuple[float, float, float, float] | None = None
     track_id: int | None = None
-    zone: str | None = None
+    zone: str | None = None  # zone and line events: the rule's name
+    direction: str | None = None  # line events: "in" (left of a -> b to its right, as seen) or "out"
     snapshot: str | None = None
     model: str | None = None
     media_ts: float | None = None
-    phase: str | None = None  # detection: start | update | end; motion/quality: start | end
+    phase: str | None = None  # detection: start | update | end; motion/quality: start | end; zone: enter | leave | loiter
     state: str | None = None  # status events: the camera's new state
     reason: str | None = None  # status/quality events: why (credentials already stripped)
     extra: dict[str, Any] = field(default_factory=dict)  # quality scores, resolution, ...

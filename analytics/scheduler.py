@@ -40,8 +40,14 @@ JOB_EMA = 0.05  # smoothing of the mean job time that capacity is estimated from
 SERVICE_TAU_S = 5.0  # time constant of the decaying count of analysed frames that fairness compares
 # Under overload each camera is told the rate it will get (its fair share), so its decoder can skip
 # what would only be superseded; the shares add up to this much more than was analysed, so frames
-# keep arriving a little faster than they are taken and any capacity that frees up is claimed.
-TARGET_HEADROOM = 1.1
+# keep arriving faster than they are taken and any capacity that frees up is claimed. Overloaded
+# cameras offer their frames in bursts at the head of each GOP, so the slots wait for frames unless
+# well more than the capacity is offered: at 24 cameras (bench.pipeline, 2-core machine, 2 runs each)
+# 1.1 gave 24-25 analysed frames/s with the detectors 62 % busy, 1.3 gave 29-30, 1.6 gave 24-27.
+TARGET_HEADROOM = 1.3
+# A frame that waited this long for a slot is dropped (counted as overload) instead of analysed: under
+# overload, capture to subscriber stays within a second (bench.pipeline at 24 cameras: p95 1.2 s without).
+STALE_S = 0.75
 TARGET_REFRESH_S = 1.0  # fair shares are worked out again this often
 SHARES_OFF_MARGIN = 1.1  # fair shares end when the capacity exceeds what is asked by this factor
 
@@ -104,6 +110,7 @@ class _Camera(Generic[T]):
     added_at: float
     pending: T | None = None
     waiting_since: float = 0.0  # when a frame of it began to wait (kept across supersedes): breaks ties
+    pending_at: float = 0.0  # when the frame waiting now was offered
     busy: bool = False
     service: float = 0.0  # analysed frames, decaying with SERVICE_TAU_S, as of service_at
     service_at: float = 0.0
@@ -202,7 +209,7 @@ class AnalysisScheduler(Generic[T]):
             self._superseded.add(now)
         else:
             cam.waiting_since = now
-        cam.pending = item
+        cam.pending, cam.pending_at = item, now
 
     @_locked
     def skipped(self, key: str, reason: SkipReason, n: int = 1) -> None:
@@ -227,6 +234,12 @@ class AnalysisScheduler(Generic[T]):
         best_key = (0.0, 0.0)
         for cam in self._cams.values():
             if not cam.ready:
+                continue
+            if now - cam.pending_at > STALE_S:
+                # Too old to be worth a slot: what it shows is history by the time it is published.
+                cam.pending = None
+                self._skip(cam, SkipReason.OVERLOAD, now)
+                self._superseded.add(now)
                 continue
             # Least recent service per weight first; equal service: the one waiting longest.
             key = (cam.service * math.exp((cam.service_at - now) / SERVICE_TAU_S) / cam.weight, cam.waiting_since)

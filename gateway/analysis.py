@@ -21,6 +21,7 @@ from analytics.events import Event, Origin, iso_ms
 from analytics.motion import MotionGate
 from analytics.pool import DEFAULT_NICE, DetectorPool, lower_thread_priority
 from analytics.quality import FAULTS, BaselineStore, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb
+from analytics.rules import Line, RuleEngine, RuleHit, Zone
 from analytics.scheduler import AnalysisScheduler
 from analytics.snapshot import render_snapshot
 from analytics.tracker import IouTracker
@@ -88,6 +89,15 @@ def _label_set(camera: Camera) -> frozenset[str] | None:
     return frozenset(camera.analytics.labels) if camera.analytics.labels else None
 
 
+def _rules(camera: Camera) -> RuleEngine:
+    """The camera's zones and lines as a rule engine, built once per settings change."""
+    a = camera.analytics
+    zones = [Zone(z.name, tuple(tuple(p) for p in z.polygon), frozenset(z.labels) if z.labels else None, z.loiter_s)
+             for z in a.zones]
+    lines = [Line(ln.name, tuple(ln.a), tuple(ln.b), frozenset(ln.labels) if ln.labels else None) for ln in a.lines]
+    return RuleEngine(zones, lines)  # type: ignore[arg-type]
+
+
 def _quality_config(camera: Camera) -> QualityConfig:
     """The diagnoser's thresholds from the camera's settings, built once per settings change."""
     q = camera.analytics.quality
@@ -134,6 +144,7 @@ class CameraAnalysis:
         # The occlusion baseline outlives restarts in the tier's Redis: restored now, saved now and then.
         self.quality = QualityDiagnoser(_quality_config(camera), sink.baselines(camera) if sink.baselines else None)
         self.quality_open: set[str] = set()  # faults whose start was published: only these get an end
+        self.rules = _rules(camera)
         self._labels = _label_set(camera)
         self.in_motion = False
         self.motion_frames = 0
@@ -153,9 +164,13 @@ class CameraAnalysis:
 
     def configure(self, camera: Camera) -> None:
         """Apply changed analysis settings (read by the next frame)."""
+        rules_changed = (camera.analytics.zones, camera.analytics.lines) != (self.camera.analytics.zones,
+                                                                             self.camera.analytics.lines)
         self.camera = camera
         self._labels = _label_set(camera)
         self.quality.config = _quality_config(camera)
+        if rules_changed:
+            self.rules = _rules(camera)  # read by the next frame; what was inside the old zones is forgotten
 
     # ---- a job -----------------------------------------------------------------------------------
     def plan(self, sample: Sample) -> _Plan:
@@ -208,6 +223,9 @@ class CameraAnalysis:
             if dets is not None:
                 self.last_detect = now
                 out += [self._track_event(u) for u in self.tracker.update(frame, list(dets))]
+                if not self.rules.empty:
+                    hits = self.rules.update(now, self.tracker.seen, self.tracker.ended)
+                    out += [self._rule_event(h, frame) for h in hits]
         else:
             out += self._motion_events(moving, frame)
         return FrameResult(frame, dets, tuple(out), t1 - t0, t2 - t1, t3 - t2, time.thread_time() - t3)
@@ -253,6 +271,7 @@ class CameraAnalysis:
         # Rendered off the loop: the ends of what was in view carry their best picture.
         def render() -> list[Outgoing]:
             out = [self._track_event(u) for u in self.tracker.flush(now)]
+            out += [self._rule_event(h, None) for h in self.rules.update(now, [], self.tracker.ended)]
             if self.in_motion:
                 self.in_motion = False
                 out.append(self._motion_event("end", None))
@@ -334,6 +353,20 @@ class CameraAnalysis:
             type="detection", camera_id=cam.id, node=cam.node, ts=iso_ms(u.frame.captured_at),
             origin=self.sink.origin, label=d.label, score=d.score, box=d.box, track_id=u.track_id,
             model=self.sink.model, media_ts=u.frame.media_ts, phase=_PHASE[u.kind],
+        ), snap)
+
+
+    def _rule_event(self, h: RuleHit, frame: Frame | None) -> Outgoing:
+        """A zone's enter/leave/loiter or a line's crossing; all but a leave carry a snapshot of who it was."""
+        tp = h.track
+        cam = self.camera
+        snap = None
+        if frame is not None and h.phase != "leave":
+            snap = self._snapshot(frame.image, tp.box, tp.label, tp.score)
+        return Outgoing(Event(
+            type=h.kind, camera_id=cam.id, node=cam.node, ts=iso_ms(frame.captured_at if frame else self.clock()),
+            origin=self.sink.origin, label=tp.label, score=tp.score, box=tp.box, track_id=tp.track_id, zone=h.rule,
+            phase=h.phase, direction=h.direction, model=self.sink.model, media_ts=frame.media_ts if frame else None,
         ), snap)
 
 

@@ -67,6 +67,7 @@ class EventFilter:
     camera: str | None = None
     types: frozenset[str] | None = None
     labels: frozenset[str] | None = None
+    zones: frozenset[str] | None = None  # zone and line events of these rules
     min_score: float | None = None
 
     def match(self, e: Event) -> bool:
@@ -78,6 +79,8 @@ class EventFilter:
         if self.types and e.type not in self.types:
             return False
         if self.labels and e.label not in self.labels:
+            return False
+        if self.zones and e.zone not in self.zones:
             return False
         # Scoreless events (status, motion) are not filtered out by a score threshold.
         if self.min_score is not None and e.score is not None and e.score < self.min_score:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from analytics.rules import MAX_POINTS, polygon_error
 from registry.ids import id_in_node_division, validate_camera_id
 from registry.urls import MAX_URL_LENGTH, SourceError, check_url, parse_source, redact_url, scrub
 from tiers.nodes import normalize_node
@@ -217,6 +219,79 @@ class QualityPatch(BaseModel):
         return value
 
 
+RuleName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_NO_CONTROL)]
+Coord = Annotated[float, Field(ge=0, le=1)]
+XY = tuple[Coord, Coord]
+Loiter = Annotated[float, Field(ge=1, le=86400)]
+MAX_RULES = 16  # zones and lines of one camera together
+MIN_LINE_LENGTH = 0.01  # a tripwire shorter than 1 % of the picture is a slip of the mouse, not a line
+
+_RDESC = {
+    "zones": f"areas (0..1 image coordinates) whose objects raise zone events: enter, leave, loiter; zones and lines "
+             f"together at most {MAX_RULES}, names unique",
+    "lines": "directed tripwires a -> b: an object's bottom centre crossing from the left of a -> b to its right, as "
+             "seen in the image, is \"in\", the other way \"out\"",
+    "rule_name": "the rule's name, carried in its events' `zone` field (1..64 characters)",
+    "polygon": f"simple polygon, 3..{MAX_POINTS} [x, y] points in 0..1 of the picture (x right, y down)",
+    "rule_labels": "detector labels the rule applies to; null: every label",
+    "loiter_s": "an object inside this long raises one loiter event per visit (1..86400 s); null: none",
+    "a": "start of the line, [x, y] in 0..1",
+    "b": "end of the line, [x, y] in 0..1",
+}
+
+
+class ZoneRule(BaseModel):
+    """An area of the picture: objects entering, leaving or loitering in it raise zone events."""
+
+    model_config = _CONFIG
+
+    name: RuleName = Field(description=_RDESC["rule_name"])
+    polygon: Annotated[list[XY], Field(min_length=3, max_length=MAX_POINTS)] = Field(description=_RDESC["polygon"])
+    labels: Labels | None = Field(None, description=_RDESC["rule_labels"])
+    loiter_s: Loiter | None = Field(None, description=_RDESC["loiter_s"])
+
+    _dedupe_labels = field_validator("labels")(_dedupe)
+
+    @field_validator("polygon")
+    @classmethod
+    def _simple(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if (why := polygon_error(value)) is not None:
+            raise ValueError(why)
+        return value
+
+
+class LineRule(BaseModel):
+    """A directed tripwire: objects crossing it raise line events with their direction."""
+
+    model_config = _CONFIG
+
+    name: RuleName = Field(description=_RDESC["rule_name"])
+    a: XY = Field(description=_RDESC["a"])
+    b: XY = Field(description=_RDESC["b"])
+    labels: Labels | None = Field(None, description=_RDESC["rule_labels"])
+
+    _dedupe_labels = field_validator("labels")(_dedupe)
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> "LineRule":
+        if math.dist(self.a, self.b) < MIN_LINE_LENGTH:
+            raise ValueError(f"a and b must be at least {MIN_LINE_LENGTH} apart")
+        return self
+
+
+Zones = Annotated[list[ZoneRule], Field(max_length=MAX_RULES)]
+Lines = Annotated[list[LineRule], Field(max_length=MAX_RULES)]
+
+
+def _check_rules(zones: list[ZoneRule], lines: list[LineRule]) -> None:
+    """At most MAX_RULES rules, and a name names one rule: its events carry it."""
+    if len(zones) + len(lines) > MAX_RULES:
+        raise ValueError(f"zones and lines: at most {MAX_RULES} rules in all, got {len(zones) + len(lines)}")
+    names = [r.name for r in (*zones, *lines)]
+    if dup := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"zones and lines: names must be unique, repeated: {', '.join(dup)}")
+
+
 class AnalyticsSettings(BaseModel):
     """How a camera's frames are analysed."""
 
@@ -228,11 +303,20 @@ class AnalyticsSettings(BaseModel):
     motion_threshold: Threshold | None = Field(None, description=_DESC["motion_threshold"])
     priority: Priority = Field("normal", description=_DESC["priority"])
     quality: QualitySettings = Field(default_factory=QualitySettings, description=_DESC["quality"])
+    zones: Zones = Field(default_factory=list, description=_RDESC["zones"])
+    lines: Lines = Field(default_factory=list, description=_RDESC["lines"])
 
     _dedupe_labels = field_validator("labels")(_dedupe)
 
+    @field_validator("lines")
+    @classmethod
+    def _rules(cls, lines: list[LineRule], info: ValidationInfo) -> list[LineRule]:
+        # After zones (fields validate in order): the error names analytics.lines.
+        _check_rules(info.data.get("zones") or [], lines)
+        return lines
 
-_ANALYTICS_NOT_NULL = ("fps", "min_score", "quality", "priority")  # labels and motion_threshold: null resets
+
+_ANALYTICS_NOT_NULL = ("fps", "min_score", "quality", "priority", "zones", "lines")  # labels, motion_threshold: null resets
 
 
 class AnalyticsPatch(BaseModel):
@@ -246,6 +330,8 @@ class AnalyticsPatch(BaseModel):
     motion_threshold: Threshold | None = Field(None, description=_DESC["motion_threshold"])
     priority: Priority | None = Field(None, description=_DESC["priority"])
     quality: QualityPatch | None = Field(None, description=_DESC["quality"] + "; only keys present change")
+    zones: Zones | None = Field(None, description=_RDESC["zones"] + "; the list given replaces the camera's")
+    lines: Lines | None = Field(None, description=_RDESC["lines"] + "; the list given replaces the camera's")
 
     _dedupe_labels = field_validator("labels")(_dedupe)
 

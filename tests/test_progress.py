@@ -84,7 +84,7 @@ async def test_cameras_import_shows_rows_done_on_stderr(redis_url, make_gateway,
         assert re.fullmatch(r"row 1  \d{20}", rows[0])
 
         js = tmp_path / "more.json"
-        js.write_text(json.dumps([{"name": f"j{i}", "node": "450102001", "url": f"rtsp://127.0.0.1/s",
+        js.write_text(json.dumps([{"name": f"j{i}", "node": "450102001", "url": "rtsp://127.0.0.1/s",
                                    "enabled": False} for i in range(1, 4)]))
         rc, out, err = await cli("cameras", "import", *conn, str(js))
         assert rc == 0, (out, err)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from analytics.scheduler import AnalysisScheduler, SkipReason
+from analytics.scheduler import TARGET_HEADROOM, AnalysisScheduler, SkipReason
 
 
 class Clock:
@@ -194,7 +194,7 @@ def test_under_overload_each_camera_is_told_its_fair_share():
     assert max(normal) == min(normal) < 5.0
     # The shares fill the capacity (slots / time a job holds one), with headroom so that freed
     # capacity is claimed.
-    assert sum(shares.values()) == pytest.approx(1.1 * 2 / 0.05, rel=0.02)
+    assert sum(shares.values()) == pytest.approx(TARGET_HEADROOM * 2 / 0.05, rel=0.02)
     # Held to a share below its rate, a camera is shed even when none of its frames was superseded
     # (its decoder no longer produces what would be): status, /metrics and the page say so.
     clock.t += 10.0  # past the window of superseded frames
@@ -252,3 +252,29 @@ def test_threads_taking_jobs_while_the_loop_offers_keep_every_frame_accounted():
     analysed = sum(sched.camera(k).analysed for k in cams)
     superseded = sum(sched.camera(k).skipped.get(SkipReason.OVERLOAD.value, 0) for k in cams)
     assert analysed + superseded == offered
+
+
+def test_a_frame_that_waited_too_long_is_dropped_not_analysed():
+    # Under overload a frame may wait for a slot; past STALE_S it is history by the time its events would
+    # be published, so it is counted as shed and the slot waits for a fresh frame.
+    from analytics.scheduler import STALE_S
+
+    clock = Clock()
+    sched = AnalysisScheduler(1, clock)
+    for k in ("a", "b"):
+        sched.add(k, 5.0)
+    sched.offer("b", "b1")
+    assert sched.take() == ("b", "b1")  # the only slot is busy now
+    sched.offer("a", "a1")
+    clock.t += STALE_S / 2
+    sched.slot_done(0.1)
+    sched.finish("b")
+    assert sched.take() == ("a", "a1")  # waited, but not too long
+    sched.offer("b", "b2")
+    clock.t += STALE_S + 0.01
+    sched.slot_done(0.1)
+    sched.finish("a")
+    assert sched.take() is None  # b2 waited too long: dropped, not analysed late
+    assert sched.camera("b").skipped == {SkipReason.OVERLOAD.value: 1}
+    sched.offer("b", "b3")
+    assert sched.take() == ("b", "b3")

@@ -40,6 +40,7 @@ def parse_filter(request: web.Request) -> EventFilter:
     if types and not types <= set(EVENT_TYPES):
         raise ApiError(400, f"type must be among {list(EVENT_TYPES)}")
     labels = parse_csv_set(q.getall("label", []))
+    zones = parse_csv_set(q.getall("zone", []))
     min_score = None
     if q.get("min_score"):
         try:
@@ -48,7 +49,7 @@ def parse_filter(request: web.Request) -> EventFilter:
             raise ApiError(400, "min_score must be a number") from None
         if not 0 <= min_score <= 1:
             raise ApiError(400, "min_score must be between 0 and 1")
-    return EventFilter(node=node, camera=camera, types=types, labels=labels, min_score=min_score)
+    return EventFilter(node=node, camera=camera, types=types, labels=labels, zones=zones, min_score=min_score)
 
 
 async def _resolve(request: web.Request, value: str, what: str, status: int = 400) -> str:

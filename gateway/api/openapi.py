@@ -396,6 +396,8 @@ def _paths() -> dict[str, Any]:
         _query("type", {"type": "array", "items": {"enum": list(EVENT_TYPES)}},
                "event types (repeat the parameter or separate by commas)", style="form", explode=True),
         _query("label", _CSV_LIST, "detection labels (repeat or separate by commas)", style="form", explode=True),
+        _query("zone", _CSV_LIST, "zone and line events of these rules, by name (repeat or separate by commas)",
+               style="form", explode=True),
         _query("min_score", {"type": "number", "minimum": 0, "maximum": 1},
                "lowest score; events without a score pass"),
     ]
