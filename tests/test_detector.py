@@ -137,7 +137,7 @@ def test_snapshot_renders(frames, yolox):
     d = yolox.detect(img)[0]
     jpg = render_snapshot(img, d.box, d.label, d.score)
     dec = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
-    assert dec.shape == (540, 960, 3)
+    assert dec.shape == (360, 640, 3)  # scaled down to render_snapshot's default width (events.snapshot_width)
     assert np.array_equal(img, before)  # the caller's frame is not drawn on
     thumb = cv2.imdecode(np.frombuffer(encode_jpeg(img, 320, 70), np.uint8), cv2.IMREAD_COLOR)
     assert thumb.shape == (180, 320, 3)

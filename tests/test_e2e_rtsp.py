@@ -53,7 +53,7 @@ async def test_rtsp_camera_detections_match_the_model(make_gateway, redis_url, r
 
     assert code == 200
     snap = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert snap is not None and snap.shape[1] == 960  # scaled-down 720p frame with the box drawn
+    assert snap is not None and snap.shape[1] == 640  # 720p scaled down to events.snapshot_width, box drawn
 
     assert status["codec"] == "h264" and (status["width"], status["height"]) == (1280, 720)
     validator = jsonschema.Draft202012Validator(event_schema())
