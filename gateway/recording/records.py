@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from analytics.events import iso_ms
 from registry.ids import CameraIdError, validate_camera_id
 from registry.urls import scrub
 
@@ -78,11 +78,6 @@ class GapReason(str, Enum):
     STOPPED = "stopped"  # the gateway stopped (cleanly) or the camera was removed
     GATEWAY_DOWN = "gateway_down"  # the gateway stopped without closing its segments (found at start-up)
     NO_RECORDING = "no_recording"  # a hole the index holds no reason for
-
-
-def iso_ms(ts: float) -> str:
-    """UTC ISO 8601 with milliseconds and a Z suffix."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_camera_id(camera_id: Any) -> str:
