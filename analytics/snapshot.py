@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+SNAPSHOT_WIDTH = 640  # event snapshots, by default (events.snapshot_width): each event pays for its JPEG
 MIN_WIDTH, MAX_WIDTH = 64, 1280  # widths of the pictures served: thumbnails, live views, cross-tier fetches
 BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on both road and sky
 TEXT_COLOUR = (0, 0, 0)
@@ -49,7 +50,7 @@ def render_snapshot(
     label: str | None = None,
     score: float | None = None,
     *,
-    max_width: int = 640,
+    max_width: int = SNAPSHOT_WIDTH,
     quality: int = 80,
 ) -> bytes:
     """JPEG of a frame with a normalised box and its "label score" caption drawn on it."""

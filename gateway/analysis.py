@@ -23,7 +23,7 @@ from analytics.pool import DEFAULT_NICE, DetectorPool, lower_thread_priority
 from analytics.quality import FAULTS, BaselineStore, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb
 from analytics.rules import Line, RuleEngine, RuleHit, Zone
 from analytics.scheduler import AnalysisScheduler
-from analytics.snapshot import render_snapshot
+from analytics.snapshot import SNAPSHOT_WIDTH, render_snapshot
 from analytics.tracker import IouTracker
 from analytics.types import Detection, Frame, Sample, TrackUpdate
 from gateway.events import EventLog
@@ -46,7 +46,7 @@ class EventSink:
     events: EventLog
     origin: Origin
     model: str | None
-    snapshot_width: int = 640  # event snapshots at most this wide (events.snapshot_width)
+    snapshot_width: int = SNAPSHOT_WIDTH  # event snapshots at most this wide (events.snapshot_width)
     # Where a camera's occlusion baseline outlives restarts (gateway/quality_store.py); None: nowhere.
     baselines: Callable[[Camera], BaselineStore | None] | None = None
 

@@ -215,7 +215,7 @@ def _events_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         e = settings.events
         log_ = EventLog(app[keys.REDIS], settings.node, retention=e.retention, snapshot_ttl_s=e.snapshot_ttl_s,
-                        snapshot_width=e.snapshot_width, buffer_size=e.buffer_size)
+                        buffer_size=e.buffer_size)
         hub = EventHub(log_, queue_size=e.subscriber_queue)
         app[keys.EVENTS] = log_
         app[keys.HUB] = hub
@@ -246,7 +246,8 @@ def _supervisor_ctx(settings: Settings):
         app[keys.STORE] = store
         run_ctx = RunContext(node=settings.node, gateway_id=settings.gateway_id, ingest=settings.ingest,
                              media_dirs=tuple(p.resolve() for p in settings.media_dirs), events=app[keys.EVENTS],
-                             decoders=app[keys.DECODERS], analysis=app[keys.ANALYSIS])
+                             decoders=app[keys.DECODERS], analysis=app[keys.ANALYSIS],
+                             snapshot_width=settings.events.snapshot_width)
         sup = StreamSupervisor(run_ctx)
         app[keys.SUPERVISOR] = sup
         try:

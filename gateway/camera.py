@@ -20,6 +20,7 @@ from pathlib import Path
 
 from analytics.events import Event, Origin, iso_ms
 from analytics.scheduler import SkipReason
+from analytics.snapshot import SNAPSHOT_WIDTH
 from analytics.types import Detection, Frame, Sample
 from gateway.analysis import AnalysisRunner, CameraAnalysis, EventSink
 from gateway.backoff import Backoff
@@ -55,6 +56,7 @@ class RunContext:
     events: EventLog
     decoders: DecodePool
     analysis: AnalysisRunner
+    snapshot_width: int = SNAPSHOT_WIDTH  # events.snapshot_width
     clock: Callable[[], float] = time.time
 
     @property
@@ -148,7 +150,7 @@ class CameraWorker:
         self.frames_in = 0
         self._rate_in = _Rate()
         self.analysis = CameraAnalysis(camera, EventSink(
-            ctx.events, ctx.origin, ctx.model, snapshot_width=ctx.events.snapshot_width,
+            ctx.events, ctx.origin, ctx.model, snapshot_width=ctx.snapshot_width,
             baselines=functools.partial(baseline_store, events=ctx.events)), ctx.ingest.max_width,
                                        clock=ctx.clock, stages=ctx.analysis.stages)
         self._demuxer: Demuxer | None = None

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from analytics.events import EVENT_TYPES
+from analytics.snapshot import SNAPSHOT_WIDTH
 from tiers.connect import SENTINEL_SCHEMES, check_redis_url, is_sentinel_url, same_deployment
 from tiers.nodes import NodeCodeError, normalize_node
 
@@ -59,7 +60,7 @@ class EventsConfig(_Section):
 
     retention: int = Field(100_000, ge=100, le=10_000_000, description="events kept in the Redis stream (approx.)")
     snapshot_ttl_s: int = Field(7 * 86400, ge=60, le=365 * 86400, description="how long snapshots are kept")
-    snapshot_width: int = Field(640, ge=160, le=1920, description=(
+    snapshot_width: int = Field(SNAPSHOT_WIDTH, ge=160, le=1920, description=(
         "event snapshots wider than this are scaled down (on a 720p camera a 960-wide JPEG costs 2.5x the CPU "
         "of a 640-wide one, paid for every event)"))
     buffer_size: int = Field(10_000, ge=100, le=1_000_000, description="events held in memory while Redis is away")

@@ -113,8 +113,7 @@ class EventLog(Outbox[_Pending]):
     what = "events"
 
     def __init__(self, redis: aioredis.Redis, node: str, *, prefix: str = "se", retention: int = 100_000,
-                 snapshot_ttl_s: int = 7 * 86400, snapshot_width: int = 640, buffer_size: int = 10_000,
-                 batch: int = 256) -> None:
+                 snapshot_ttl_s: int = 7 * 86400, buffer_size: int = 10_000, batch: int = 256) -> None:
         super().__init__(buffer_size=buffer_size, batch=batch)
         self.redis = redis
         self.node = node
@@ -123,7 +122,6 @@ class EventLog(Outbox[_Pending]):
         self.prefix = prefix
         self.retention = retention
         self.snapshot_ttl_s = snapshot_ttl_s
-        self.snapshot_width = snapshot_width  # analysis renders event snapshots at most this wide
         # (node, type, label or "") -> events written: /metrics reports them within the scraper's jurisdiction.
         self.written_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._script = redis.register_script(EVENT_APPEND)

@@ -370,16 +370,22 @@ class CameraRecorder:
                 return
             if not self._start_segment(pts, dts, t, arrival):
                 return
-        elif rotate:
+        elif not self._carry_on(pts, dts, t, key, arrival, rotate):
+            return
+        self._write(packet, pts, dts, duration, t, arrival)
+
+    def _carry_on(self, pts: int, dts: int, t: float, key: bool, arrival: float, rotate: bool) -> bool:
+        """Whether the open segment takes this packet: a new segment at a key frame when one is due, and
+        after a drop nothing until the next key frame."""
+        if rotate:
             self._end_segment(None, None)
-            if not self._start_segment(pts, dts, t, arrival):
-                return
-        elif self._need_key:
+            return self._start_segment(pts, dts, t, arrival)
+        if self._need_key:
             if not key:
                 self.waited_key += 1
-                return
+                return False
             self._need_key = False
-        self._write(packet, pts, dts, duration, t, arrival)
+        return True
 
     # -- events mode --
     def _windows(self, t: float) -> list[tuple[float, float]]:
@@ -407,16 +413,8 @@ class CameraRecorder:
             # Decided on decode time: every frame shown up to the hold has dts <= pts <= hold.
             hold = max((until for frm, until in windows if frm <= t_dts), default=None)
             if hold is not None and t_dts <= hold:
-                if rotate:
-                    self._end_segment(None, None)
-                    if not self._start_segment(pts, dts, t, arrival):
-                        return
-                elif self._need_key:
-                    if not key:
-                        self.waited_key += 1
-                        return
-                    self._need_key = False
-                self._write(packet, pts, dts, duration, t, arrival)
+                if self._carry_on(pts, dts, t, key, arrival, rotate):
+                    self._write(packet, pts, dts, duration, t, arrival)
                 return
             self._end_segment(GapReason.NO_EVENT, None)  # post_s has passed since the last event
         # Standby: into the ring, which always starts at a key frame.
