@@ -132,11 +132,12 @@ class Thumbs:
     probe: np.ndarray  # green channel sampled without averaging from the full frame (frozen)
 
     @classmethod
-    def of(cls, image: np.ndarray) -> "Thumbs":
-        """Shrink a BGR frame once: area averaging to 320 and 160 wide, plus a strided probe."""
+    def of(cls, image: np.ndarray, small: np.ndarray | None = None) -> "Thumbs":
+        """Shrink a BGR frame once: area averaging to 320 and 160 wide (unless `small` is given), plus a strided probe."""
         h, w = image.shape[:2]
         fine_bgr = _shrink(image, FINE_WIDTH)
-        small = _shrink(fine_bgr, SMALL_WIDTH)
+        if small is None:
+            small = _shrink(fine_bgr, SMALL_WIDTH)
         step = max(1, w // PROBE_WIDTH)
         # Strided, not averaged: averaging 4x4 pixels would divide a live sensor's noise by four.
         probe = np.ascontiguousarray(image[::step, ::step, 1])

@@ -305,6 +305,14 @@ class AnalysisScheduler(Generic[T]):
         return self._targets.get(key, cam.fps)
 
     @_locked
+    def share(self, key: str) -> float:
+        """The part of its asked rate this camera is analysed at: 1.0, or less when held to a fair share."""
+        cam = self._cams.get(key)
+        if cam is None or cam.fps <= 0:
+            return 1.0
+        return min(1.0, self.target(key) / cam.fps)
+
+    @_locked
     def fulfilment(self) -> float | None:
         """Under fair shares: the analysed rate over the sum of the shares (1.0 when every camera gets its
         share), else None. A camera is short of its share through a collision only when it gets clearly less

@@ -11,7 +11,8 @@ BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on both road and sky
 TEXT_COLOUR = (0, 0, 0)
 
 
-def _fit(image: np.ndarray, max_width: int) -> np.ndarray:
+def fit(image: np.ndarray, max_width: int) -> np.ndarray:
+    """The image scaled down to max_width (never up); the image itself when it already fits."""
     h, w = image.shape[:2]
     if max_width <= 0 or w <= max_width:
         return image
@@ -38,7 +39,7 @@ def draw_box(img: np.ndarray, box: tuple[float, float, float, float], text: str,
 
 def encode_jpeg(image: np.ndarray, max_width: int = 640, quality: int = 75) -> bytes:
     """Scale a BGR image down to max_width (never up) and encode it as JPEG."""
-    ok, buf = cv2.imencode(".jpg", _fit(image, max_width), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(".jpg", fit(image, max_width), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}")
     return buf.tobytes()
@@ -54,7 +55,7 @@ def render_snapshot(
     quality: int = 80,
 ) -> bytes:
     """JPEG of a frame with a normalised box and its "label score" caption drawn on it."""
-    img = _fit(image_bgr, max_width)
+    img = fit(image_bgr, max_width)
     if img is image_bgr:
         img = image_bgr.copy()  # never draw on the caller's frame: the tracker may still hold it
     h, w = img.shape[:2]

@@ -18,6 +18,10 @@ class Picture(Protocol):
         """BGR pixels, scaled down to max_width (never up)."""
         ...
 
+    def thumb(self, width: int) -> np.ndarray | None:
+        """A small BGR thumbnail `width` wide made from the decoder's pixels, or None (made from to_bgr's)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:

@@ -657,7 +657,8 @@ class Trial:
 
 def overhead(a: dict, b: dict, analysed: int, dt: float, split: dict[str, float]) -> dict[str, float | None]:
     """The issue's overhead budget: the gateway's CPU per analysed frame other than decoding and inference
-    (letterbox, ONNX Runtime, NMS), in core-ms and as a share of the machine; Redis's CPU apart."""
+    (letterbox, ONNX Runtime, NMS), in core-ms and as a share of the machine; Redis's CPU apart. Decoding is
+    what the decode ceiling measures, reading the stream (demux threads) included."""
     def detect_s(snap: dict) -> float | None:
         # /healthz gives the mean detect CPU per analysed frame since start; times the frames analysed so far.
         ms = ((snap.get("health") or {}).get("cpu_ms_per_frame") or {}).get("detect")
@@ -666,7 +667,7 @@ def overhead(a: dict, b: dict, analysed: int, dt: float, split: dict[str, float]
     if not analysed or da is None or db is None:
         return {"infer_cpu_ms_frame": None, "overhead_ms_frame": None, "overhead_machine": None}
     infer = (db - da) / analysed
-    rest = (b["cpu"] - a["cpu"]) / analysed - split.get("decode", 0.0) / analysed - infer
+    rest = (b["cpu"] - a["cpu"] - split.get("decode", 0.0) - split.get("demux", 0.0)) / analysed - infer
     return {"infer_cpu_ms_frame": 1000 * infer, "overhead_ms_frame": 1000 * rest,
             "overhead_machine": rest * analysed / dt / C.cores()}
 

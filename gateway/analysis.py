@@ -16,14 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from analytics.detector import Detector
 from analytics.events import Event, Origin, iso_ms
 from analytics.motion import MotionGate
 from analytics.pool import DEFAULT_NICE, DetectorPool, lower_thread_priority
-from analytics.quality import FAULTS, BaselineStore, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb
+from analytics.quality import (
+    FAULTS, SMALL_WIDTH, BaselineStore, QualityChange, QualityConfig, QualityDiagnoser, Thumbs, small_thumb,
+)
 from analytics.rules import Line, RuleEngine, RuleHit, Zone
 from analytics.scheduler import AnalysisScheduler
-from analytics.snapshot import SNAPSHOT_WIDTH, render_snapshot
+from analytics.snapshot import SNAPSHOT_WIDTH, fit, render_snapshot
 from analytics.tracker import IouTracker
 from analytics.types import Detection, Frame, Sample, TrackUpdate
 from gateway.events import EventLog
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _PHASE = {"appear": "start", "update": "update", "leave": "end"}
 PERIODIC_LOOK_S = 10.0  # with the motion gate shut and nothing tracked, still look this often
+DIAGNOSIS_STRETCH_MAX = 2.0  # under overload quality checks run at most this much less often than asked
 MOTION_END_S = 3.0  # no motion for this long ends a motion event (no-model mode)
 MOTION_START_FRAMES = 2  # frames in a row with motion start one
 IDLE_MARGIN_S = 0.5  # no analysed frame for the tracker's max age plus this: objects in view are gone
@@ -159,6 +164,7 @@ class CameraAnalysis:
         self.latest_detections: tuple[Detection, ...] = ()
         self.frames_analyzed = 0
         self._track_snaps: dict[int, tuple[Detection, bytes]] = {}  # open track -> its last snapshot and what it shows
+        self._scaled: tuple[np.ndarray, int, np.ndarray] | None = None  # (frame, width, it scaled): within a job
         self.detections_run = 0
         self.inference_s = 0.0
 
@@ -173,11 +179,15 @@ class CameraAnalysis:
             self.rules = _rules(camera)  # read by the next frame; what was inside the old zones is forgotten
 
     # ---- a job -----------------------------------------------------------------------------------
-    def plan(self, sample: Sample) -> _Plan:
-        """Decide on the loop what the heavy part does with this frame."""
+    def plan(self, sample: Sample, share: float = 1.0) -> _Plan:
+        """Decide what the heavy part does with this frame (share: of its asked rate the camera is analysed at)."""
         a = self.camera.analytics
         now = sample.captured_at
-        diagnose = a.quality.enabled and now - self.last_diagnosed >= a.quality.interval_s
+        # Shed alongside the analysis: a camera held to half its rate is diagnosed half as often (up to
+        # DIAGNOSIS_STRETCH_MAX times its interval). Diagnosis is a cost per camera-second, not per frame:
+        # at 24 overloaded cameras it was a quarter of the overhead per analysed frame (bench.pipeline).
+        interval = a.quality.interval_s * min(DIAGNOSIS_STRETCH_MAX, 1.0 / max(share, 1e-3))
+        diagnose = a.quality.enabled and now - self.last_diagnosed >= interval
         if diagnose:
             self.last_diagnosed = now
         return _Plan(
@@ -195,12 +205,13 @@ class CameraAnalysis:
         frame = Frame(sample.camera_id, image, sample.captured_at, sample.media_ts, sample.seq)
         t1 = time.thread_time()
         changes: list[QualityChange] = []
+        small = sample.picture.thumb(SMALL_WIDTH)  # None: made from the converted frame
         if plan.diagnose:
             # Thumbnails made once serve the quality checks and the motion gate alike.
-            thumbs = Thumbs.of(image)
+            thumbs = Thumbs.of(image, small)
             changes = self.quality.update(thumbs, frame.captured_at)
             small = thumbs.small
-        else:
+        elif small is None:
             small = small_thumb(image)
         if plan.motion_threshold is not None:
             self.gate.threshold = plan.motion_threshold
@@ -228,6 +239,7 @@ class CameraAnalysis:
                     out += [self._rule_event(h, frame) for h in hits]
         else:
             out += self._motion_events(moving, frame)
+        self._scaled = None  # the job's frames are published; the scaled copy is not kept beside them
         return FrameResult(frame, dets, tuple(out), t1 - t0, t2 - t1, t3 - t2, time.thread_time() - t3)
 
     def apply(self, r: FrameResult) -> None:
@@ -288,11 +300,16 @@ class CameraAnalysis:
         return tuple(f for f in FAULTS if f in self.quality_open)
 
     # ---- events (made on the worker thread, published by the loop) ---------------------------------
-    def _snapshot(self, *args) -> bytes:
-        # Rendered only for an event about to be published, at most events.snapshot_width wide.
+    def _snapshot(self, image: np.ndarray, *args) -> bytes:
+        # Rendered only for an event about to be published, at most events.snapshot_width wide. The frame is
+        # scaled once for all the events it raises (scaling a 720p frame costs as much as encoding the result).
         t0 = time.thread_time()
         try:
-            return render_snapshot(*args, max_width=self.sink.snapshot_width)
+            width = self.sink.snapshot_width
+            scaled = self._scaled
+            if scaled is None or scaled[0] is not image or scaled[1] != width:
+                scaled = self._scaled = (image, width, fit(image, width))
+            return render_snapshot(scaled[2], *args, max_width=width)
         finally:
             self.stages.snapshot_s += time.thread_time() - t0
             self.stages.snapshots += 1
@@ -477,7 +494,7 @@ class AnalysisRunner:
                 return
 
     def _heavy(self, analysis: CameraAnalysis, sample: Sample) -> FrameResult:
-        plan = analysis.plan(sample)
+        plan = analysis.plan(sample, self.scheduler.share(analysis.camera.id))
         if self.pool is None:
             return analysis.work(sample, plan, None)
         with self.pool.session() as det:

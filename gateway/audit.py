@@ -5,7 +5,7 @@ Stream ``{p}:audit``: one entry per action, field ``a`` = the entry's JSON. An e
 bridge forwards entries up the tree; a forwarded entry carries its original ``id`` in its JSON and
 keeps it. Recording never waits on Redis and never fails a request: entries go to a bounded
 in-memory outbox that a named background task writes, idempotently, as EventLog does.
-Key names and the append script: tiers/contract.py (AuditKeys, AUDIT_APPEND).
+Key names and the append script: tiers/contract.py (AuditKeys, AUDIT_APPEND run as AUDIT_SCRIPTS).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gateway.outbox import Outbox
 from gateway.streams import scan_newest
 from registry.urls import scrub
 from tiers.access import Principal
-from tiers.contract import AUDIT_APPEND, AuditKeys
+from tiers.contract import AUDIT_SCRIPTS, AuditKeys
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,6 @@ class AuditLog(Outbox[_Pending]):
         self.view_window_s = view_window_s
         self.views_coalesced = 0  # views not recorded: the same token saw the same camera within the window
         self._views: collections.OrderedDict[tuple[str, str, str], float] = collections.OrderedDict()
-        self._script = redis.register_script(AUDIT_APPEND)
 
     # ---- recording -----------------------------------------------------------------------------
     def record(self, principal: Principal, action: str, target: str, node: str, remote: str | None,
@@ -203,11 +202,11 @@ class AuditLog(Outbox[_Pending]):
         return request.remote
 
     async def _write(self, batch: list[_Pending]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        def queue(pipe) -> None:
             for p in batch:
-                await self._script(keys=[self.stream, self.keys.token(p.token)],
-                                   args=[self.retention, p.entry.to_json()], client=pipe)
-            await pipe.execute()
+                AUDIT_SCRIPTS.call(pipe, "append", keys=[self.stream, self.keys.token(p.token)],
+                                   args=[self.retention, p.entry.to_json()])
+        await AUDIT_SCRIPTS.run(self.redis, queue)  # by SHA: no SCRIPT EXISTS round trip per batch
 
     # ---- reading -------------------------------------------------------------------------------
     def decode(self, entry_id: str | bytes, fields: dict) -> tuple[str, AuditEntry]:

@@ -1,6 +1,6 @@
 """Event log in a Redis stream: a buffered, idempotent writer, history queries and a live fan-out hub.
 
-Key names and the append script: tiers/contract.py (EventKeys, EVENT_APPEND).
+Key names and the append script: tiers/contract.py (EventKeys, EVENT_APPEND run as EVENT_SCRIPTS).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import json
 import logging
 import random
 import re
-import uuid
+import itertools
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -24,7 +25,7 @@ from gateway.outbox import Outbox
 from gateway.streams import MAX_ENTRY_ID, StreamIdError, parse_entry_id, scan_newest
 from tiers.catalog import EVCOUNT_TTL_S, event_minute
 from tiers.connect import replica_wait
-from tiers.contract import EVENT_APPEND, EventKeys, GatewayKeys, evcount_field
+from tiers.contract import EVENT_SCRIPTS, EventKeys, GatewayKeys, evcount_field
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,19 @@ class StoredEvent:
 NOT_HELD = "-"  # the lease token of an event whose camera does not run here: Redis refuses it (no lease matches)
 
 
+# A write token per event (EVENT_APPEND keeps it a day, so that a retried batch is not written twice): unique
+# across gateways and restarts by a random prefix drawn at start, then a counter. uuid4 per event read the
+# kernel's random source each time, the event loop's largest single cost per event (py-spy, 24 cameras).
+_TOKEN_PREFIX = secrets.token_hex(8)
+_TOKEN_SEQ = itertools.count()
+
+
 @dataclass(slots=True)
 class _Pending:
     event: Event
     snapshot: bytes | None
     lease: str = ""  # the camera's lease token when it was published ('' = unfenced)
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=lambda: f"{_TOKEN_PREFIX}{next(_TOKEN_SEQ)}")
 
 
 class EventLog(Outbox[_Pending]):
@@ -124,7 +132,6 @@ class EventLog(Outbox[_Pending]):
         self.snapshot_ttl_s = snapshot_ttl_s
         # (node, type, label or "") -> events written: /metrics reports them within the scraper's jurisdiction.
         self.written_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self._script = redis.register_script(EVENT_APPEND)
         # Camera id -> the lease token its events go under ('' unfenced, NOT_HELD refused; gateway/placement.py).
         self.lease_of: Callable[[str], str] | None = None
         self.gateways = GatewayKeys(prefix)
@@ -142,32 +149,36 @@ class EventLog(Outbox[_Pending]):
         self._enqueue(_Pending(event, snapshot, lease))
 
     async def _write(self, batch: list[_Pending]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        wait = self._replica_wait
+        retry = self._unconfirmed
+
+        def queue(pipe) -> None:
             for p in batch:
                 e = p.event
                 minute = event_minute(e.ts)
-                await self._script(
-                    keys=[self.stream, self.keys.token(p.token), self.keys.count(minute or 0),
-                          self.gateways.lease(e.camera_id), self.gateways.fences],
-                    args=[self.retention, e.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
-                          self.keys.snap_prefix, evcount_field(e.node, e.type, e.label) if minute else "",
-                          EVCOUNT_TTL_S, p.lease, e.camera_id],
-                    client=pipe,
-                )
-            wait = self._replica_wait
+                EVENT_SCRIPTS.call(pipe, "append", keys=[self.stream, self.keys.token(p.token),
+                                                         self.keys.count(minute or 0),
+                                                         self.gateways.lease(e.camera_id), self.gateways.fences],
+                                   args=[self.retention, e.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
+                                         self.keys.snap_prefix,
+                                         evcount_field(e.node, e.type, e.label) if minute else "",
+                                         EVCOUNT_TTL_S, p.lease, e.camera_id])
             if wait is not None:
-                if self._unconfirmed:
+                if retry:
                     # A retry: its scripts may find their tokens and write nothing, and WAIT counts only what
                     # this connection wrote. Touching the tokens is a write that makes the WAIT cover whatever
                     # an earlier attempt (maybe on another connection) wrote of this batch.
                     for p in batch:
                         pipe.expire(self.keys.token(p.token), TOKEN_TTL_S)
                 wait.queue(pipe)
-            self._unconfirmed = True
-            results = await pipe.execute()
-            if wait is not None:
-                wait.check(results[-1])  # NotReplicated (a RedisError): kept, and written again
-            self._unconfirmed = False
+
+        self._unconfirmed = True
+        # By SHA, loaded again only on NOSCRIPT: redis-py's own script objects ask SCRIPT EXISTS before every
+        # pipeline, a second round trip per batch (a sixth of the event loop's time at 24 cameras, py-spy).
+        results = await EVENT_SCRIPTS.run(self.redis, queue)
+        if wait is not None:
+            wait.check(results[-1])  # NotReplicated (a RedisError): kept, and written again
+        self._unconfirmed = False
         for p, r in zip(batch, results):
             if r == 0:
                 p.lease = NOT_HELD  # refused for good: not counted as written

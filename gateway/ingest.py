@@ -131,16 +131,30 @@ class AvPicture:
             self._bgr = (max_width, image)
             return image
 
+    def thumb(self, width: int) -> np.ndarray:
+        """A small BGR thumbnail (area-averaged) straight from the decoder's pixels: the motion gate's input.
+
+        One swscale call from YUV costs 0.25 core-ms against 0.56 for shrinking the converted frame in three
+        halvings (720p to 160 wide); its own context per thread, since a context reused at another size is
+        rebuilt each time.
+        """
+        with self._lock:
+            f = self._frame
+            h = max(2, round(f.height * width / f.width))
+            return _reformatter("thumb").reformat(f, width=width, height=h, format="bgr24", interpolation="AREA",
+                                                  threads=1).to_ndarray()
+
 
 _local = threading.local()
 SWS_THREADS = 2  # per swscale context (bench: 0.6 core-ms per 720p frame; 1 thread: 2.4-4.9)
 
 
-def _reformatter() -> VideoReformatter:
-    """This thread's swscale context holder."""
-    r = getattr(_local, "reformatter", None)
+def _reformatter(use: str = "bgr") -> VideoReformatter:
+    """This thread's swscale context holder for one use (each keeps its own size)."""
+    r = getattr(_local, use, None)
     if r is None:
-        r = _local.reformatter = VideoReformatter()
+        r = VideoReformatter()
+        setattr(_local, use, r)
     return r
 
 

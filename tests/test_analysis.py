@@ -26,6 +26,9 @@ class ArrayPicture:
     def to_bgr(self, max_width: int) -> np.ndarray:
         return self.image
 
+    def thumb(self, width: int) -> None:
+        return None  # the analysis shrinks the BGR image itself
+
 
 class Recorder:
     """Stands where the tier's EventLog stands: keeps what the analysis publishes, in order."""

@@ -735,6 +735,7 @@ if ARGV[6] ~= '' then
 end
 return id
 """
+EVENT_SCRIPTS = Scripts(append=EVENT_APPEND)
 
 
 # ---- the audit trail (gateway/audit.py) -----------------------------------------------------------------
@@ -769,6 +770,7 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', ARGV[2]
 redis.call('SET', KEYS[2], id, 'EX', 86400)
 return id
 """
+AUDIT_SCRIPTS = Scripts(append=AUDIT_APPEND)
 
 
 # ---- video-quality baselines (gateway/quality_store.py) ------------------------------------------------
