@@ -30,7 +30,7 @@ from analytics.events import iso_ms
 from tiers.contract import CountKeys
 from tiers.nodes import NodeCodeError, normalize_node, parent_of
 
-__all__ = ["COUNTS_TTL_S", "MAX_WINDOW_S", "MAX_BUCKETS", "BUCKET_MIN_S", "BUCKET_MAX_S", "RULE_TYPES",
+__all__ = ["COUNTS_TTL_S", "MAX_WINDOW_S", "MAX_BUCKETS", "BUCKET_MIN_S", "BUCKET_MAX_S", "MINUTE_S", "RULE_TYPES",
            "Window", "window", "count_spec", "camera_counts", "node_counts", "occupancy_now"]
 
 RULE_TYPES = frozenset({"zone", "line"})
