@@ -21,6 +21,7 @@ from gateway import web as web_ui
 from gateway.api import audit as audit_api
 from gateway.api import bridge as bridge_api
 from gateway.api import children as children_api
+from gateway.api import counts as counts_api
 from gateway.api import gateways as gateways_api
 from gateway.api import cameras, events, live, metrics, nodes, openapi
 from gateway.api import tokens as tokens_api
@@ -473,6 +474,7 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     app.router.add_routes(children_api.routes)
     app.router.add_routes(gateways_api.routes)
     app.router.add_routes(nodes.routes)
+    app.router.add_routes(counts_api.routes)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_routes(tokens_api.routes)
     app.router.add_routes(audit_api.routes)

@@ -26,10 +26,12 @@ from gateway.streams import MAX_ENTRY_ID, StreamIdError, parse_entry_id, scan_ne
 from tiers.catalog import EVCOUNT_TTL_S, event_minute
 from tiers.connect import replica_wait
 from tiers.contract import EVENT_SCRIPTS, EventKeys, GatewayKeys, evcount_field
+from tiers.counts import RULE_TYPES, count_spec
 
 log = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 86400  # how long EVENT_APPEND keeps a batch token (its SET ... EX)
+MAX_RULE_SERIES = 10_000  # (camera, rule, direction or phase, label) series /metrics keeps; past it only counted
 
 
 class EventIdError(ValueError):
@@ -132,6 +134,10 @@ class EventLog(Outbox[_Pending]):
         self.snapshot_ttl_s = snapshot_ttl_s
         # (node, type, label or "") -> events written: /metrics reports them within the scraper's jurisdiction.
         self.written_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        # (node, camera, type, rule, direction or phase, label) -> zone and line events written, for /metrics;
+        # at most MAX_RULE_SERIES series (labels are the model's classes, rules 16 a camera: bounded already).
+        self.rule_written: collections.Counter[tuple[str, str, str, str, str, str]] = collections.Counter()
+        self.rule_series_dropped = 0  # zone and line events not kept in rule_written: the series bound was reached
         # Camera id -> the lease token its events go under ('' unfenced, NOT_HELD refused; gateway/placement.py).
         self.lease_of: Callable[[str], str] | None = None
         self.gateways = GatewayKeys(prefix)
@@ -162,7 +168,8 @@ class EventLog(Outbox[_Pending]):
                                    args=[self.retention, e.to_json(), p.snapshot or b"", self.snapshot_ttl_s,
                                          self.keys.snap_prefix,
                                          evcount_field(e.node, e.type, e.label) if minute else "",
-                                         EVCOUNT_TTL_S, p.lease, e.camera_id])
+                                         EVCOUNT_TTL_S, p.lease, e.camera_id,
+                                         count_spec(e.to_dict(), self.prefix) if e.type in RULE_TYPES else ""])
             if wait is not None:
                 if retry:
                     # A retry: its scripts may find their tokens and write nothing, and WAIT counts only what
@@ -192,7 +199,14 @@ class EventLog(Outbox[_Pending]):
             if p.lease == NOT_HELD:
                 self.written -= 1  # refused (fenced), not written
             else:
-                self.written_by[(p.event.node, p.event.type, p.event.label or "")] += 1
+                e = p.event
+                self.written_by[(e.node, e.type, e.label or "")] += 1
+                if e.type in RULE_TYPES:
+                    series = (e.node, e.camera_id, e.type, e.zone or "", e.direction or e.phase or "", e.label or "")
+                    if series in self.rule_written or len(self.rule_written) < MAX_RULE_SERIES:
+                        self.rule_written[series] += 1
+                    else:
+                        self.rule_series_dropped += 1
 
     # ---- reading -------------------------------------------------------------------------------
     def decode(self, entry_id: str | bytes, fields: dict) -> StoredEvent:

@@ -136,6 +136,77 @@ def evcount_field(node: str, type_: str, label: str | None) -> str:
     return f"{node}|{type_}|{label or ''}"
 
 
+# ---- rule counts (tiers/counts.py) --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CountKeys:
+    """Keys of the zone and line counts (tiers/counts.py), under one prefix ``{p}`` ("se" by default).
+
+    Written where a zone or line event is appended (EVENT_APPEND) and again at each upper tier's intake
+    (_EVENT_FORWARD), in the same script as the event, so a retried or duplicate event is never counted twice:
+
+    - ``{p}:rc:{camera}:{minute}``   hash, one camera's counts in one Unix minute; fields are JSON arrays:
+                                     ``["L", line, direction, label]`` crossings, ``["Z", zone, phase, label]``
+                                     zone events, ``["O", zone]`` occupancy after the minute's last change,
+                                     ``["M", zone]`` its highest in the minute, ``["P", zone]`` before its first
+    - ``{p}:rn:{node}:{minute}``     hash, the same summed over a node's subtree (one per ancestor of the
+                                     camera's node): ``["L", direction, label]``, ``["Z", phase, label]``
+    - ``{p}:occ:{camera}:{zone}``    sorted set, who is in a zone now: ``{origin node}|{gateway}|{track}`` scored
+                                     by when it entered (ms); one whose leave was lost drops out after a while
+    - ``{p}:occlast:{camera}``       hash zone -> ``{minute}|{occupancy}``: the zone's last change
+    Every key expires COUNTS_TTL_S after its last write (tiers/counts.py).
+    """
+
+    prefix: str = "se"
+
+    def camera(self, camera_id: str, minute: int) -> str:
+        return f"{self.prefix}:rc:{camera_id}:{minute}"
+
+    def node(self, node: str, minute: int) -> str:
+        return f"{self.prefix}:rn:{node}:{minute}"
+
+    def occupants(self, camera_id: str, zone: str) -> str:
+        return f"{self.prefix}:occ:{camera_id}:{zone}"
+
+    def last_change(self, camera_id: str) -> str:
+        return f"{self.prefix}:occlast:{camera_id}"
+
+
+# Counting a zone or line event, inside the script that writes it (only when it is written). The keys are
+# computed by tiers/counts.py count_spec and passed in one JSON argument (derived keys, as CAMERA_LIST: fine
+# on a standalone Redis, the deployment model). spec: {"ttl", "incr": [[key, field], ...], "occ": {"key",
+# "member", "ms", "stale", "enter", "hash", "f_prev", "f_now", "f_max", "last", "zone", "minute"} or absent}
+_RULE_COUNT = """
+local function count_rule(spec)
+  if spec == nil or spec == '' then return end
+  local s = cjson.decode(spec)
+  local ttl = s['ttl']
+  for _, kf in ipairs(s['incr']) do
+    redis.call('HINCRBY', kf[1], kf[2], 1)
+    redis.call('EXPIRE', kf[1], ttl)
+  end
+  local o = s['occ']
+  if type(o) ~= 'table' then return end
+  redis.call('ZREMRANGEBYSCORE', o['key'], '-inf', '(' .. o['stale'])
+  local before = redis.call('ZCARD', o['key'])
+  if o['enter'] == 1 then
+    redis.call('ZADD', o['key'], o['ms'], o['member'])
+  else
+    redis.call('ZREM', o['key'], o['member'])
+  end
+  local after = redis.call('ZCARD', o['key'])
+  redis.call('EXPIRE', o['key'], ttl)
+  local h = o['hash']
+  redis.call('HSETNX', h, o['f_prev'], before)
+  redis.call('HSET', h, o['f_now'], after)
+  local mx = tonumber(redis.call('HGET', h, o['f_max']) or '0')
+  redis.call('HSET', h, o['f_max'], math.max(mx, before, after))
+  redis.call('EXPIRE', h, ttl)
+  redis.call('HSET', o['last'], o['zone'], o['minute'] .. '|' .. after)
+  redis.call('EXPIRE', o['last'], ttl)
+end
+"""
+
+
 # ---- scripts -----------------------------------------------------------------------------------------
 _EPOCH_CHECK = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -330,11 +401,11 @@ TIER_SCRIPTS = Scripts(status_put=_STATUS_PUT, status_changes=_STATUS_CHANGES, r
 # ---- the bridge: a child tier's forwarding ------------------------------------------------------------
 # Run by the parent's intake for a child.  KEYS: epoch, stream, index, count hash, remote catalog, own cameras
 # ARGV: epoch, maxlen, json, snapshot, snapshot ttl, snapshot prefix, index ttl, count field ('' none), count ttl,
-#       the child, the event's camera
+#       the child, the event's camera, rule count spec ('' none: _RULE_COUNT)
 # Returns {entry id, 1} written, {entry id, 0} already there, {'', -1} refused: the camera is this tier's own
 # or another child's. (One the parent does not know is let through: its delete may have gone up before
 # events it raised earlier; the intake has checked that its id lies in the child's division.)
-_EVENT_FORWARD = """
+_EVENT_FORWARD = _RULE_COUNT + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('EPOCH the parent tier Redis was wiped or replaced')
 end
@@ -353,6 +424,7 @@ if ARGV[8] ~= '' then
   redis.call('HINCRBY', KEYS[4], ARGV[8], 1)
   redis.call('EXPIRE', KEYS[4], ARGV[9])
 end
+count_rule(ARGV[12])
 return {id, 1}
 """
 
@@ -715,8 +787,8 @@ class EventKeys:
 # (it was paused, or cut off) gets 0 back instead.
 # KEYS: stream, token, count hash, camera lease, fences
 # ARGV: maxlen, json, snapshot, snapshot ttl, snapshot prefix, count field, count ttl, lease token ('' = unfenced),
-#       camera id
-EVENT_APPEND = """
+#       camera id, rule count spec ('' none: _RULE_COUNT)
+EVENT_APPEND = _RULE_COUNT + """
 local prev = redis.call('GET', KEYS[2])
 if prev then return prev end
 if ARGV[8] ~= '' then
@@ -733,6 +805,7 @@ if ARGV[6] ~= '' then
   redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
   redis.call('EXPIRE', KEYS[3], ARGV[7])
 end
+count_rule(ARGV[10])
 return id
 """
 EVENT_SCRIPTS = Scripts(append=EVENT_APPEND)

@@ -39,6 +39,7 @@ from tiers.catalog import EVCOUNT_TTL_S, FEED_MAXLEN, event_minute
 from tiers.contract import (
     INTAKE_SCRIPTS, RCAT_REFUSED, EpochChanged, IntakeFormatError, TierKeys, decode_request, evcount_field, evcount_key,
 )
+from tiers.counts import count_spec
 from tiers.grants import Grants
 from tiers.names import MAX_NAME_LENGTH, NodeNames
 from tiers.nodes import NodeCodeError, normalize_node
@@ -427,7 +428,7 @@ class Intake:
                             [k.epoch, k.events, k.event_index(eid), evcount_key(minute or 0, k.prefix), k.rcat,
                              k.cameras],
                             [epoch, pol.retention, raw, snap, pol.snapshot_ttl_s, k.snap_prefix, pol.index_ttl_s,
-                             cfield, EVCOUNT_TTL_S, child, cid])
+                             cfield, EVCOUNT_TTL_S, child, cid, count_spec(d, k.prefix, self.clock())])
         return "event"
 
     def report(self) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,7 @@ from gateway.api.errors import error
 from analytics.scheduler import SkipReason
 from gateway.api.nodes import camera_views, subtree_root
 from gateway.camera import CameraWorker
+from gateway.events import MAX_RULE_SERIES
 from tiers.access import Principal
 from tiers.rollup import NodeTree, build_tree, events_last_hour
 
@@ -151,6 +152,9 @@ class Scrape:
     tier: _TierFigures | None = None
     analysis: _AnalysisFigures | None = None
     placement: _PlacementFigures | None = None
+    # (node, camera, type, rule, direction or phase, label) -> zone and line events this gateway wrote
+    rule_events: tuple[tuple[tuple[str, str, str, str, str, str], int], ...] = ()
+    rule_series_dropped: int = 0
 
 
 class ScrapeCollector:
@@ -196,6 +200,22 @@ class ScrapeCollector:
             yield from ScrapeCollector._analysis(s.analysis)
         if s.placement is not None:
             yield from ScrapeCollector._placement(s.placement)
+        yield from ScrapeCollector._rules(s)
+
+    @staticmethod
+    def _rules(s: Scrape) -> Iterator[Metric]:
+        lab = ["camera", "node"]
+        cross = CounterMetricFamily(_P + "line_crossings", "Line crossings this gateway's cameras made (events "
+                                    "written), by line, direction (in, out) and label.",
+                                    labels=lab + ["line", "direction", "label"])
+        zone = CounterMetricFamily(_P + "zone_events", "Zone events this gateway's cameras raised (written), by "
+                                   "zone, phase (enter, leave, loiter) and label.", labels=lab + ["zone", "phase", "label"])
+        for (node, camera, type_, rule, what, label), n in s.rule_events:
+            (cross if type_ == "line" else zone).add_metric([camera, node, rule, what, label], n)
+        yield cross
+        yield zone
+        yield CounterMetricFamily(_P + "rule_series_dropped", "Zone and line events not broken down above: the "
+                                  f"gateway keeps at most {MAX_RULE_SERIES:,} such series.", value=s.rule_series_dropped)
 
     @staticmethod
     def _placement(p: _PlacementFigures) -> Iterator[Metric]:
@@ -420,6 +440,7 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
     for (node, t, label), n in list(ev.written_by.items()):
         if p.covers(node):
             written[(t, label)] = written.get((t, label), 0) + n
+    rules = tuple(sorted((k, n) for k, n in list(ev.rule_written.items()) if p.covers(k[0])))
     return Scrape(
         node=settings.node, gateway_id=settings.gateway_id,
         detector=app[keys.POOL].name if keys.POOL in app else None, redis_up=redis_up,
@@ -428,6 +449,7 @@ async def gather(app: web.Application, p: Principal) -> Scrape:
         events_delivered=hub.delivered, subscribers=len(hub.subs), tier=tier,
         analysis=_AnalysisFigures.of(app) if over_tier else None,
         placement=_PlacementFigures.of(app) if over_tier else None,
+        rule_events=rules, rule_series_dropped=ev.rule_series_dropped if over_tier else 0,
     )
 
 

@@ -27,6 +27,7 @@ from analytics.events import EVENT_SCHEMA_PATH, EVENT_TYPES
 from analytics.snapshot import MAX_WIDTH, MIN_WIDTH
 from gateway.api import audit as audit_api
 from gateway.api import cameras as cameras_api
+from gateway.api import counts as counts_api
 from gateway.api import live as live_api
 from gateway.api import nodes as nodes_api
 from gateway.api import tokens as tokens_api
@@ -38,6 +39,7 @@ from registry.models import Camera, CameraCreate, CameraPatch
 from registry.tokens import MAX_LIFETIME_S, NAME_MAX, TOKEN_ID_PATTERN, TokenRecord
 from registry.urls import MAX_URL_LENGTH
 from tiers.access import Role
+from tiers.counts import BUCKET_MAX_S, BUCKET_MIN_S, COUNTS_TTL_S, MAX_BUCKETS, MAX_WINDOW_S, MINUTE_S
 from tiers.names import MAX_NAME_LENGTH
 from tiers.nodes import Tier
 
@@ -201,6 +203,39 @@ def _node_schemas() -> dict[str, Any]:
             "RowError": _obj({"where": {"type": "string"}, "error": {"type": "string"}})}
 
 
+def _counts_schemas() -> dict[str, Any]:
+    by_label = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                "description": "label -> count"}
+    directions = _obj({"in": by_label, "out": by_label}, description="crossings by direction, then label")
+    phases = {"enter": by_label, "leave": by_label, "loiter": by_label}
+    occupancy = {"now": {"type": "integer", "minimum": 0, "description": "objects inside when the bucket ends"},
+                 "max": {"type": "integer", "minimum": 0, "description": "the most inside at once in the bucket"}}
+    window = {"since": {"type": "string", "description": "start of the first bucket (whole minute, UTC)"},
+              "until": {"type": "string", "description": "end of the last bucket"},
+              "bucket": {"type": "integer", "description": "seconds per bucket"}}
+    zone = _obj({**phases, **occupancy}, description="a zone's events by phase and label, and its occupancy")
+    named = {"type": "object", "additionalProperties": directions, "description": "line name -> its crossings"}
+    return {
+        "CameraCounts": _obj({
+            "camera_id": {"type": "string"}, "node": {"type": "string"}, **window,
+            "buckets": {"type": "array", "items": _obj({
+                "start": {"type": "string"}, "lines": named,
+                "zones": {"type": "object", "additionalProperties": zone}})},
+            "totals": _obj({"lines": named, "zones": {"type": "object", "additionalProperties": _obj({
+                **phases, "max": occupancy["max"]})}}),
+            "occupancy": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                          "description": "zone -> objects inside now"},
+        }, description="One camera's line crossings and zone events per bucket (its configured rules and any "
+                       "counted in the window)"),
+        "NodeCounts": _obj({
+            "node": {"type": "string"}, **window,
+            "buckets": {"type": "array", "items": _obj({"start": {"type": "string"}, "crossings": directions,
+                                                        "zones": _obj(phases)})},
+            "totals": _obj({"crossings": directions, "zones": _obj(phases)}),
+        }, description="Line crossings and zone events of every camera below a node (the tiers below included)"),
+    }
+
+
 def _misc_schemas() -> dict[str, Any]:
     field_error = _obj({"field": {"type": "string"}, "message": {"type": "string"}})
     error = _obj({"error": _obj({
@@ -317,7 +352,7 @@ _WHY = {
     404: "unknown (or outside the token's jurisdiction: the same answer)",
     409: "conflict: duplicate, changed concurrently, or owned by a tier below",
     413: "body too large",
-    422: "invalid fields, each named by its path",
+    422: "invalid fields, each named by its path; or a counts window or bucket out of bounds",
     429: "too many live views open for this token or client address",
     502: "a tier below answered with an error",
     503: "Redis unreachable; or the camera has no picture (not running, no frame yet) or every live view is "
@@ -514,6 +549,16 @@ def _paths() -> dict[str, Any]:
             _responses({"200": _json(_ref("Node"), "the node")}, *_API, 400, 404), tag="nodes",
             params=[_path("code", {"type": "string", "pattern": r"^[0-9]+$"}, "node code (padded form accepted)"),
                     _depth()])},
+        "/api/v1/cameras/{camera_id}/counts": {"get": _operation(
+            "cameraCounts", "A camera's line crossings and zone events per bucket, with zone occupancy", v,
+            _responses({"200": _json(_ref("CameraCounts"), "the counts")}, *_API, 400, 404, 422), tag="counts",
+            params=[_CAMERA_ID, *_count_window()],
+            description="Also for a camera of a tier below: its events are counted at every tier they reach.")},
+        "/api/v1/nodes/{code}/counts": {"get": _operation(
+            "nodeCounts", "Line crossings and zone events summed over a node's subtree, per bucket", v,
+            _responses({"200": _json(_ref("NodeCounts"), "the counts")}, *_API, 400, 404, 422), tag="counts",
+            params=[_path("code", {"type": "string", "pattern": r"^[0-9]+$"}, "node code (padded form accepted)"),
+                    *_count_window()])},
         "/api/v1/nodes/names": {
             "get": _operation("getNodeNames", "Every node name in the token's jurisdiction", v,
                               _responses({"200": _json(_ref("NodeNames"), "code -> name")}, *_API), tag="nodes"),
@@ -590,6 +635,19 @@ def _body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"required": True, "description": description, "content": {_JSON: {"schema": schema}}}
 
 
+def _count_window() -> list[dict[str, Any]]:
+    return [
+        _query("since", {"type": "string", "format": "date-time"},
+               f"start (ISO 8601, rounded down to the minute); default until - {counts_api.DEFAULT_WINDOW_S} s; at "
+               f"most {MAX_WINDOW_S // 86400} days before until, and within the {COUNTS_TTL_S // 86400} days kept"),
+        _query("until", {"type": "string", "format": "date-time"}, "end (ISO 8601, rounded up to the minute); "
+                                                                   "default now"),
+        _query("bucket", {"type": "integer", "minimum": BUCKET_MIN_S, "maximum": BUCKET_MAX_S,
+                          "multipleOf": MINUTE_S, "default": counts_api.DEFAULT_BUCKET_S},
+               f"seconds per bucket (whole minutes); at most {MAX_BUCKETS} buckets"),
+    ]
+
+
 def _depth() -> dict[str, Any]:
     return _query("depth", {"type": "integer", "minimum": 0, "maximum": nodes_api.MAX_DEPTH},
                   "levels of children to include (absent: all)")
@@ -630,11 +688,11 @@ def _document() -> dict[str, Any]:
                            f"{MAX_URL_LENGTH} characters. An empty query parameter counts as absent.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in ("meta", "cameras", "live", "events", "nodes", "tiers", "tokens", "audit")],
+        "tags": [{"name": t} for t in ("meta", "cameras", "live", "events", "nodes", "counts", "tiers", "tokens", "audit")],
         "paths": _paths(),
         "components": {
             "schemas": {**_camera_schemas(), "Event": _event_schema(), **_token_schemas(), **_node_schemas(),
-                        **_misc_schemas()},
+                        **_counts_schemas(), **_misc_schemas()},
             "responses": _error_responses(),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",

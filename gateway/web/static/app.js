@@ -2,6 +2,7 @@
 // Plain ES module, no build step, nothing loaded from outside this gateway.
 
 import { applyStatic, lang, setLang, t, tOr } from "./i18n.js";
+import { initRules, relabel, showRules } from "./rules.js";
 
 const $ = (sel) => document.querySelector(sel);
 const FEED_MAX = 200; // events kept in the feed
@@ -10,6 +11,7 @@ const THUMB_EVERY_MS = 4000;
 const REFRESH_EVERY_MS = 5000;
 const THUMB_WIDTH = 320;
 const COMMON_LABELS = ["person", "car", "bus", "truck", "bicycle", "motorcycle"];
+const COUNT_BUCKET_S = 300; // the camera page's counts: the last hour in 5-minute buckets
 
 const S = {
   token: sessionStorage.getItem("se.token"),
@@ -41,6 +43,8 @@ const S = {
   camHealth: [],
   camErrors: [null, null], // why the camera page's event and health lists could not be loaded
   liveRetry: null,
+  camCounts: null, // GET /cameras/{id}/counts of the open camera
+  nodeCounts: null, // GET /nodes/{code}/counts of the selected node
   timers: [],
   observer: null,
 };
@@ -176,8 +180,9 @@ function signOut(message = "") {
   S.cards.clear();
   $("#camera-grid").replaceChildren();
   $("#event-feed").replaceChildren();
+  $("#node-counts").hidden = true;
   Object.assign(S, { me: null, token: null, feed: [], lastId: null, historyLoaded: false, camId: null,
-    feedDenied: false, noSnapshots: false });
+    feedDenied: false, noSnapshots: false, camCounts: null, nodeCounts: null });
   S.seen.clear();
   sessionStorage.removeItem("se.token");
   showLogin(message);
@@ -201,7 +206,7 @@ async function start() {
     }
   });
   renderFeedFilters();
-  await Promise.allSettled([refreshTree(), refreshCameras(), refreshHealth()]);
+  await Promise.allSettled([refreshTree(), refreshCameras(), refreshHealth(), refreshNodeCounts()]);
   loadHistory();
   route();
   S.timers.push(setInterval(tick, REFRESH_EVERY_MS), setInterval(refreshThumbs, THUMB_EVERY_MS),
@@ -215,8 +220,8 @@ async function tick() {
   if (document.hidden || !S.me) return;
   ticks += 1;
   const jobs = [refreshCameras(), refreshHealth()];
-  if (ticks % 2 === 0) jobs.push(refreshTree());
-  if (S.camId) jobs.push(refreshCameraFacts());
+  if (ticks % 2 === 0) jobs.push(refreshTree(), refreshNodeCounts());
+  if (S.camId) jobs.push(refreshCameraFacts(), refreshCamCounts());
   await Promise.allSettled(jobs);
 }
 
@@ -311,6 +316,97 @@ function selectNode(code) {
   renderTree();
   if (location.hash.startsWith("#/camera/")) location.hash = "#/";
   refreshCameras();
+  refreshNodeCounts();
+}
+
+// ---- counts of zones and lines (GET .../counts) ---------------------------------------------------------
+
+const total = (by) => Object.values(by || {}).reduce((a, b) => a + b, 0);
+
+async function refreshNodeCounts() {
+  const code = S.selected;
+  if (!code) return;
+  try {
+    const c = await api(`/api/v1/nodes/${code}/counts?bucket=3600`);
+    if (S.selected !== code) return;
+    S.nodeCounts = c;
+  } catch {
+    S.nodeCounts = null; // a node outside this tier's tree: nothing to show
+  }
+  renderNodeCounts();
+}
+
+function renderNodeCounts() {
+  const el = $("#node-counts");
+  const c = S.nodeCounts;
+  el.hidden = !c;
+  if (!c) return;
+  const cross = c.totals.crossings;
+  const zones = c.totals.zones;
+  el.dataset.node = c.node;
+  el.dataset.in = String(total(cross.in));
+  el.dataset.out = String(total(cross.out));
+  el.dataset.enter = String(total(zones.enter));
+  el.textContent = t("counts.node", { in: total(cross.in), out: total(cross.out), enter: total(zones.enter),
+    loiter: total(zones.loiter) });
+}
+
+async function refreshCamCounts() {
+  const id = S.camId;
+  if (!id) return;
+  try {
+    const c = await api(`/api/v1/cameras/${id}/counts?bucket=${COUNT_BUCKET_S}`);
+    if (S.camId !== id) return;
+    S.camCounts = c;
+  } catch (e) {
+    S.camCounts = { error: e };
+  }
+  renderCamCounts();
+}
+
+function renderCamCounts() {
+  const c = S.camCounts;
+  const box = $("#cam-counts-body");
+  if (!c) {
+    box.replaceChildren();
+    return;
+  }
+  if (c.error) {
+    box.replaceChildren(h("p", { class: "error small" }, errorText(c.error)));
+    return;
+  }
+  const lines = Object.entries(c.totals.lines);
+  const zones = Object.entries(c.totals.zones);
+  if (!lines.length && !zones.length) {
+    box.replaceChildren(h("p", { class: "muted small" }, t("counts.none")));
+    return;
+  }
+  const out = [];
+  if (lines.length) {
+    out.push(h("table", { class: "counts-table lines" },
+      h("thead", {}, h("tr", {}, h("th", {}, t("counts.line")), h("th", {}, t("counts.in")), h("th", {}, t("counts.out")))),
+      h("tbody", {}, lines.map(([name, d]) => h("tr", { dataset: { line: name } }, h("td", {}, name),
+        h("td", { class: "n in" }, String(total(d.in))), h("td", { class: "n out" }, String(total(d.out))))))));
+    // Crossings per bucket, both directions: the hour's shape at a glance.
+    const per = c.buckets.map((b) => Object.values(b.lines).reduce((a, d) => a + total(d.in) + total(d.out), 0));
+    const top = Math.max(1, ...per);
+    const bars = h("div", { class: "bars", title: t("counts.bars"), "aria-label": t("counts.bars") },
+      per.map((n, i) => {
+        const bar = h("span", { class: "bar", title: `${clockTime(c.buckets[i].start)} · ${n}` });
+        bar.style.height = `${Math.round((n / top) * 100)}%`;
+        return bar;
+      }));
+    out.push(bars);
+  }
+  if (zones.length) {
+    out.push(h("table", { class: "counts-table zones" },
+      h("thead", {}, h("tr", {}, h("th", {}, t("counts.zone")), h("th", {}, t("counts.enter")),
+        h("th", {}, t("counts.now")), h("th", {}, t("counts.max")))),
+      h("tbody", {}, zones.map(([name, d]) => h("tr", { dataset: { zone: name } }, h("td", {}, name),
+        h("td", { class: "n enter" }, String(total(d.enter))),
+        h("td", { class: "n now" }, String(c.occupancy[name] ?? 0)), h("td", { class: "n max" }, String(d.max)))))));
+  }
+  box.replaceChildren(...out);
 }
 
 // ---- cameras of the selected node ------------------------------------------------------------------
@@ -576,6 +672,8 @@ function eventItem(ev, compact = false, fresh = false) {
   if (ev.type === "status") head.push(stateBadge(ev.state || "offline"));
   if (ev.score != null) head.push(h("span", { class: "score" }, ev.score.toFixed(2)));
   if (ev.phase) head.push(h("span", { class: "phase" }, t(`phase.${ev.phase}`)));
+  if (ev.zone) head.push(h("span", { class: "rule-ref" }, ev.zone));
+  if (ev.direction) head.push(h("span", { class: `direction dir-${ev.direction}` }, t(`dir.${ev.direction}`)));
   const body = h("div", { class: "event-body" }, h("div", { class: "event-head" }, head));
   if (!compact) {
     body.append(h("div", { class: "small" }, h("button", { type: "button", class: "link cam-link",
@@ -630,6 +728,10 @@ async function openCamera(id) {
   if (S.camId !== id) return;
   renderCamera();
   fillSettings(S.camera);
+  showRules(S.camera, S.me.you.role === "admin");
+  S.camCounts = null;
+  renderCamCounts();
+  refreshCamCounts();
   startLive();
   loadCameraLists(id);
 }
@@ -808,7 +910,10 @@ function switchLanguage() {
   renderGrid();
   renderFeedFilters();
   renderFeed();
+  renderNodeCounts();
   if (S.camera) {
+    relabel();
+    renderCamCounts();
     renderCamera();
     renderCameraLists();
     if (!canWatch()) startLive(); // its refusal, in the new language
@@ -844,6 +949,11 @@ function boot() {
   $("#feed-filter-label").addEventListener("change", renderFeed);
   $("#back-button").addEventListener("click", () => { location.hash = "#/"; });
   $("#settings-form").addEventListener("submit", saveSettings);
+  initRules({ api, errorText, onSaved: (cam) => {
+    S.camera = cam;
+    renderCamera();
+    refreshCamCounts();
+  } });
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", () => {
     if (!S.camId) return;
