@@ -90,9 +90,6 @@ async def _ids(page, selector: str) -> list[str]:
     return await page.eval_on_selector_all(selector, "els => els.map(e => e.dataset.eventId)")
 
 
-@pytest.mark.rtsp
-@pytest.mark.model
-
 async def _watched_page(browser):
     """A new English page whose script errors and CSP violations are collected in the list returned with it."""
     ctx = await browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
@@ -103,6 +100,9 @@ async def _watched_page(browser):
             if m.type == "error" and "Content Security Policy" in m.text else None)
     return ctx, page, errors
 
+
+@pytest.mark.rtsp
+@pytest.mark.model
 async def test_control_room_page(make_gateway, redis_url, rtsp_street, model_path, browser):
     async with make_gateway(redis_url, model=model_path) as gw:
         cam = await gw.add_camera(name="Minzu Ave east gate", node="450102001", url=rtsp_street.url("street"),
