@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from analytics.events import EVENT_TYPES
+from analytics.pool import DEFAULT_NICE
 from analytics.snapshot import SNAPSHOT_WIDTH
 from tiers.connect import SENTINEL_SCHEMES, check_redis_url, is_sentinel_url, same_deployment
 from tiers.nodes import NodeCodeError, normalize_node
@@ -38,7 +39,7 @@ class DetectorConfig(_Section):
         description="onnxruntime execution providers in order of preference",
     )
     nice: int = Field(
-        10, ge=0, le=19,
+        DEFAULT_NICE, ge=0, le=19,
         description="how much nicer detector threads run than decoding and the event loop: inference can be "
                     "shed, decoding cannot (0: same priority)")
 
