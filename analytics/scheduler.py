@@ -48,6 +48,11 @@ TARGET_HEADROOM = 1.3
 # A frame that waited this long for a slot is dropped (counted as overload) instead of analysed: under
 # overload, capture to subscriber stays within a second (bench.pipeline at 24 cameras: p95 1.2 s without).
 STALE_S = 0.75
+# ... unless the camera's next frame is far off: a patrol camera at 0.25 fps whose frame is dropped is not
+# looked at for 8 s, so its frame may wait up to this share of its interval (at most STALE_MAX_S). Bursts of
+# key frames (200 patrol cameras) made frames wait past 0.75 s with the machine 80 % busy: 88-94 % analysed.
+STALE_INTERVALS = 0.5
+STALE_MAX_S = 2.0
 TARGET_REFRESH_S = 1.0  # fair shares are worked out again this often
 SHARES_OFF_MARGIN = 1.1  # fair shares end when the capacity exceeds what is asked by this factor
 
@@ -120,6 +125,11 @@ class _Camera(Generic[T]):
     offered_w: _Window = field(default_factory=_Window)
     analysed_w: _Window = field(default_factory=_Window)
     skipped_w: _Window = field(default_factory=_Window)
+
+    @property
+    def stale_s(self) -> float:
+        """How long a frame of this camera may wait for a slot before it is dropped."""
+        return max(STALE_S, min(STALE_MAX_S, STALE_INTERVALS / self.fps)) if self.fps > 0 else STALE_S
 
     @property
     def ready(self) -> bool:
@@ -235,7 +245,7 @@ class AnalysisScheduler(Generic[T]):
         for cam in self._cams.values():
             if not cam.ready:
                 continue
-            if now - cam.pending_at > STALE_S:
+            if now - cam.pending_at > cam.stale_s:
                 # Too old to be worth a slot: what it shows is history by the time it is published.
                 cam.pending = None
                 self._skip(cam, SkipReason.OVERLOAD, now)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from analytics.scheduler import TARGET_HEADROOM, AnalysisScheduler, SkipReason
+from analytics.scheduler import STALE_MAX_S, STALE_S, TARGET_HEADROOM, AnalysisScheduler, SkipReason
 
 
 class Clock:
@@ -93,6 +93,30 @@ def test_a_camera_asking_less_than_its_share_gets_all_it_asks_and_the_rest_is_sp
     assert got["fast"] == pytest.approx(got["slow"], rel=0.05)
     # Nearly the whole capacity: a slot idles only when no frame waits (none is kept in reserve).
     assert 0.95 * 600 <= got["fast"] + got["slow"] + got["patrol"] <= 600
+
+
+def test_a_frame_that_waited_too_long_is_dropped_unless_its_camera_is_slow():
+    clock = Clock()
+    sched = AnalysisScheduler(1, clock)
+    sched.add("busy", 5.0)
+    sched.add("fast", 5.0)
+    sched.add("patrol", 0.25)
+    sched.offer("busy", "b1")
+    assert sched.take() == ("busy", "b1")  # the only slot is held
+    sched.offer("fast", "f1")
+    sched.offer("patrol", "p1")
+    clock.t += STALE_S + 0.05  # past 0.75 s: a 5 fps camera's next frame is due in 0.2 s anyway
+    sched.slot_done(STALE_S)
+    sched.finish("busy")
+    assert sched.take() == ("patrol", "p1")  # 0.25 fps: its next frame is 4 s off, so it may wait up to 2 s
+    assert sched.camera("fast").skipped == {"overload": 1}
+    assert sched.camera("patrol").skipped == {}
+    sched.slot_done(0.1)
+    sched.finish("patrol")
+    sched.offer("patrol", "p2")
+    clock.t += STALE_MAX_S + 0.05
+    assert sched.take() is None  # even a slow camera's frame goes stale at last
+    assert sched.camera("patrol").skipped == {"overload": 1}
 
 
 def test_low_priority_is_shed_first_but_never_starves():
