@@ -7,11 +7,13 @@ ByteTrack:
   speed), in seconds rather than frames, so that 5, 10 or 25 analysed frames a second, or frames
   dropped under load, predict alike; detections are matched against the predicted boxes;
 * association runs in stages: confirmed tracks take the confident boxes by IoU, then by nearness within
-  a gate that widens with the time since the track was last seen; what is left of the confirmed tracks
-  may take the weak boxes (below `high_score`) at a stricter IoU, and only then may tentative tracks
-  take what is left. Weak boxes never start a track, so a person half hidden in a crowd keeps their
-  track while a passing shadow starts none;
-* a tentative track that misses a frame is dropped (a flicker is not an object).
+  a gate that widens with the time since the track was last seen, those seen on the last frame first
+  (DeepSORT's cascade); what is left of the confirmed tracks may take the weak boxes (below
+  `high_score`) at a stricter IoU, and only then may tentative tracks take what is left. Weak boxes
+  never start a track;
+* a tentative track that misses a frame is dropped (a flicker is not an object);
+* what the rules see (`seen`) is where the track is: the filtered box from the third sighting on, and a
+  half-hidden person's box given their height back (`_complete`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MAX_PREDICT_S = 1.0  # extrapolate a lost object's motion at most this long; the
 MEASURE_STD = 0.1  # a detector's box edges jitter by about this in a crowd (parts of neighbours, partial views)
 POSITION_NOISE = 0.05  # per sqrt(second): how far a box wanders beyond its speed
 SPEED_NOISE = 1.0  # per sqrt(second) per second: a walker's speed changes this fast (stop, turn)
+SIZE_NOISE = 0.5  # per sqrt(second): a box grows as its object comes into view over an edge, or nearer
 INITIAL_SPEED_STD = 1.0  # a new track's speed is unknown: about a body height a second either way
 NEAR_FULL_S = 0.25  # the nearness gate opens to `near_factor` box diagonals after this long unseen
 LOW_IOU = 0.5  # a weak box must overlap a predicted box this much to extend its track
@@ -79,9 +82,10 @@ class _Track:
             return
         dt = min(max(now - self.at, 0.0), MAX_PREDICT_S)
         qp, qv = (POSITION_NOISE * scale) ** 2 * dt, (SPEED_NOISE * scale) ** 2 * dt
+        qs = (SIZE_NOISE * scale) ** 2 * dt
         for i in range(4):
             if i >= 2:  # sizes: a random walk, no speed (a box that grows while it comes into view must not overshoot)
-                pp = self.cov[i][0] + qp
+                pp = self.cov[i][0] + qs
                 kp = pp / (pp + r)
                 self.pos[i] += kp * (z[i] - self.pos[i])
                 self.cov[i] = [(1 - kp) * pp, 0.0, 0.0]
@@ -105,10 +109,10 @@ def _complete(t: _Track, box: Box, now: float) -> Box:
     feet, where line rules stand) jumps up by half a body. Such a box is given the track's height back.
     Boxes cut by the picture's edge are what they are.
     """
-    if t.pos is None or box[1] <= EDGE or box[3] >= 1.0 - EDGE:
+    if t.pos is None or t.vel is None or box[1] <= EDGE or box[3] >= 1.0 - EDGE:
         return box
     h = t.pos[3]
-    top = t.pos[1] + t.vel[1] * min(max(now - t.at, 0.0), MAX_PREDICT_S) - h / 2 if t.vel else box[1]
+    top = t.pos[1] + t.vel[1] * min(max(now - t.at, 0.0), MAX_PREDICT_S) - h / 2
     if box[3] - box[1] >= PARTIAL * h or abs(box[1] - top) > TOP_AGREES * h:
         return box
     return (box[0], box[1], box[2], min(box[1] + h, 1.0))
@@ -168,6 +172,7 @@ class IouTracker:
         self.high_score = high_score
         self._tracks: list[_Track] = []
         self._next_id = 1
+        self._previous = float("-inf")  # time of the frame before this one
         # After each update: the confirmed tracks seen in that frame, where, and the ids that ended
         # (what zone and line rules evaluate, analytics/rules.py).
         self.seen: list[TrackPoint] = []
@@ -216,6 +221,7 @@ class IouTracker:
                 continue  # a tentative track that missed a frame is dropped: it was a flicker
             alive.append(t)
         self._tracks = alive + new_tracks
+        self._previous = now
         self.seen = [TrackPoint(t.track_id, t.label, t.last_score, t.box) for t in seen if t.track_id]
         return out
 
@@ -243,7 +249,13 @@ class IouTracker:
             used_t, used_d = {t for t, _ in got}, {d for _, d in got}
             return [t for t in trk if t not in used_t], [d for d in dets if d not in used_d]
 
-        confirmed, strong = stage(confirmed, strong, self.iou_threshold, near=True)
+        # Tracks seen on the last frame choose first (DeepSORT's matching cascade): a track lost a
+        # while ago predicts loosely, and must not take the box of someone tracked all along.
+        fresh = [i for i in confirmed if self._tracks[i].last_seen >= self._previous]
+        lost = [i for i in confirmed if self._tracks[i].last_seen < self._previous]
+        fresh, strong = stage(fresh, strong, self.iou_threshold, near=True)
+        lost, strong = stage(lost, strong, self.iou_threshold, near=True)
+        confirmed = fresh + lost
         confirmed, weak = stage(confirmed, weak, LOW_IOU, near=False)
         tentative, strong = stage(tentative, strong, self.iou_threshold, near=True)
         return pairs, strong

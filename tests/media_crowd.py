@@ -27,13 +27,13 @@ import numpy as np
 
 from analytics.detector import Detector
 from analytics.rules import Line, RuleEngine, TrackPoint
-from analytics.tracker import iou_matrix
+from analytics.tracker import IouTracker, iou_matrix
 from analytics.types import Detection, Frame
 from sample_streams.generate import make_clip
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 PERSON = frozenset({"person"})
-VERSION = 1  # bump when the drawing changes: cached clips carry it in their name
+VERSION = 2  # bump when the scene or the drawing changes: cached clips carry it in their name
 
 # Pedestrians of the street clip (frame number, their box in 0..1 as the model finds it there): the
 # walking man by the bus stop (8.64 s) and the man loading a car in the car park (12.48 s). (His
@@ -52,7 +52,7 @@ BACKGROUND_BLUR = 40.0  # ...blurred past recognition (sigma in pixels at 1280 w
 HEIGHT_AT_TOP, HEIGHT_GROWTH = 0.22, 0.22  # 0.27 at y = 0.25, 0.35 at the line, 0.44 at the bottom
 LINE_Y = 0.6
 LINE = Line("crossing", (0.02, LINE_Y), (0.98, LINE_Y))  # left to right: walking down across it is "in"
-WALK_TOP, WALK_BOTTOM = 0.24, 1.0  # where feet go; walkers come into view over the top edge or the bottom one
+ARRIVALS = 3.0  # walkers a second: 20-24 in view at once (median), as they take 6-15 s to cross the picture
 SIZE_SPREAD = 0.08  # walkers are up to 8 % shorter or taller than person_height
 STEP_BOB = 0.012  # up-and-down of a step, a share of the body's height, at STEP_HZ
 STEP_HZ = 1.8
@@ -124,15 +124,15 @@ def _walk(rng: np.random.Generator, waypoints: list[tuple[float, float, float]],
     return xs, ys
 
 
-def make_scene(seconds: float = 40.0, seed: int = 12, rate: float = 2.6) -> Scene:
-    """Walkers arriving `rate` a second (some already in view at the start), both ways, across, lingering."""
+def make_scene(seconds: float = 40.0, seed: int = 12) -> Scene:
+    """Walkers arriving ARRIVALS a second (some already in view at the start), both ways, across, lingering."""
     rng = np.random.default_rng(seed)
     frames = round(seconds * FPS)
     walkers: list[Walker] = []
     lead_in = 14.0  # walkers set off this long before the clip starts, so it opens on a full street
     t = -lead_in
     while t < seconds:
-        t += rng.exponential(1.0 / rate)
+        t += rng.exponential(1.0 / ARRIVALS)
         kind = rng.choice(["down", "up", "across", "linger"], p=[0.34, 0.34, 0.17, 0.15])
         speed = rng.uniform(0.45, 1.0)  # body heights a second: a stroll to a brisk walk
         x0 = rng.uniform(0.06, 0.94)
@@ -363,7 +363,7 @@ class Replay:
 MATCH_IOU = 0.5
 
 
-def replay(scene: Scene, source: str | Path, dets: list[list[Detection]], fps: float, tracker,
+def replay(scene: Scene, source: str | Path, dets: list[list[Detection]], fps: float, tracker: IouTracker,
            min_score: float = 0.4, line: Line = LINE) -> Replay:
     """Feed the frames an analysis at `fps` would take to the tracker and the line; count, time, judge ids."""
     engine = RuleEngine(lines=[line])

@@ -1,5 +1,6 @@
-"""The tracker in a crowd: line crossings at 5 fps analysis against the 25 fps reference on a crowd clip made
-from real footage with the real model, and the tracker's crowd behaviour on synthetic boxes."""
+"""The tracker in a crowd: line crossings at 5 fps analysis and the 25 fps offline reference against what was
+walked, on a crowd clip made from real footage with the real model (the clip bench/crossings.py measures), and
+the tracker's crowd behaviour on synthetic boxes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from analytics.types import Detection, Frame
 from tests.media_crowd import detect_clip, ground_truth, make_scene, people_in_view, recall, replay, write_clip
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
-CLIP_SECONDS = 20.0  # ~45 crossings: enough to judge 15 %, short enough for the model to run on every frame
-TOLERANCE = 0.15  # issue 12: crossings at 5 fps within +-15 % of the full-rate reference, each way
+CLIP_SECONDS = 40.0  # ~100 crossings, the bench's clip; the model on all 1,000 frames costs ~45 s of one core
+TOLERANCE = 0.15  # issue 12: +-15 % each way
 
 
 def frame_at(t: float) -> Frame:
@@ -47,7 +48,7 @@ def crowd(tmp_path_factory, street_clip, model_path):
 
 
 @pytest.mark.model
-def test_crossings_at_5_fps_are_within_15_percent_of_the_full_rate_reference(crowd, street_clip):
+def test_crossings_at_5_fps_and_at_the_full_rate_are_within_15_percent_of_what_was_walked(crowd, street_clip):
     scene, dets = crowd
     # It is a crowd, and the model sees it: 20+ people in view most of the time, most of them found.
     assert np.median(people_in_view(scene)) >= 20
@@ -56,10 +57,11 @@ def test_crossings_at_5_fps_are_within_15_percent_of_the_full_rate_reference(cro
     reference = replay(scene, street_clip, dets, 25, IouTracker()).counts
     at_5 = replay(scene, street_clip, dets, 5, IouTracker()).counts
     for way in ("in", "out"):
-        assert truth[way] >= 15, truth  # both ways walked, enough to judge a share
-        assert abs(at_5[way] - reference[way]) <= TOLERANCE * reference[way], (way, at_5, reference, truth)
-        # and the reference itself is what was walked, within what a detector's misses allow
-        assert abs(reference[way] - truth[way]) <= 0.25 * truth[way], (way, reference, truth)
+        assert truth[way] >= 40, truth  # both ways walked, enough to judge a share
+        assert abs(reference[way] - truth[way]) <= TOLERANCE * truth[way], (way, reference, truth)
+        assert abs(at_5[way] - truth[way]) <= TOLERANCE * truth[way], (way, at_5, truth)
+    # (Against the reference itself, 5 fps is within 15 % here, but not on every crowd: the reference
+    # counts a few jitters across the line that 5 fps does not see. docs/rules.md has the figures.)
 
 
 # ---- the tracker's crowd behaviour on synthetic boxes --------------------------------------------------------
