@@ -52,7 +52,7 @@ BACKGROUND_BLUR = 40.0  # ...blurred past recognition (sigma in pixels at 1280 w
 HEIGHT_AT_TOP, HEIGHT_GROWTH = 0.22, 0.22  # 0.27 at y = 0.25, 0.35 at the line, 0.44 at the bottom
 LINE_Y = 0.6
 LINE = Line("crossing", (0.02, LINE_Y), (0.98, LINE_Y))  # left to right: walking down across it is "in"
-ARRIVALS = 3.0  # walkers a second: 20-24 in view at once (median), as they take 6-15 s to cross the picture
+ARRIVALS = 3.0  # walkers a second: a median of 19-24 in view at once (seeds 7, 12), as they take 6-15 s to cross
 SIZE_SPREAD = 0.08  # walkers are up to 8 % shorter or taller than person_height
 STEP_BOB = 0.012  # up-and-down of a step, a share of the body's height, at STEP_HZ
 STEP_HZ = 1.8
