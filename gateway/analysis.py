@@ -49,6 +49,9 @@ class EventSink:
     snapshot_width: int = SNAPSHOT_WIDTH  # event snapshots at most this wide (events.snapshot_width)
     # Where a camera's occlusion baseline outlives restarts (gateway/quality_store.py); None: nowhere.
     baselines: Callable[[Camera], BaselineStore | None] | None = None
+    # Told (kind "appear" | "leave", track id, capture time) as tracks start and end: events-mode recording.
+    # Called on the worker thread: it must only hand over (never wait).
+    tracks: Callable[[str, int, float], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +343,8 @@ class CameraAnalysis:
     def _track_event(self, u: TrackUpdate) -> Outgoing:
         d = u.detection
         cam = self.camera
+        if self.sink.tracks is not None and u.kind != "update":
+            self.sink.tracks(u.kind, u.track_id, u.frame.captured_at)
         # An object's end carries its best sighting, most often the one its start or last update already
         # showed: the JPEG made then is sent again rather than encoded twice (a track was two encodes).
         kept = self._track_snaps.pop(u.track_id, None) if u.kind == "leave" else None
