@@ -49,7 +49,7 @@ class EventSink:
     snapshot_width: int = SNAPSHOT_WIDTH  # event snapshots at most this wide (events.snapshot_width)
     # Where a camera's occlusion baseline outlives restarts (gateway/quality_store.py); None: nowhere.
     baselines: Callable[[Camera], BaselineStore | None] | None = None
-    # Told (kind "appear" | "leave", track id, capture time) as tracks start and end: events-mode recording.
+    # Told (kind "appear" | "leave", track id, when) as tracks start and end: events-mode recording.
     # Called on the worker thread: it must only hand over (never wait).
     tracks: Callable[[str, int, float], None] | None = None
 
@@ -225,7 +225,7 @@ class CameraAnalysis:
         if detector is not None:
             if dets is not None:
                 self.last_detect = now
-                out += [self._track_event(u) for u in self.tracker.update(frame, list(dets))]
+                out += [self._track_event(u, now) for u in self.tracker.update(frame, list(dets))]
                 if not self.rules.empty:
                     hits = self.rules.update(now, self.tracker.seen, self.tracker.ended)
                     out += [self._rule_event(h, frame) for h in hits]
@@ -273,7 +273,7 @@ class CameraAnalysis:
     async def _flush(self, now: float, faults: list[QualityChange]) -> None:
         # Rendered off the loop: the ends of what was in view carry their best picture.
         def render() -> list[Outgoing]:
-            out = [self._track_event(u) for u in self.tracker.flush(now)]
+            out = [self._track_event(u, now) for u in self.tracker.flush(now)]
             out += [self._rule_event(h, None) for h in self.rules.update(now, [], self.tracker.ended)]
             if self.in_motion:
                 self.in_motion = False
@@ -340,11 +340,11 @@ class CameraAnalysis:
             origin=self.sink.origin, phase=phase, media_ts=frame.media_ts if frame else None,
         ), snapshot)
 
-    def _track_event(self, u: TrackUpdate) -> Outgoing:
+    def _track_event(self, u: TrackUpdate, now: float) -> Outgoing:
         d = u.detection
         cam = self.camera
         if self.sink.tracks is not None and u.kind != "update":
-            self.sink.tracks(u.kind, u.track_id, u.frame.captured_at)
+            self.sink.tracks(u.kind, u.track_id, now)  # now: a leave's frame is its best sighting, not its last
         # An object's end carries its best sighting, most often the one its start or last update already
         # showed: the JPEG made then is sent again rather than encoded twice (a track was two encodes).
         kept = self._track_snaps.pop(u.track_id, None) if u.kind == "leave" else None

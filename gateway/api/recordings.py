@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 DEFAULT_LIST_S = 86400.0  # a listing without `since` covers the last day
+DEFAULT_WINDOW_S = 60.0  # recording.mp4 without `end`: this long from `start`
 MAX_EXPORTS = 2  # exports (window or clip) written at once; more: 503, try again (each reads and writes a disk)
 READ_CHUNK = 256 * 1024  # an export is sent in chunks of this many bytes (each write waits for the client)
 MP4 = "video/mp4"
@@ -101,9 +102,11 @@ async def list_recordings(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/cameras/{camera_id}/recording.mp4")
 async def recording_mp4(request: web.Request) -> web.StreamResponse:
-    """One MP4 (fast start) of [start, end] (ISO, at most an hour), cut at key frames, the camera's own codec."""
+    """One MP4 (fast start) of [start, end] (ISO, at most an hour; end defaults to a minute after start), cut at
+    key frames, the camera's own codec."""
     cam = await _camera(request)
-    start, end = _when(request, "start"), _when(request, "end")
+    start = _when(request, "start")
+    end = _when(request, "end", start + DEFAULT_WINDOW_S)
     if end <= start:
         raise ApiError(422, "end must be after start")
     if end - start > MAX_WINDOW_S:
@@ -167,8 +170,8 @@ async def _export(request: web.Request, cam, action: str, detail: dict, make, *,
                 raise ApiError(404, str(e)) from None
             except WindowError as e:
                 raise _window_error(e) from None
-            except RecordingError as e:
-                raise ApiError(500, str(e)) from None
+            except RecordingError as e:  # the export could not be written (the disk): nothing was sent yet
+                raise ApiError(503, str(e), retry_after=5) from None
             f = await asyncio.to_thread(open, path, "rb")
         finally:
             path.unlink(missing_ok=True)  # an open file is still read; nothing is left behind
