@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
 from pathlib import Path
 
 from gateway.config import RecordingsConfig
@@ -30,7 +29,6 @@ from registry.models import Camera, RecordingChoice
 
 log = logging.getLogger(__name__)
 
-DISK_STATUS_S = 2.0  # the disk's free space is read (statvfs) at most this often for status
 EXPORT_DIR = "exports"  # under the root: windows and clips being written or sent (gateway/api/recordings.py)
 
 
@@ -47,7 +45,6 @@ class Recordings:
         self.live: dict[str, LiveMuxer] = {}
         self.sweeps = 0
         self.removed_by_retention = 0
-        self._disk: tuple[float, DiskStatus] | None = None
 
     # ---- life cycle -----------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -111,8 +108,5 @@ class Recordings:
             mux.close()
 
     def disk(self) -> DiskStatus:
-        """The recordings' disk (read at most every DISK_STATUS_S)."""
-        now = time.monotonic()
-        if self._disk is None or now - self._disk[0] >= DISK_STATUS_S:
-            self._disk = (now, self.store.disk_status())
-        return self._disk[1]
+        """The recordings' disk: free space (one statvfs, a few microseconds), usage, budget, whether full."""
+        return self.store.disk_status()

@@ -496,7 +496,7 @@ async def test_a_full_disk_pauses_recording_with_a_status_event_and_it_resumes(r
         async def disk_not_full():
             return (await gw.request("GET", "/healthz"))[1]["recordings"]["full"] is False
 
-        await until(disk_not_full, 10, "/healthz: the recordings' disk no longer full")  # (read every 2 s)
+        await until(disk_not_full, 10, "/healthz: the recordings' disk no longer full")
 
 
 async def _recording_state(gw, cid: str, state: str) -> bool:
