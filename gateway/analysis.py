@@ -225,7 +225,9 @@ class CameraAnalysis:
         if detector is not None:
             if dets is not None:
                 self.last_detect = now
-                out += [self._track_event(u, now) for u in self.tracker.update(frame, list(dets))]
+                updates = self.tracker.update(frame, list(dets))
+                self._tell_tracks(updates, now)
+                out += [self._track_event(u) for u in updates]
                 if not self.rules.empty:
                     hits = self.rules.update(now, self.tracker.seen, self.tracker.ended)
                     out += [self._rule_event(h, frame) for h in hits]
@@ -273,7 +275,9 @@ class CameraAnalysis:
     async def _flush(self, now: float, faults: list[QualityChange]) -> None:
         # Rendered off the loop: the ends of what was in view carry their best picture.
         def render() -> list[Outgoing]:
-            out = [self._track_event(u, now) for u in self.tracker.flush(now)]
+            updates = self.tracker.flush(now)
+            self._tell_tracks(updates, now)
+            out = [self._track_event(u) for u in updates]
             out += [self._rule_event(h, None) for h in self.rules.update(now, [], self.tracker.ended)]
             if self.in_motion:
                 self.in_motion = False
@@ -340,11 +344,16 @@ class CameraAnalysis:
             origin=self.sink.origin, phase=phase, media_ts=frame.media_ts if frame else None,
         ), snapshot)
 
-    def _track_event(self, u: TrackUpdate, now: float) -> Outgoing:
+    def _tell_tracks(self, updates: list[TrackUpdate], now: float) -> None:
+        # `now`, not the update's frame: a leave's frame is the object's best sighting, not its last.
+        if self.sink.tracks is not None:
+            for u in updates:
+                if u.kind != "update":
+                    self.sink.tracks(u.kind, u.track_id, now)
+
+    def _track_event(self, u: TrackUpdate) -> Outgoing:
         d = u.detection
         cam = self.camera
-        if self.sink.tracks is not None and u.kind != "update":
-            self.sink.tracks(u.kind, u.track_id, now)  # now: a leave's frame is its best sighting, not its last
         # An object's end carries its best sighting, most often the one its start or last update already
         # showed: the JPEG made then is sent again rather than encoded twice (a track was two encodes).
         kept = self._track_snaps.pop(u.track_id, None) if u.kind == "leave" else None
