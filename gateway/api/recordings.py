@@ -79,7 +79,7 @@ async def _camera(request: web.Request) -> Camera:
 
 
 def _window_error(e: WindowError) -> ApiError:
-    return ApiError(422, str(e), max_s=MAX_WINDOW_S)
+    return ApiError(422, str(e))
 
 
 @routes.get("/api/v1/cameras/{camera_id}/recordings")
@@ -110,8 +110,7 @@ async def recording_mp4(request: web.Request) -> web.StreamResponse:
     if end <= start:
         raise ApiError(422, "end must be after start")
     if end - start > MAX_WINDOW_S:
-        raise ApiError(422, f"a window is at most {MAX_WINDOW_S:.0f} s (one hour); asked {end - start:.0f} s",
-                       max_s=MAX_WINDOW_S)
+        raise ApiError(422, f"a window is at most {MAX_WINDOW_S:.0f} s (one hour); asked {end - start:.0f} s")
     recs = request.app[keys.RECORDINGS]
     return await _export(request, cam, "recording.view", {"start": iso_ms(start), "end": iso_ms(end)},
                          lambda out: export_window(recs.store, cam.id, start, end, out))
