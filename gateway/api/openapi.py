@@ -509,7 +509,7 @@ def _paths() -> dict[str, Any]:
             "listRecordings", "What is recorded of a camera: segments and the gaps between them, with reasons", o,
             _responses({"200": _json(_ref("RecordingList"), "the window's segments and gaps")},
                        *_API, 400, 403, 404, 422),
-            tag="recordings", security=_BEARER_OR_QUERY,
+            tag="recordings",
             params=[_CAMERA_ID,
                     _query("since", {"type": "string", "format": "date-time"},
                            "window start, ISO 8601 (no offset: UTC); default: a day before until"),

@@ -254,7 +254,15 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
 
 
 
+async def _end_live_views(app: web.Application) -> None:
+    # Shutdown waits for handlers: a live.mp4 view of a camera sending nothing would hold it for its whole timeout.
+    if keys.RECORDINGS in app:
+        for mux in list(app[keys.RECORDINGS].live.values()):
+            mux.close()
+
+
 def setup(app: web.Application) -> None:
-    """Routes and the bound on exports written at once."""
+    """Routes, the bound on exports written at once, and ending live.mp4 views at shutdown."""
     app[_EXPORTS] = asyncio.Semaphore(MAX_EXPORTS)
+    app.on_shutdown.append(_end_live_views)
     app.router.add_routes(routes)
