@@ -242,6 +242,7 @@ def _events_ctx(settings: Settings):
 def _recordings_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         root = settings.recordings_dir
+        await asyncio.to_thread(private_dir, root)  # 0700: recordings show what the cameras saw
         recs = Recordings(settings.recordings, root, asyncio.get_running_loop())
         await recs.open()
         app[keys.RECORDINGS] = recs

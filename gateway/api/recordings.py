@@ -156,10 +156,10 @@ async def _export(request: web.Request, cam, action: str, detail: dict, make, *,
     sem = app[_EXPORTS]
     if sem.locked():
         raise ApiError(503, f"{MAX_EXPORTS} exports are being written; try again shortly", retry_after=5)
-    async with sem:
+    async with sem:  # held while the export is written, not while a client downloads it
         folder = recs.root / EXPORT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(suffix=".mp4", dir=folder)
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, ".mp4", None, folder)
         os.close(fd)
         path = Path(name)
         try:
@@ -173,23 +173,23 @@ async def _export(request: web.Request, cam, action: str, detail: dict, make, *,
                 raise ApiError(503, str(e), retry_after=5) from None
             f = await asyncio.to_thread(open, path, "rb")
         finally:
-            path.unlink(missing_ok=True)  # an open file is still read; nothing is left behind
-        try:
-            app[keys.AUDIT].record_request(request, action, target or cam.id, cam.node,
-                                           {**detail, "bytes": result.bytes, "seconds": round(result.duration, 2)})
-            size = os.fstat(f.fileno()).st_size
-            resp = web.StreamResponse(headers={
-                "Content-Type": MP4, "Content-Length": str(size), "Cache-Control": "no-store",
-                "X-Recording-Start": iso_ms(result.start), "X-Recording-End": iso_ms(result.end),
-                "Content-Disposition": f'inline; filename="{cam.id}-{iso_ms(result.start).replace(":", "")}.mp4"',
-            })
-            await resp.prepare(request)
-            while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
-                await resp.write(chunk)  # waits while the client's buffer is full: back-pressure
-            await resp.write_eof()
-            return resp
-        finally:
-            await asyncio.to_thread(f.close)
+            await asyncio.to_thread(path.unlink, True)  # an open file is still read; nothing is left behind
+    try:
+        app[keys.AUDIT].record_request(request, action, target or cam.id, cam.node,
+                                       {**detail, "bytes": result.bytes, "seconds": round(result.duration, 2)})
+        size = os.fstat(f.fileno()).st_size
+        resp = web.StreamResponse(headers={
+            "Content-Type": MP4, "Content-Length": str(size), "Cache-Control": "no-store",
+            "X-Recording-Start": iso_ms(result.start), "X-Recording-End": iso_ms(result.end),
+            "Content-Disposition": f'inline; filename="{cam.id}-{iso_ms(result.start).replace(":", "")}.mp4"',
+        })
+        await resp.prepare(request)
+        while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
+            await resp.write(chunk)  # waits while the client's buffer is full: back-pressure
+        await resp.write_eof()
+        return resp
+    finally:
+        await asyncio.to_thread(f.close)
 
 
 @routes.get("/api/v1/cameras/{camera_id}/live.mp4")
@@ -212,12 +212,13 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
             live.refused += 1
         raise ApiError(status, reason, retry_after=5)
     live.acquire(token_id, address)
-    viewer = worker.live_mux.subscribe()
-    worker.sync_sinks()  # the camera's connection starts feeding the muxer now
+    viewer = None
     opened_at: float | None = None
     slow = False
     resp = web.StreamResponse(headers={"Content-Type": MP4, "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     try:
+        viewer = worker.live_mux.subscribe()
+        worker.sync_sinks()  # the camera's connection starts feeding the muxer now
         _bound_send_buffer(request, live.send_buffer_bytes)
         await resp.prepare(request)
         audit.record_request(request, "live.view", cam.id, cam.node, {"format": "mp4"})
@@ -240,7 +241,8 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
     except Exception:  # headers are sent: a failure can only end the stream
         log.exception("live.mp4 of %s failed", cam.id)
     finally:
-        viewer.close()
+        if viewer is not None:
+            viewer.close()
         live.release(token_id, address)
         if opened_at is not None:
             detail: dict = {"seconds": round(time.monotonic() - opened_at, 1), "format": "mp4"}
