@@ -54,6 +54,9 @@ class EventSink:
     snapshot_width: int = SNAPSHOT_WIDTH  # event snapshots at most this wide (events.snapshot_width)
     # Where a camera's occlusion baseline outlives restarts (gateway/quality_store.py); None: nowhere.
     baselines: Callable[[Camera], BaselineStore | None] | None = None
+    # Told (kind "appear" | "leave", track id, when) as tracks start and end: events-mode recording.
+    # Called on the worker thread: it must only hand over (never wait).
+    tracks: Callable[[str, int, float], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +236,9 @@ class CameraAnalysis:
         if detector is not None:
             if dets is not None:
                 self.last_detect = now
-                out += [self._track_event(u) for u in self.tracker.update(frame, list(dets))]
+                updates = self.tracker.update(frame, list(dets))
+                self._tell_tracks(updates, now)
+                out += [self._track_event(u) for u in updates]
                 if not self.rules.empty:
                     hits = self.rules.update(now, self.tracker.seen, self.tracker.ended)
                     out += [self._rule_event(h, frame) for h in hits]
@@ -282,7 +287,9 @@ class CameraAnalysis:
     async def _flush(self, now: float, faults: list[QualityChange]) -> None:
         # Rendered off the loop: the ends of what was in view carry their best picture.
         def render() -> list[Outgoing]:
-            out = [self._track_event(u) for u in self.tracker.flush(now)]
+            updates = self.tracker.flush(now)
+            self._tell_tracks(updates, now)
+            out = [self._track_event(u) for u in updates]
             out += [self._rule_event(h, None) for h in self.rules.update(now, [], self.tracker.ended)]
             if self.in_motion:
                 self.in_motion = False
@@ -353,6 +360,13 @@ class CameraAnalysis:
             type="motion", camera_id=cam.id, node=cam.node, ts=iso_ms(frame.captured_at if frame else self.clock()),
             origin=self.sink.origin, phase=phase, media_ts=frame.media_ts if frame else None,
         ), snapshot)
+
+    def _tell_tracks(self, updates: list[TrackUpdate], now: float) -> None:
+        # `now`, not the update's frame: a leave's frame is the object's best sighting, not its last.
+        if self.sink.tracks is not None:
+            for u in updates:
+                if u.kind != "update":
+                    self.sink.tracks(u.kind, u.track_id, now)
 
     def _track_event(self, u: TrackUpdate) -> Outgoing:
         d = u.detection

@@ -24,6 +24,7 @@ from gateway.api import children as children_api
 from gateway.api import counts as counts_api
 from gateway.api import gateways as gateways_api
 from gateway.api import cameras, events, live, metrics, nodes, openapi
+from gateway.api import recordings as recordings_api
 from gateway.api import tokens as tokens_api
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import error_middleware, hash_token
@@ -36,6 +37,7 @@ from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
 from gateway.private import private_dir
 from gateway.placement import LocalLoad, Placement
+from gateway.recordings import Recordings
 from gateway.supervisor import StreamSupervisor
 from gateway.status_pub import StatusPublisher
 from registry.store import CameraStore
@@ -243,6 +245,26 @@ def _events_ctx(settings: Settings):
     return ctx
 
 
+def _recordings_ctx(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        root = settings.recordings_dir
+        await asyncio.to_thread(private_dir, root)  # 0700: recordings show what the cameras saw
+        recs = Recordings(settings.recordings, root, asyncio.get_running_loop())
+        await recs.open()
+        app[keys.RECORDINGS] = recs
+        task = asyncio.create_task(recs.run_retention(), name="recordings:retention")
+        task.add_done_callback(_log_death)
+        app[keys.RECORDINGS_TASK] = task
+        log.info("recordings in %s (default mode %s)", root, settings.recordings.mode)
+        try:
+            yield
+        finally:
+            # After the cameras stopped (the supervisor's context closes first): close what is still open.
+            await _cancel([task])
+            await recs.close()
+    return ctx
+
+
 def _supervisor_ctx(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = CameraStore(app[keys.REDIS], base_unit=settings.id_base_unit)
@@ -253,7 +275,7 @@ def _supervisor_ctx(settings: Settings):
         run_ctx = RunContext(node=settings.node, gateway_id=settings.gateway_id, ingest=settings.ingest,
                              media_dirs=tuple(p.resolve() for p in settings.media_dirs), events=app[keys.EVENTS],
                              decoders=app[keys.DECODERS], analysis=app[keys.ANALYSIS],
-                             snapshot_width=settings.events.snapshot_width)
+                             snapshot_width=settings.events.snapshot_width, recordings=app[keys.RECORDINGS])
         sup = StreamSupervisor(run_ctx)
         app[keys.SUPERVISOR] = sup
         try:
@@ -407,8 +429,9 @@ async def healthz(request: web.Request) -> web.Response:
     intake_task = app[keys.INTAKE_TASK]
     placement_running = not any(t.done() for t in app[keys.PLACEMENT_TASKS])
     placement = app[keys.PLACEMENT].health()
+    recs, recs_task = app[keys.RECORDINGS], app[keys.RECORDINGS_TASK]
     ok = redis_ok and analysis["running"] and not intake_task.done() and placement_running \
-        and not placement["duplicate_id"]
+        and not placement["duplicate_id"] and not recs_task.done()
     return web.json_response({
         "status": "ok" if ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
         "cameras_running": len(app[keys.SUPERVISOR].workers), "events_buffered": ev.pending,
@@ -419,6 +442,8 @@ async def healthz(request: web.Request) -> web.Response:
         "intake": {"running": not intake_task.done(), "children": len(app[keys.INTAKE].children)},
         # Which cameras run here: leases of the tier's cameras (several gateways may share one tier's Redis).
         "placement": {"running": placement_running, **placement},
+        # Retention by age runs as a task: a dead one lets recordings fill the disk up to the budget.
+        "recordings": {"retention_running": not recs_task.done(), "sweeps": recs.sweeps, **recs.disk().to_dict()},
     })
 
 
@@ -444,6 +469,8 @@ async def describe(request: web.Request) -> web.Response:
         "you": {"name": p.name, "role": p.role.label, "node": p.node},
         "page": "/", "api": "/api/v1 (Authorization: Bearer <token>)",
         "endpoints": ["/api/v1/cameras", "/api/v1/cameras/{id}/snapshot.jpg", "/api/v1/cameras/{id}/live.mjpeg",
+                      "/api/v1/cameras/{id}/live.mp4", "/api/v1/cameras/{id}/recordings",
+                      "/api/v1/cameras/{id}/recording.mp4", "/api/v1/events/{id}/clip.mp4",
                       "/api/v1/events", "/api/v1/events/ws", "/api/v1/events/stream", "/api/v1/tokens",
                       "/api/v1/audit", "/api/v1/whoami", openapi.PATH, "/healthz"],
     })
@@ -459,7 +486,8 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     node_names = load_node_file(nodes_file)
     app.cleanup_ctx.extend([
         _redis_ctx(settings), _access_ctx(settings), _nodes_ctx(nodes_file, node_names), _detector_ctx(settings),
-        _analysis_ctx(settings), _events_ctx(settings), _supervisor_ctx(settings), _placement_ctx(settings),
+        _analysis_ctx(settings), _events_ctx(settings), _recordings_ctx(settings), _supervisor_ctx(settings),
+        _placement_ctx(settings),
         _status_ctx(settings),
         _intake_ctx(settings), _bridge_ctx(settings),
     ])
@@ -468,6 +496,7 @@ def build_app(settings: Settings, admin_token: str) -> web.Application:
     app.router.add_get(openapi.PATH, openapi.handle)
     app.router.add_get("/healthz", healthz)
     live.setup(app)
+    recordings_api.setup(app)  # before cameras.routes: /cameras/{id}/... paths of its own
     app.router.add_routes(cameras.routes)
     app.router.add_routes(events.routes)
     app.router.add_routes(bridge_api.routes)

@@ -38,6 +38,8 @@ ACTIONS = (
     "camera.snapshot",  # a camera's latest frame
     "live.view",  # a live view opened
     "live.end",  # a live view closed, with how long it was watched
+    "recording.view",  # a camera's recordings listed, or a window of them played back
+    "clip.view",  # an event's clip played back
     "access.denied",  # a 403, or a 404 hiding what lies outside the caller's jurisdiction
 )
 _RAW_TOKEN = re.compile(r"se_[A-Za-z0-9_-]{20,}")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from analytics.events import Event, Origin, iso_ms
 from analytics.scheduler import SkipReason
@@ -26,10 +27,16 @@ from gateway.analysis import AnalysisRunner, CameraAnalysis, EventSink
 from gateway.backoff import Backoff
 from gateway.config import IngestConfig
 from gateway.events import EventLog
-from gateway.ingest import DecodeCounters, DecodeMode, DecodeOptions, DecodePool, Demuxer, StreamError, StreamInfo
+from gateway.ingest import (
+    DecodeCounters, DecodeMode, DecodeOptions, DecodePool, Demuxer, PacketPull, PacketSink, StreamError, StreamInfo,
+)
+from gateway.recording import CameraRecorder, LiveMuxer, Mode, RecorderState
 from gateway.quality_store import baseline_store
 from registry.models import Camera
 from registry.urls import Source, SourceError, parse_source, scrub
+
+if TYPE_CHECKING:
+    from gateway.recordings import Recordings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ class RunContext:
     analysis: AnalysisRunner
     snapshot_width: int = SNAPSHOT_WIDTH  # events.snapshot_width
     clock: Callable[[], float] = time.time
+    recordings: "Recordings | None" = None  # recording and the live fMP4 view (None: not wired, e.g. unit tests)
 
     @property
     def origin(self) -> Origin:
@@ -124,6 +132,9 @@ class CameraStatus:
     # is intact when it is online and this is empty.
     quality: tuple[str, ...] = ()
     gateway: str | None = None  # the gateway of the tier that runs the camera (None: none does now)
+    # Recording here: mode, state (off / waiting / recording / standby / paused) and why, bytes and segments
+    # written, the stream recorded (main), and the recordings' disk (free, used, budget, full). None: not known.
+    recording: dict[str, Any] | None = None
 
     @classmethod
     def idle(cls, camera: Camera) -> "CameraStatus":
@@ -151,7 +162,7 @@ class CameraWorker:
         self._rate_in = _Rate()
         self.analysis = CameraAnalysis(camera, EventSink(
             ctx.events, ctx.origin, ctx.model, snapshot_width=ctx.snapshot_width,
-            baselines=functools.partial(baseline_store, events=ctx.events)), ctx.ingest.max_width,
+            baselines=functools.partial(baseline_store, events=ctx.events), tracks=self._track), ctx.ingest.max_width,
                                        clock=ctx.clock, stages=ctx.analysis.stages)
         self._demuxer: Demuxer | None = None
         # A camera is online from its first sampled frame, which may wait for analysis a moment:
@@ -162,12 +173,23 @@ class CameraWorker:
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._stopping = False
+        # Recording and the live fMP4 view, fed by the analysis connection; a camera with a substream feeds
+        # them from a demux-only connection to its main stream instead, open only while they want packets.
+        self.recorder: CameraRecorder | None = None
+        self.live_mux: LiveMuxer | None = None
+        self._main_pull: PacketPull | None = None
+        self.main_error: str | None = None  # why the main-stream connection last ended
+        self._rec_paused = False  # a status event said recording is paused (disk full)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         """Join the analysis scheduler and start the connection loop."""
         self.ctx.analysis.attach(self.analysis)
         self._tasks = [asyncio.create_task(self._ingest(), name=f"camera:{self.camera.id}:ingest")]
+        if self.ctx.recordings is not None:
+            self.recorder, self.live_mux = self.ctx.recordings.attach(self.camera)
+            if self.camera.substream_url:
+                self._tasks.append(asyncio.create_task(self._main_stream(), name=f"camera:{self.camera.id}:main"))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the connection and its analysis; end open tracks and faults."""
@@ -183,6 +205,12 @@ class CameraWorker:
         if demuxer is not None:
             # The thread notices quit between packets; FFmpeg's socket timeout bounds a blocked read.
             await asyncio.to_thread(demuxer.join, timeout)
+        pull = self._main_pull
+        if pull is not None:
+            pull.quit.set()
+            await asyncio.to_thread(pull.join, timeout)
+        if self.ctx.recordings is not None and self.recorder is not None:
+            self.ctx.recordings.detach(self.camera.id)
         await self.ctx.analysis.detach(self.camera.id, timeout)
         # Every object reported in view gets its "end", so consumers can pair starts and ends.
         await self.analysis.stop()
@@ -194,6 +222,9 @@ class CameraWorker:
         self.ctx.analysis.reconfigure(camera)
         if self._demuxer is not None:
             self._demuxer.analysis_fps = camera.analytics.fps
+        if self.ctx.recordings is not None and self.recorder is not None:
+            self.ctx.recordings.configure(camera)
+            self.sync_sinks()
 
     def mark_disabled(self, camera: Camera) -> None:
         """After stop(): record that the camera was switched off, and announce it with a status event."""
@@ -261,7 +292,109 @@ class CameraWorker:
             codec=self.info.codec if self.info else None,
             quality=a.faults,
             gateway=self.ctx.gateway_id,
+            recording=self._recording_status(),
         )
+
+    # ---- recording and the live fMP4 view ------------------------------------------------------------
+    def _wanted_sinks(self) -> tuple[PacketSink, ...]:
+        """What wants this camera's packets now: its recorder unless off, its live muxer while watched (or lingering)."""
+        out: list[PacketSink] = []
+        rec = self.recorder
+        if rec is not None and rec.settings.mode is not Mode.OFF:
+            out.append(rec)
+        mux = self.live_mux
+        if mux is not None and (mux.viewers or mux.stats().running):
+            out.append(mux)
+        return tuple(out)
+
+    def sync_sinks(self) -> None:
+        """Attach to the camera's connection what wants its packets (from the loop: a tick, a viewer, a change)."""
+        wanted = self._wanted_sinks()
+        target = self._main_pull if self.camera.substream_url else self._demuxer
+        if target is not None and target.sinks != wanted:
+            target.sinks = wanted
+
+    def _track(self, kind: str, track_id: int, at: float) -> None:
+        # From the analysis worker thread: the recorder only notes it (a lock held for microseconds).
+        rec = self.recorder
+        if rec is None:
+            return
+        if kind == "appear":
+            rec.track_appeared(track_id, at)
+        elif kind == "leave":
+            rec.track_left(track_id, at)
+
+    def _recording_status(self) -> dict[str, Any] | None:
+        rec, recs = self.recorder, self.ctx.recordings
+        if rec is None or recs is None:
+            return None
+        st = rec.status().to_dict()
+        st.pop("camera_id", None)
+        st["stream"] = "main"
+        if self.camera.substream_url and self.main_error:
+            st["stream_error"] = self.main_error
+        st["disk"] = recs.disk().to_dict()
+        return st
+
+    def _watch_recording(self) -> None:
+        """Once a tick: a pause for disk space, and the resume, are announced with a status event."""
+        rec = self.recorder
+        if rec is None:
+            return
+        st = rec.status()
+        paused = st.state is RecorderState.PAUSED
+        if paused == self._rec_paused:
+            return
+        self._rec_paused = paused
+        reason = f"recording paused: {st.reason or 'disk full'}" if paused else "recording resumed"
+        log.log(logging.WARNING if paused else logging.INFO, "camera %s: %s", self.camera.id, reason)
+        self.ctx.events.publish(Event(
+            type="status", camera_id=self.camera.id, node=self.camera.node, ts=iso_ms(self.ctx.clock()),
+            origin=self.ctx.origin, state=self.state.value, reason=reason,
+            extra={"recording": st.state.value, **({"recording_reason": st.reason} if paused and st.reason else {})},
+        ))
+
+    async def _main_stream(self) -> None:
+        """A camera with a substream: its main stream, pulled (demux only) while recording or a live view wants it.
+
+        Analysis keeps the substream (cheap to decode); recording and live view get the camera's own quality. The
+        connection exists only while something wants its packets, so a camera with recording off and nobody
+        watching is pulled once, as before."""
+        ing = self.ctx.ingest
+        backoff = Backoff(ing.backoff_initial_s, ing.backoff_max_s)
+        while not self._stopping:
+            if not self._wanted_sinks():
+                self._watch_recording()
+                await asyncio.sleep(WATCH_TICK_S)
+                continue
+            try:
+                source = parse_source(self.camera.url, list(self.ctx.media_dirs))
+            except SourceError as e:
+                self.main_error = str(e)
+                await asyncio.sleep(backoff.next())
+                continue
+            pull = PacketPull(self.camera.id, source, DecodeOptions(self.camera.analytics.fps, ing.open_timeout_s),
+                              self._wanted_sinks())
+            self._main_pull = pull
+            started = time.monotonic()
+            pull.start()
+            try:
+                while pull.is_alive() and not self._stopping:
+                    await asyncio.sleep(WATCH_TICK_S)
+                    self.sync_sinks()
+                    self._watch_recording()
+                    if not pull.sinks:
+                        break  # nothing wants the main stream any more
+            finally:
+                pull.quit.set()
+                await asyncio.to_thread(pull.join, ing.open_timeout_s + 2)
+                self._main_pull = None
+            if pull.error is not None and not self._stopping:
+                self.main_error = str(pull.error)
+                log.info("camera %s: main stream (recording, live view): %s", self.camera.id, pull.error)
+                if time.monotonic() - started >= ing.healthy_after_s:
+                    backoff.reset()
+                await asyncio.sleep(backoff.next())
 
     def _set_state(self, state: CameraState, reason: str | None = None) -> None:
         if state == self.state:
@@ -311,6 +444,7 @@ class CameraWorker:
                 except asyncio.TimeoutError:
                     pass
                 await self.analysis.idle()
+                self._watch_recording()
             self.reconnects += 1
 
     async def _run_once(self, source: Source, loop: asyncio.AbstractEventLoop) -> tuple[str, float]:
@@ -354,6 +488,7 @@ class CameraWorker:
 
         self._demuxer = demuxer
         self._reported = DecodeCounters()  # what _report_skips already told the scheduler
+        self.sync_sinks()  # before it opens: the sinks hear of the stream from its start
         demuxer.start()
         stall = self.ctx.ingest.stall_timeout_s
         reason = "stream ended"
@@ -367,6 +502,8 @@ class CameraWorker:
                     pass
                 pulse()
                 self._report_skips(demuxer)
+                self.sync_sinks()
+                self._watch_recording()
                 demuxer.target_fps = runner.scheduler.target(self.camera.id)
                 load = runner.scheduler.camera(self.camera.id)
                 if load is not None:

@@ -81,6 +81,8 @@ def _settings_from(args: argparse.Namespace, **defaults) -> Settings:
             flags[name] = value
     if getattr(args, "media_dir", None):
         flags["media_dirs"] = list(flags.get("media_dirs", [])) + [Path(p) for p in args.media_dir]
+    if getattr(args, "recordings_dir", None) is not None:
+        flags["recordings"] = {"dir": args.recordings_dir}  # merged into the file's and environment's section
     return load_settings(getattr(args, "config", None), **flags)
 
 
@@ -493,6 +495,8 @@ def _gateway_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", help="node code this tier owns, e.g. 450102")
     p.add_argument("--model", type=Path, help="ONNX detector (YOLOX or YOLOv8/YOLO11 export)")
     p.add_argument("--media-dir", action="append", help="folder file: sources may live in (repeatable)")
+    p.add_argument("--recordings-dir", type=Path,
+                   help="where camera recordings go (default: recordings in the data folder)")
     p.add_argument("--gateway-id", help="this gateway instance's name")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from analytics.events import EVENT_TYPES
 from analytics.pool import DEFAULT_NICE
 from analytics.snapshot import SNAPSHOT_WIDTH
+from registry.models import PostS, PreS, RecordingMode, RetainDays
 from tiers.connect import SENTINEL_SCHEMES, check_redis_url, is_sentinel_url, same_deployment
 from tiers.nodes import NodeCodeError, normalize_node
 
@@ -127,6 +128,26 @@ class LiveConfig(_Section):
                     "after this much, not after megabytes (enough for 10 fps at 960 px over 300 ms of round trip)")
 
 
+class RecordingsConfig(_Section):
+    """Video recording (issue 11): where, how much disk, and the tier's defaults for cameras' `recording`."""
+
+    dir: Path | None = Field(None, description="where recordings and their index go (--recordings-dir); absent: "
+                                                "`recordings` in the data folder")
+    max_bytes: int | None = Field(None, ge=1 << 20, description="recordings may take at most this many bytes; the "
+                                                               "oldest segments go first; absent: no budget")
+    min_free_bytes: int = Field(1 << 30, ge=0, description=(
+        "free space kept on the recordings' disk: the oldest segments go first, and when nothing is left to delete "
+        "recording pauses (status event) until space returns; analysis never stops for it"))
+    segment_s: float = Field(60.0, ge=0.5, le=600, description="a segment file is closed at the first key frame after "
+                                                                "this long (retention removes whole segments)")
+    sweep_s: float = Field(60.0, ge=1, le=3600, description="how often retention removes segments past retain_days")
+    mode: RecordingMode = Field("off", description="cameras' default recording mode: off, events, continuous")
+    retain_days: RetainDays = Field(7, description="cameras' default days to keep recordings (1..365)")
+    pre_s: PreS = Field(5.0, description="cameras' default seconds kept before a track (events mode; clips) (0..30)")
+    post_s: PostS = Field(10.0, description="cameras' default seconds kept after a track (events mode; clips) "
+                                            "(0..120)")
+
+
 class PlacementConfig(_Section):
     """Sharing the tier's cameras with the other gateways on its Redis (tiers/placement.py): leases, balance."""
 
@@ -220,6 +241,7 @@ class Settings(BaseSettings):
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
 
     @field_validator("node")
     @classmethod
@@ -285,6 +307,11 @@ class Settings(BaseSettings):
         if self.uplink is not None and same_deployment(self.uplink, self.redis):
             raise ValueError("uplink must be the parent tier's Redis, not this tier's own (--redis)")
         return self
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where recordings go: recordings.dir, else `recordings` in the data folder."""
+        return self.recordings.dir or self.data_dir / "recordings"
 
     @property
     def http_host(self) -> str:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import av
 import numpy as np
@@ -428,6 +429,93 @@ def _av_options(source: Source, opts: DecodeOptions) -> dict[str, str]:
     return source.file_options()
 
 
+class PacketSink(Protocol):
+    """Something fed every packet a connection reads (recording, the live fMP4 view): called on the demuxer thread.
+
+    Each call must return at once (hand the packet over, never wait on a disk or a client): the thread reading
+    the camera is the one calling."""
+
+    def stream_opened(self, stream: av.VideoStream) -> None:
+        """The stream opened (or the sink was attached to an open one): `stream` describes it."""
+
+    def packet(self, packet: av.Packet) -> None:
+        """One packet of the video stream, as read (every packet: before any skipping for analysis)."""
+
+    def stream_ended(self, reason: str | None) -> None:
+        """The stream ended or broke (`reason`, credentials scrubbed), or the sink was detached."""
+
+
+SINK_DETACHED = "detached"  # stream_ended's reason for a sink taken off a connection still running
+
+
+class SinkFanout:
+    """A connection's packet sinks: `wanted` is set (a new tuple, never mutated) from the loop; the demuxer thread
+    opens, feeds and ends them. A sink that raises is detached for the rest of the connection, logged once:
+    recording or a viewer must never stop the camera's analysis."""
+
+    __slots__ = ("camera_id", "wanted", "_seen", "active", "_failed", "_stream", "failures")
+
+    def __init__(self, camera_id: str) -> None:
+        self.camera_id = camera_id
+        self.wanted: tuple[PacketSink, ...] = ()
+        self._seen: tuple[PacketSink, ...] | None = None  # the `wanted` the active ones were made from
+        self.active: tuple[PacketSink, ...] = ()
+        self._failed: list[PacketSink] = []
+        self._stream: av.VideoStream | None = None
+        self.failures = 0
+
+    def opened(self, stream: av.VideoStream) -> None:
+        """The stream opened: every wanted sink hears of it."""
+        self._stream = stream
+        self._sync()
+
+    def packet(self, packet: av.Packet) -> None:
+        """Hand a packet to every sink (attaching and detaching first what the loop changed)."""
+        if self.wanted is not self._seen:
+            self._sync()
+        for s in self.active:
+            try:
+                s.packet(packet)
+            except Exception:  # noqa: BLE001 - the sink goes, the camera stays
+                self._fail(s, "packet")
+
+    def ended(self, reason: str | None) -> None:
+        """The stream ended: every active sink hears why."""
+        active, self.active, self._seen = self.active, (), None
+        self._stream = None
+        for s in active:
+            self._call(s, "stream_ended", reason)
+
+    def _sync(self) -> None:
+        wanted = self.wanted
+        self._seen = wanted
+        if self._stream is None:
+            return
+        keep = tuple(s for s in wanted if s not in self._failed)
+        for s in self.active:
+            if s not in keep:
+                self._call(s, "stream_ended", SINK_DETACHED)
+        old = self.active
+        self.active = keep
+        for s in keep:
+            if s not in old:
+                self._call(s, "stream_opened", self._stream)
+
+    def _call(self, sink: PacketSink, name: str, arg: object) -> None:
+        try:
+            getattr(sink, name)(arg)
+        except Exception:  # noqa: BLE001
+            self._fail(sink, name)
+
+    def _fail(self, sink: PacketSink, what: str) -> None:
+        self.failures += 1
+        if sink not in self._failed:
+            self._failed.append(sink)
+            log.exception("camera %s: packet sink %s failed in %s; detached from this connection",
+                          self.camera_id, type(sink).__name__, what)
+        self.active = tuple(s for s in self.active if s is not sink)
+
+
 class Demuxer(threading.Thread):
     """One connection: opens the source, reads packets (files paced as a live camera sends them), feeds its decoder."""
 
@@ -459,6 +547,17 @@ class Demuxer(threading.Thread):
         self.decoder: StreamDecoder | None = None
         self._has_b_frames = False
         self._error: BaseException | None = None  # the decoder's, raised here
+        # Recording and the live fMP4 view: fed every packet read, on this thread (set `sinks` from the loop).
+        self.fanout = SinkFanout(camera_id)
+
+    @property
+    def sinks(self) -> tuple[PacketSink, ...]:
+        """The packet sinks this connection feeds."""
+        return self.fanout.wanted
+
+    @sinks.setter
+    def sinks(self, value: tuple[PacketSink, ...]) -> None:
+        self.fanout.wanted = tuple(value)
 
     def _call(self, fn: Callable, *args) -> bool:
         try:
@@ -491,6 +590,7 @@ class Demuxer(threading.Thread):
             error = StreamError(scrub(f"demuxer crashed: {type(e).__name__}: {e}"))
         if self._error is not None:
             error = self._error
+        self.fanout.ended(str(error) if error is not None else "stopped")
         self._call(self._on_end, error)
 
     def _decoder_failed(self, e: BaseException) -> None:
@@ -537,6 +637,7 @@ class Demuxer(threading.Thread):
             # Only B-frames are ever left unreferenced in practice; without them REFERENCE saves nothing.
             self._has_b_frames = bool(ctx.has_b_frames)
             self._call(self._on_open, StreamInfo(ctx.width, ctx.height, ctx.name, fps))
+            self.fanout.opened(stream)
             max_queue = max(QUEUE_MIN_PACKETS, int(QUEUE_SECONDS * (fps or 25)))
             decoder = StreamDecoder(self.camera_id, stream, Sampler(self.analysis_fps, fps),
                                     self._sample, self._decoder_failed, max_queue, self.pool.submit)
@@ -558,6 +659,7 @@ class Demuxer(threading.Thread):
 
     def _read(self, container, stream, decoder: StreamDecoder, fps: float | None) -> None:
         is_file = self.source.kind == "file"
+        fanout = self.fanout
         tb = float(stream.time_base) if stream.time_base else 0.0
         wall0 = time.monotonic()
         pass_start = 0.0  # wall offset of the current pass of a looped file
@@ -577,15 +679,20 @@ class Demuxer(threading.Thread):
                     last_dts = t
                 # Packets, not decoded frames, are the camera's pulse: in key-frame mode most are skipped.
                 self.packets += 1
-                if not packet.is_keyframe and (decoder.key_only or self._past_head(packet, tb, last_key)):
-                    # Never decoded, so not paced either: a file's demuxer wakes for the packets it feeds.
-                    self.last_packet_at = time.time()
-                    continue
-                if is_file and t is not None:
-                    # Hold each packet until its time, as a live camera would send it.
+                skip = not packet.is_keyframe and (decoder.key_only or self._past_head(packet, tb, last_key))
+                fed = fanout.wanted
+                # Hold each packet until its time, as a live camera would send it. A packet never decoded is
+                # not paced when nothing else takes it (a file's demuxer wakes only for the packets it feeds);
+                # with sinks every packet is (recording a file must not come in bursts).
+                if is_file and t is not None and (fed or not skip):
                     delay = wall0 + pass_start + t - time.monotonic()
                     if delay > PACE_SLACK_S and self.quit.wait(delay):
                         return
+                if fed or fanout.active:
+                    fanout.packet(packet)
+                if skip:
+                    self.last_packet_at = time.time()
+                    continue
                 self.last_packet_at = time.time()
                 if packet.is_keyframe and packet.pts is not None and tb:
                     kt = packet.pts * tb
@@ -674,6 +781,89 @@ class Demuxer(threading.Thread):
         if fps and fps_a <= NONREF_MAX_SHARE * fps and self._has_b_frames:
             return DecodeMode.REFERENCE
         return DecodeMode.ALL
+
+
+class PacketPull(threading.Thread):
+    """A demux-only connection: reads a stream's packets for its sinks and decodes nothing.
+
+    For a camera whose analysis pulls its substream: recording and the live fMP4 view want the main stream (the
+    camera's own quality), so the main stream gets this connection, and only while they are on
+    (gateway/camera.py). Files are paced as a live camera sends them; a file loops like the analysis one."""
+
+    def __init__(self, camera_id: str, source: Source, opts: DecodeOptions,
+                 sinks: tuple[PacketSink, ...] = ()) -> None:
+        super().__init__(name=f"pull-{camera_id}", daemon=True)
+        self.camera_id = camera_id
+        self.source = source
+        self.opts = opts
+        self.quit = threading.Event()
+        self.fanout = SinkFanout(camera_id)
+        self.fanout.wanted = tuple(sinks)
+        self.packets = 0
+        self.opened = False
+        self.error: StreamError | None = None  # why it ended (None: stopped)
+
+    @property
+    def sinks(self) -> tuple[PacketSink, ...]:
+        """The packet sinks fed."""
+        return self.fanout.wanted
+
+    @sinks.setter
+    def sinks(self, value: tuple[PacketSink, ...]) -> None:
+        self.fanout.wanted = tuple(value)
+
+    def run(self) -> None:
+        try:
+            self._pull()
+        except StreamError as e:
+            self.error = e
+        except av.FFmpegError as e:
+            self.error = StreamError(scrub(_describe(e)))
+        except Exception as e:  # a bug must not pass silently: say it as the connection's end
+            log.exception("main-stream connection of %s crashed", self.camera_id)
+            self.error = StreamError(scrub(f"connection crashed: {type(e).__name__}: {e}"))
+        self.fanout.ended(str(self.error) if self.error is not None else "stopped")
+
+    def _pull(self) -> None:
+        url = str(self.source.path) if self.source.kind == "file" else self.source.url
+        container = open_source(self.source, url, _av_options(self.source, self.opts))
+        try:
+            if not container.streams.video:
+                raise StreamError("source has no video stream")
+            stream = container.streams.video[0]
+            self.opened = True
+            self.fanout.opened(stream)
+            is_file = self.source.kind == "file"
+            tb = float(stream.time_base) if stream.time_base else 0.0
+            fps = float(stream.average_rate) if stream.average_rate else None
+            wall0 = time.monotonic()
+            pass_start = 0.0
+            while not self.quit.is_set():
+                last_dts, got = 0.0, False
+                for packet in container.demux(stream):
+                    if self.quit.is_set():
+                        return
+                    if packet.size == 0:
+                        continue
+                    got = True
+                    self.packets += 1
+                    if packet.dts is not None and tb:
+                        last_dts = packet.dts * tb
+                        if is_file:
+                            delay = wall0 + pass_start + last_dts - time.monotonic()
+                            if delay > PACE_SLACK_S and self.quit.wait(delay):
+                                return
+                    self.fanout.packet(packet)
+                if self.quit.is_set():
+                    return
+                if not is_file:
+                    raise StreamError("stream ended")
+                if not got:
+                    raise StreamError("file has no packets")
+                pass_start += last_dts + 1 / (fps or 25)
+                container.seek(0)
+        finally:
+            container.close()
 
 
 # ---- opening a source ------------------------------------------------------------------------------
@@ -767,6 +957,6 @@ def _describe(e: av.FFmpegError) -> str:
     return f"{msg} ({name})"
 
 
-__all__ = ["open_source", "AvPicture", "DecodeCounters", "DecodeMode", "DecodeOptions", "DecodePool", "Demuxer", "StreamDecoder",
+__all__ = ["open_source", "AvPicture", "PacketPull", "PacketSink", "SinkFanout", "DecodeCounters", "DecodeMode", "DecodeOptions", "DecodePool", "Demuxer", "StreamDecoder",
            "StreamError", "StreamInfo", "MAX_BAD_PACKETS"]
 

@@ -14,6 +14,7 @@ from gateway.config import Settings
 from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
 from gateway.placement import Placement
+from gateway.recordings import Recordings
 from gateway.supervisor import StreamSupervisor
 from gateway.web.frames import LiveFrames
 from registry.store import CameraStore
@@ -43,6 +44,8 @@ REVOCATIONS = web.AppKey("revocations", RevocationWatch)  # open streams of revo
 AUDIT = web.AppKey("audit", AuditLog)
 NODE_NAMES = web.AppKey("node_names", NodeNames)  # se:nodes, shared by the tier
 LIVE = web.AppKey("live", LiveFrames)  # thumbnails and live views: shared encodes, open views
+RECORDINGS = web.AppKey("recordings", Recordings)  # the recordings' store, per camera its recorder and live fMP4
+RECORDINGS_TASK = web.AppKey("recordings_task", asyncio.Task)  # retention by age
 
 FETCHER = web.AppKey("fetcher", FrameFetcher)  # newest frame of any camera of the subtree, as JPEG
 BRIDGE = web.AppKey("bridge", Bridge)  # absent when no uplink is configured (a top tier)

@@ -25,6 +25,7 @@ __all__ = [
     "Location",
     "QualityPatch",
     "QualitySettings",
+    "RecordingChoice",
     "error_details",
     "validate_sources",
 ]
@@ -87,6 +88,8 @@ _DESC = {
     "analytics": "analysis settings",
     "gateway": "pin the camera to this gateway of the tier (its gateway_id); null: the tier places it where "
                "there is room",
+    "recording": "video recording of the camera's own stream (the main stream when there is a substream), remuxed, "
+                 "never re-encoded; a key absent or null takes the tier's default (recordings.* settings)",
 }
 GatewayId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -344,6 +347,39 @@ class AnalyticsPatch(BaseModel):
         return value
 
 
+# Ranges of a camera's recording settings (gateway/recording checks the same through these).
+RETAIN_DAYS_RANGE = (1, 365)
+PRE_S_RANGE = (0.0, 30.0)
+POST_S_RANGE = (0.0, 120.0)
+RecordingMode = Literal["off", "events", "continuous"]
+RetainDays = Annotated[int, Field(ge=RETAIN_DAYS_RANGE[0], le=RETAIN_DAYS_RANGE[1])]
+PreS = Annotated[float, Field(ge=PRE_S_RANGE[0], le=PRE_S_RANGE[1])]
+PostS = Annotated[float, Field(ge=POST_S_RANGE[0], le=POST_S_RANGE[1])]
+
+_RECDESC = {
+    "mode": "off; events: pre_s before and post_s after each detection track; continuous",
+    "retain_days": f"days recordings are kept ({RETAIN_DAYS_RANGE[0]}..{RETAIN_DAYS_RANGE[1]}; the disk budget may "
+                   "remove them sooner)",
+    "pre_s": f"events mode: seconds kept before a track appears ({PRE_S_RANGE[0]:g}..{PRE_S_RANGE[1]:g}); also an "
+             "event clip's lead",
+    "post_s": f"events mode: seconds kept after a track leaves ({POST_S_RANGE[0]:g}..{POST_S_RANGE[1]:g}); also an "
+              "event clip's tail",
+}
+
+
+class RecordingChoice(BaseModel):
+    """A camera's recording settings; a key absent or null takes the tier's default (recordings.*).
+
+    In a PATCH only the keys present change, and null returns a key to the tier's default."""
+
+    model_config = ConfigDict(**_CONFIG, frozen=True)
+
+    mode: RecordingMode | None = Field(None, description=_RECDESC["mode"])
+    retain_days: RetainDays | None = Field(None, description=_RECDESC["retain_days"])
+    pre_s: PreS | None = Field(None, description=_RECDESC["pre_s"])
+    post_s: PostS | None = Field(None, description=_RECDESC["post_s"])
+
+
 class Location(BaseModel):
     """A WGS-84 position."""
 
@@ -366,6 +402,7 @@ class _CameraFields(BaseModel):
     location: Location | None = Field(None, description=_DESC["location"])
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings, description=_DESC["analytics"])
     gateway: GatewayId | None = Field(None, description=_DESC["gateway"])
+    recording: RecordingChoice = Field(default_factory=RecordingChoice, description=_DESC["recording"])
 
     _node = field_validator("node")(_check_node)
     _urls = field_validator("url", "substream_url")(_check_url)
@@ -438,7 +475,7 @@ class Camera(_CameraFields):
         return cls.model_validate_json(data)
 
 
-_CAMERA_NOT_NULL = ("name", "enabled", "analytics", "url")  # substream_url and location: null removes them
+_CAMERA_NOT_NULL = ("name", "enabled", "analytics", "url", "recording")  # substream_url and location: null removes them
 
 
 class CameraPatch(BaseModel):
@@ -454,6 +491,7 @@ class CameraPatch(BaseModel):
     location: Location | None = Field(None, description=_DESC["location"] + "; null removes it")
     analytics: AnalyticsPatch | None = Field(None, description=_DESC["analytics"] + "; only keys present change")
     gateway: GatewayId | None = Field(None, description=_DESC["gateway"] + "; null unpins it")
+    recording: RecordingChoice | None = Field(None, description=_DESC["recording"] + "; only keys present change")
 
     _urls = field_validator("url", "substream_url")(_check_url)
 
@@ -486,7 +524,9 @@ class CameraPatch(BaseModel):
         quality_change = analytics_change.pop("quality", None) or {}
         analytics = {**current["analytics"], **analytics_change,
                      "quality": {**current["analytics"]["quality"], **quality_change}}
-        merged = {**current, **change, "analytics": analytics}
+        recording = {**current["recording"], **(self.recording.model_dump(exclude_unset=True) if self.recording else {})}
+        change.pop("recording", None)
+        merged = {**current, **change, "analytics": analytics, "recording": recording}
         ts = time.time() if now is None else now
         # Never move updated_at backwards (clock steps, a stale `now`): readers compare it.
         merged["updated_at"] = max(ts, camera.updated_at)

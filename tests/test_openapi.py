@@ -82,7 +82,8 @@ BULK = "POST /api/v1/cameras/bulk"
 NDJSON = "application/x-ndjson"
 # A camera's picture while the camera has none to give (disabled, starting, offline, every live view taken) is
 # the described 503 with the reason: the camera's state, not the gateway failing.
-PICTURES = {"/api/v1/cameras/{camera_id}/snapshot.jpg", "/api/v1/cameras/{camera_id}/live.mjpeg"}
+PICTURES = {"/api/v1/cameras/{camera_id}/snapshot.jpg", "/api/v1/cameras/{camera_id}/live.mjpeg",
+            "/api/v1/cameras/{camera_id}/live.mp4"}
 
 
 @schemathesis.serializer("application/csv")
@@ -196,7 +197,8 @@ def _jpeg() -> bytes:
 async def _seed(gw: Any, port: int, own_tokens: set[str]) -> Targets:
     """A running file camera, an unreachable one, a disabled one, an event with a snapshot, a spare token."""
     urls = (f"rtsp://127.0.0.1:{port}/fuzz", f"rtsp://fuzz:secret@127.0.0.1:{port}/sub?token=abc")
-    running = await gw.add_camera(name="running", node=NODE, url=f"file:{CLIP}", analytics={"fps": 1})
+    running = await gw.add_camera(name="running", node=NODE, url=f"file:{CLIP}", analytics={"fps": 1},
+                                  recording={"mode": "continuous"})  # its recordings and event clips play back
     unreachable = await gw.add_camera(name="unreachable", node=TOWNSHIP, url=urls[1])
     disabled = await gw.add_camera(name="disabled", node=NODE, url=urls[0], enabled=False)
     await gw.wait_state(running["id"], "online")
@@ -221,7 +223,8 @@ async def _seed(gw: Any, port: int, own_tokens: set[str]) -> Targets:
         read={"camera_id": cameras, "event_id": [detection], "token_id": [spare["id"]], "code": nodes},
         change={"camera_id": cameras[1:], "event_id": [detection], "token_id": [spare["id"]], "code": nodes,
                 "node": [TOWNSHIP]},
-        query={"since": [oldest, detection], "before": [detection], "camera": [running["id"]]})
+        query={"since": [oldest, detection], "before": [detection], "camera": [running["id"]],
+               "start": [iso_ms(time.time() - 20)]})
 
 
 async def _tokens(gw: Any) -> tuple[dict[str, str | None], set[str]]:
@@ -240,11 +243,14 @@ async def _tokens(gw: Any) -> tuple[dict[str, str | None], set[str]]:
 
 
 class EndlessStreamsHeadOnly(requests.Session):
-    """Reads a live view (endless multipart JPEG) only up to its head, then hangs up: its body never ends."""
+    """Reads a live view (endless multipart JPEG, or fragmented MP4 without a length) only up to its head, then
+    hangs up: its body never ends."""
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         resp = super().request(*args, **kwargs)
-        if resp.headers.get("Content-Type", "").startswith("multipart/x-mixed-replace"):
+        ctype = resp.headers.get("Content-Type", "")
+        if ctype.startswith("multipart/x-mixed-replace") or (ctype == "video/mp4"
+                                                             and "Content-Length" not in resp.headers):
             resp._content = b""  # noqa: SLF001 (the parts are JPEG frames: nothing the description types)
             resp.close()  # the gateway sees the viewer leave and frees the view
         return resp
@@ -323,6 +329,10 @@ def _biased(op: Any, mode: GenerationMode, values: dict[str, list[str]], query: 
     aimed = [op.as_strategy(generation_mode=mode, path_parameters={p.name: v})
              for p in op.path_parameters for v in values.get(p.name, [])]
     aimed += [op.as_strategy(generation_mode=mode, query={p.name: v}) for p in op.query for v in query.get(p.name, [])]
+    # Both aimed at once: a recording's window of a camera that records (neither alone finds one).
+    aimed += [op.as_strategy(generation_mode=mode, path_parameters={p.name: v}, query={q.name: w})
+              for p in op.path_parameters for v in values.get(p.name, [])
+              for q in op.query if q.is_required for w in query.get(q.name, [])]
 
     def in_tree(case: Any) -> Any:
         # A created camera or token needs a node in the jurisdiction, a granted tier one below this tier's:

@@ -28,7 +28,7 @@ from tiers.access import Principal, Role
 from tiers.nodes import NodeCodeError, in_subtree, normalize_node, parent_of
 
 BOOTSTRAP_ID = "bootstrap"
-_MEDIA = (".jpg", ".mjpeg")  # what <img> tags load
+_MEDIA = (".jpg", ".mjpeg", ".mp4")  # what <img> and <video> tags load
 # Open paths under /api/: the API's description holds no data of the tier, and tools read it before they have a token.
 OPEN_PATHS = frozenset({"/api/v1/openapi.json"})
 

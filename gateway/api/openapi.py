@@ -33,6 +33,7 @@ from gateway.api import nodes as nodes_api
 from gateway.api import tokens as tokens_api
 from gateway.api.errors import JSON_BODY_MAX, PAGE_DEFAULT, PAGE_MAX
 from gateway.camera import CameraState, CameraStatus
+from gateway.recording import GapReason
 from registry.bulk import BULK_MAX_ROWS, CSV_COLUMNS
 from registry.ids import CAMERA_ID_PATTERN
 from registry.models import Camera, CameraCreate, CameraPatch
@@ -274,6 +275,19 @@ def _misc_schemas() -> dict[str, Any]:
             "total": _nullable({"type": "integer", "minimum": 0, "description": "null when filtered by state"}),
         }),
         "Deleted": _obj({"deleted": {"type": "string"}}),
+        "RecordingList": _obj({
+            "camera_id": {"type": "string"}, "since": {"type": "string"}, "until": {"type": "string"},
+            "segments": {"type": "array", "items": _obj({
+                "start": {"type": "string"}, "end": {"type": "string"}, "bytes": {"type": "integer", "minimum": 0},
+                "codec": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"}},
+                description="one MP4 segment: [start, end) UTC, the camera's own codec")},
+            "gaps": {"type": "array", "items": _obj({
+                "start": {"type": "string"}, "end": {"type": "string"},
+                "reason": {"enum": [r.value for r in GapReason]},
+                "detail": {"type": "string", "description": "e.g. the stream's error"}},
+                required=["start", "end", "reason"], description="a stretch without recording and why")},
+            "truncated": {"const": True, "description": "more segments than one listing holds: it stops early"},
+        }, required=["camera_id", "since", "until", "segments", "gaps"]),
         "BulkResult": _obj({"rows": {"type": "integer"}, "created": {"type": "integer"},
                             "failed": {"type": "integer"}, "results": {"type": "array", "items": bulk_row}}),
         "BulkLine": {"description": "each line of the NDJSON progress stream: progress, the final result, or the "
@@ -338,6 +352,8 @@ def _misc_schemas() -> dict[str, Any]:
                            description="what the child tiers send is checked and applied here"),
             "placement": {"type": "object", "description": "this gateway's cameras (leases), the tier's gateways, "
                                                            "cameras taken, handed over, leases lost, events fenced"},
+            "recordings": {"type": "object", "description": "retention task running, sweeps done, the recordings' "
+                                                            "disk: free and used bytes, budget, floor, full"},
         }, required=["status", "node", "redis", "cameras_running", "events_buffered", "events_dropped", "detector",
                      "analysis", "bridge"]),
     }
@@ -402,6 +418,10 @@ _CSV_LIST = {"type": "array", "items": {"type": "string"}}
 _CAPTURED = {"X-Captured-At": {"schema": {"type": "string"}, "description": "when the frame was captured (UTC)"}}
 _BEARER = [{"bearer": []}]
 _BEARER_OR_QUERY = [{"bearer": []}, {"queryToken": []}]  # GETs browsers make without headers (auth.py)
+_MP4_FILE = {"description": "the MP4 (moov first: seekable as it arrives)",
+             "headers": {"X-Recording-Start": {"schema": {"type": "string"}, "description": "wall time of its time 0"},
+                         "X-Recording-End": {"schema": {"type": "string"}, "description": "when its last frame ends"}},
+             "content": {"video/mp4": {"schema": {"type": "string"}}}}
 
 
 def _operation(op_id: str, summary: str, role: Role | None, responses: dict[str, Any], *,
@@ -509,6 +529,41 @@ def _paths() -> dict[str, Any]:
                                    "default": live_api.DEFAULT_FPS}, "at most this many frames a second"),
                     _query("width", {"type": "integer", "minimum": MIN_WIDTH, "maximum": MAX_WIDTH,
                                      "default": live_api.LIVE_WIDTH}, "at most this wide")])},
+        "/api/v1/cameras/{camera_id}/live.mp4": {"get": _operation(
+            "liveMp4", "Live view at the camera's own quality: fragmented MP4 of its stream, never re-encoded", o,
+            _responses({"200": {"description": "endless fragmented MP4 (ftyp + moov, then moof + mdat per frame, from "
+                                               "a key frame); a <video> plays it directly. It ends when the stream "
+                                               "breaks or reopens (reconnect)",
+                                "content": {"video/mp4": {"schema": {"type": "string"}}}}},
+                       *_API, 400, 403, 404, 429),
+            tag="live", security=_BEARER_OR_QUERY, params=[_CAMERA_ID],
+            description="One connection to the camera however many viewers; a viewer too slow to take it skips to "
+                        "the next key frame. Limits and audit as live.mjpeg's (live.view / live.end). 503 when the "
+                        "camera does not run on this gateway.")},
+        "/api/v1/cameras/{camera_id}/recordings": {"get": _operation(
+            "listRecordings", "What is recorded of a camera: segments and the gaps between them, with reasons", o,
+            _responses({"200": _json(_ref("RecordingList"), "the window's segments and gaps")},
+                       *_API, 400, 403, 404, 422),
+            tag="recordings",
+            params=[_CAMERA_ID,
+                    _query("since", {"type": "string", "format": "date-time"},
+                           "window start, ISO 8601 (no offset: UTC); default: a day before until"),
+                    _query("until", {"type": "string", "format": "date-time"},
+                           "window end, ISO 8601; default: now (a window covers at most 31 days)")],
+            description="Audited as recording.view.")},
+        "/api/v1/cameras/{camera_id}/recording.mp4": {"get": _operation(
+            "recordingMp4", "One MP4 (fast start) of a window of a camera's recording, at most an hour", o,
+            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422),
+            tag="recordings", security=_BEARER_OR_QUERY,
+            params=[_CAMERA_ID,
+                    {**_query("start", {"type": "string", "format": "date-time"},
+                              "window start, ISO 8601 (no offset: UTC)"), "required": True},
+                    _query("end", {"type": "string", "format": "date-time"},
+                           "window end, ISO 8601; default: a minute after start; at most an hour after it")],
+            description="Cut at the key frame at or before start (earlier frames hidden by an edit list) and after "
+                        "the last frame before end; the camera's own codec, resolution and bitrate. 404: nothing "
+                        "recorded in the window; 422: a window reversed or longer than an hour; 503: too many "
+                        "exports at once. Audited as recording.view.")},
         "/api/v1/events": {"get": _operation(
             "eventHistory", "Past events, newest first", o,
             _responses({"200": _json(_ref("EventPage"), "one page")}, *_API, 400, 403), tag="events",
@@ -540,6 +595,13 @@ def _paths() -> dict[str, Any]:
             "eventSnapshot", "The JPEG kept with an event (box drawn); every opening is audited", o,
             _responses({"200": jpeg}, *_API, 400, 403, 404), tag="events", security=_BEARER_OR_QUERY,
             params=[_EVENT_ID])},
+        "/api/v1/events/{event_id}/clip.mp4": {"get": _operation(
+            "eventClip", "The recording around an event: its camera's pre_s before it to post_s after it", o,
+            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422), tag="recordings",
+            security=_BEARER_OR_QUERY, params=[_EVENT_ID],
+            description="pre_s and post_s are the camera's recording settings (the tier's defaults for a camera no "
+                        "longer registered). 404: no such event, or nothing recorded around it. Audited as "
+                        "clip.view.")},
         "/api/v1/nodes": {"get": _operation(
             "listNodes", "The tree below this tier (or the token's jurisdiction), rolled up", v,
             _responses({"200": _json(_ref("Node"), "the root node")}, *_API, 400, 404), tag="nodes",
@@ -688,7 +750,8 @@ def _document() -> dict[str, Any]:
                            f"{MAX_URL_LENGTH} characters. An empty query parameter counts as absent.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in ("meta", "cameras", "live", "events", "nodes", "counts", "tiers", "tokens", "audit")],
+        "tags": [{"name": t} for t in ("meta", "cameras", "live", "recordings", "events", "nodes", "counts", "tiers",
+                                        "tokens", "audit")],
         "paths": _paths(),
         "components": {
             "schemas": {**_camera_schemas(), "Event": _event_schema(), **_token_schemas(), **_node_schemas(),

@@ -15,15 +15,13 @@ from typing import Any
 
 from analytics.events import iso_ms
 from registry.ids import CameraIdError, validate_camera_id
+from registry.models import POST_S_RANGE, PRE_S_RANGE, RETAIN_DAYS_RANGE
 from registry.urls import scrub
 
 MAX_WINDOW_S = 3600.0  # one exported MP4 covers at most an hour (the issue; ~1.8 GB at 4 Mbit/s)
 # A listing may span a month (a timeline UI scrolls by days); its rows are capped by MAX_LIST_ROWS.
 MAX_LIST_WINDOW_S = 31 * 86400.0
 MAX_LIST_ROWS = 20_000  # segments per listing: a month of 60 s segments is 44,640, so long windows are cut
-RETAIN_DAYS_RANGE = (1, 365)
-PRE_S_RANGE = (0.0, 30.0)
-POST_S_RANGE = (0.0, 120.0)
 DETAIL_MAX = 200  # characters of a gap's detail (a stream error's message) kept in the index
 
 

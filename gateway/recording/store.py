@@ -102,7 +102,8 @@ class RecordingStore:
     def __init__(self, root: str | Path, *, max_bytes: int | None = None,
                  min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, segment_s: float = DEFAULT_SEGMENT_S,
                  writer_threads: int = 1, clock: Callable[[], float] = time.time,
-                 default_retain_days: int = DEFAULT_RETAIN_DAYS, queue_bytes: int = WRITER_QUEUE_BYTES) -> None:
+                 default_retain_days: int = DEFAULT_RETAIN_DAYS, queue_bytes: int = WRITER_QUEUE_BYTES,
+                 auto_sweep: bool = True) -> None:
         if not SEGMENT_S_RANGE[0] <= segment_s <= SEGMENT_S_RANGE[1]:
             raise RecordingError(f"segment_s must be within {SEGMENT_S_RANGE[0]:g}..{SEGMENT_S_RANGE[1]:g}")
         if max_bytes is not None and max_bytes <= 0:
@@ -114,6 +115,8 @@ class RecordingStore:
         self.clock = clock
         self.default_retain_days = default_retain_days
         self.queue_bytes = queue_bytes
+        # False: retention by age runs only when sweep() is called (the gateway's named task does), not on a writer.
+        self.auto_sweep = auto_sweep
         self.index: RecordingIndex | None = None
         self._recorders: dict[str, CameraRecorder] = {}
         self._all: list[CameraRecorder] = []  # including closing ones not yet done (replaced, never mutated)
@@ -213,7 +216,7 @@ class RecordingStore:
                 for cid, r in list(self._recorders.items()):
                     if r.done:
                         del self._recorders[cid]
-        if maintain:
+        if maintain and self.auto_sweep:
             now = self.clock()
             if now >= self._next_sweep:
                 self._next_sweep = now + SWEEP_S
