@@ -9,8 +9,10 @@ in the test's thread) except where the writer thread itself is under test.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -827,3 +829,25 @@ async def test_live_fmp4_plays_in_chromium(street_clip):
         stop.set()
         feeder.join(5)
         await runner.cleanup()
+
+
+def test_recordings_are_private_whatever_the_umask(tmp_path, street_clip, clock):
+    """Recordings show what the cameras saw: folders 0700 and files 0600 (index, its WAL, segments), also
+    under the usual umask 022."""
+    old = os.umask(0o022)
+    try:
+        store = _store(tmp_path / "rec", clock)
+        try:
+            rec = store.recorder(CAMERA, CONTINUOUS)
+            feed([rec], street_clip, clock, seconds=3.0)
+            store.flush()
+            assert store.timeline(CAMERA, T0, clock()).segments
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+    seen = [tmp_path / "rec", *sorted((tmp_path / "rec").rglob("*"))]
+    assert any(p.suffix == ".mp4" for p in seen) and any(p.name.endswith(".sqlite3") for p in seen)
+    loose = [f"{p.relative_to(tmp_path)} {stat.S_IMODE(p.stat().st_mode):o}" for p in seen
+             if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)]
+    assert loose == []

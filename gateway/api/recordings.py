@@ -27,6 +27,7 @@ from gateway.api.auth import require, require_node
 from gateway.api.errors import ApiError
 from gateway.api.events import _stored
 from gateway.api.live import SlowReader, _bound_send_buffer, _send, _until_revoked
+from gateway.private import private_dir
 from gateway.recording import (
     MAX_WINDOW_S, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
 )
@@ -158,7 +159,7 @@ async def _export(request: web.Request, cam, action: str, detail: dict, make, *,
         raise ApiError(503, f"{MAX_EXPORTS} exports are being written; try again shortly", retry_after=5)
     async with sem:  # held while the export is written, not while a client downloads it
         folder = recs.root / EXPORT_DIR
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dir, folder)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, ".mp4", None, folder)
         os.close(fd)
         path = Path(name)

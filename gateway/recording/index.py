@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from gateway.private import private_file, tighten
 from gateway.recording.records import Gap, Segment
 
 SCHEMA_VERSION = 1
@@ -65,6 +66,13 @@ class RecordingIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        # 0600 before SQLite opens it (its -wal and -shm files take the database's mode), whatever the umask.
+        if self.path.exists():
+            for p in (self.path, self.path.with_name(self.path.name + "-wal"),
+                      self.path.with_name(self.path.name + "-shm")):
+                tighten(p)
+        else:
+            private_file(self.path, "")
         self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                                    isolation_level=None)
         with self._lock:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gateway.private import private_dir, private_file
 from gateway.recording.index import RecordingIndex
 from gateway.recording.mp4 import probe_segment, repair_segment
 from gateway.recording.recorder import MIN_GAP_S, WRITER_QUEUE_BYTES, CameraRecorder
@@ -134,7 +135,7 @@ class RecordingStore:
     # ---- life cycle -----------------------------------------------------------------------------------
     def open(self) -> RepairReport:
         """Create the root, open the index, repair what a crash left, start the writer threads."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)  # video of the cameras: only the gateway's user may read it
         self.index = RecordingIndex(self.root / INDEX_NAME)
         report = self._repair()
         self._used = self.index.total_bytes()
@@ -230,14 +231,17 @@ class RecordingStore:
         """A fresh file for a segment of `camera_id` starting at `start`: (absolute path, path relative to root)."""
         camera_id = check_camera_id(camera_id)
         when = datetime.fromtimestamp(start, tz=timezone.utc)
-        day = self.root / camera_id / when.strftime("%Y-%m-%d")
-        day.mkdir(parents=True, exist_ok=True)
+        day = private_dir(self.root / camera_id / when.strftime("%Y-%m-%d"))
         stem = when.strftime("%H%M%S") + f".{when.microsecond // 1000:03d}"
         for n in range(10_000):
             name = f"{stem}.mp4" if n == 0 else f"{stem}-{n}.mp4"
             path = day / name
-            if not path.exists():
-                return path, f"{camera_id}/{day.name}/{name}"
+            try:
+                # Made here, 0600, whatever the umask: FFmpeg then writes into it and keeps its mode.
+                private_file(path, "")
+            except FileExistsError:
+                continue
+            return path, f"{camera_id}/{day.name}/{name}"
         raise RecordingError("too many segments start in the same millisecond")
 
     def path_of(self, segment: Segment) -> Path:
