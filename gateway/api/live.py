@@ -162,13 +162,7 @@ async def live_view(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "this camera is not running (disabled, or starting)", retry_after=2)
     audit, opened_at = app[keys.AUDIT], None
     token_id, address = request[keys.PRINCIPAL].token_id, audit.client_address(request)
-    refused = live.refusal(token_id, address)
-    if refused is not None:
-        status, reason = refused
-        if status == 429:
-            live.refused += 1
-            log.info("live view of %s refused for token %s from %s: %s", cid, token_id, address, reason)
-        raise ApiError(status, reason, retry_after=5)
+    refuse_past_limits(live, cid, token_id, address)
     resp = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         "Cache-Control": "no-store", "X-Accel-Buffering": "no",
@@ -210,6 +204,17 @@ async def live_view(request: web.Request) -> web.StreamResponse:
         await asyncio.wait_for(resp.write(f"--{BOUNDARY}--\r\n".encode()), 2.0)
         await resp.write_eof()
     return resp
+
+
+def refuse_past_limits(live: LiveFrames, camera_id: str, token_id: str, address: str | None) -> None:
+    """Raise 429 (counted, logged) or 503 when a new live view of the camera would pass the viewer limits."""
+    refused = live.refusal(token_id, address)
+    if refused is not None:
+        status, reason = refused
+        if status == 429:
+            live.refused += 1
+            log.info("live view of %s refused for token %s from %s: %s", camera_id, token_id, address, reason)
+        raise ApiError(status, reason, retry_after=5)
 
 
 def _bound_send_buffer(request: web.Request, size: int) -> None:

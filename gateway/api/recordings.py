@@ -26,7 +26,7 @@ from gateway import keys
 from gateway.api.auth import require, require_node
 from gateway.api.errors import ApiError
 from gateway.api.events import _stored
-from gateway.api.live import SlowReader, _bound_send_buffer, _send, _until_revoked
+from gateway.api.live import SlowReader, _bound_send_buffer, _send, _until_revoked, refuse_past_limits
 from gateway.private import private_dir
 from gateway.recording import (
     MAX_WINDOW_S, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
@@ -206,12 +206,7 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
     live = app[keys.LIVE]
     audit = app[keys.AUDIT]
     token_id, address = request[keys.PRINCIPAL].token_id, audit.client_address(request)
-    refused = live.refusal(token_id, address)
-    if refused is not None:
-        status, reason = refused
-        if status == 429:
-            live.refused += 1
-        raise ApiError(status, reason, retry_after=5)
+    refuse_past_limits(live, cam.id, token_id, address)
     live.acquire(token_id, address)
     viewer = None
     opened_at: float | None = None
