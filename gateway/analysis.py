@@ -294,7 +294,9 @@ class CameraAnalysis:
             if self.in_motion:
                 self.in_motion = False
                 out.append(self._motion_event("end", None))
-            return out + self._quality_events(faults, None)
+            out += self._quality_events(faults, None)
+            self._scaled = None  # as at the end of a job: no frame kept for snapshots past their events
+            return out
         self._publish(await asyncio.get_running_loop().run_in_executor(None, render))
 
     def _publish(self, events: tuple[Outgoing, ...] | list[Outgoing]) -> None:
