@@ -124,7 +124,8 @@ _Checks = Annotated[list[QualityCheck], Field(max_length=9)]
 # Defaults mirror analytics.quality.QualityConfig (a test pins them together).
 _QDESC = {
     "enabled": "run video quality diagnosis on this camera",
-    "interval_s": "seconds between diagnosed frames (0.2..60): camera health needs seconds, not every frame",
+    "interval_s": "seconds between diagnosed frames (0.2..60; under overload up to twice this, with the camera's "
+                  "share): camera health needs seconds, not every frame",
     "disabled": "checks not run on this camera (signal_loss, frozen, blur, ...)",
     "min_duration_s": "seconds a fault must show (in 80 % of analysed frames) before its start event (0.5..600)",
     "clear_s": "seconds a fault must be gone before its end event (0.5..600)",
