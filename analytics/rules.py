@@ -56,6 +56,10 @@ class TrackPoint:
     label: str
     score: float
     box: tuple[float, float, float, float]
+    # On the frame a track is confirmed: its box when first seen, before it had an id. A walker found
+    # near a line and confirmed a frame later (0.2 s at 5 fps) may have crossed in between; the rules
+    # start from where it was first seen so that such a crossing counts.
+    first_box: tuple[float, float, float, float] | None = None
 
     @property
     def foot(self) -> Point:
@@ -163,7 +167,11 @@ class RuleEngine:
         """One analysed frame: the confirmed tracks seen in it, and the ids of tracks that ended."""
         hits: list[RuleHit] = []
         for tp in tracks:
-            st = self._tracks.setdefault(tp.track_id, _TrackState())
+            st = self._tracks.get(tp.track_id)
+            if st is None:
+                st = self._tracks[tp.track_id] = _TrackState()
+                if tp.first_box is not None:
+                    self._start_from(st, tp.first_box)
             st.last = tp
             foot = tp.foot
             for z in self.zones:
@@ -202,6 +210,14 @@ class RuleEngine:
             v.loitered = True
             out.append(RuleHit("zone", z.name, tp, phase="loiter"))
         return out
+
+    def _start_from(self, st: _TrackState, box: tuple[float, float, float, float]) -> None:
+        """A new track's sides of the lines where it was first seen (tentatively, before it had an id)."""
+        foot = ((box[0] + box[2]) / 2, box[3])
+        for ln in self.lines:
+            d = side(ln.a, ln.b, foot)
+            if abs(d) > LINE_MARGIN:
+                st.settled[ln.name] = (1 if d > 0 else -1, foot)
 
     def _line(self, ln: Line, st: _TrackState, tp: TrackPoint, foot: Point) -> RuleHit | None:
         d = side(ln.a, ln.b, foot)

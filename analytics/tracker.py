@@ -60,6 +60,7 @@ class _Track:
     vel: list[float] | None = None
     cov: list[list[float]] | None = None
     at: float = 0.0  # time the state refers to
+    first_box: Box | None = None  # where it was first seen (told to the rules on the frame it is confirmed)
 
     def predicted(self, now: float) -> Box:
         """Where the box should be now if the object keeps its speed."""
@@ -204,7 +205,7 @@ class IouTracker:
                 seen.append(self._tracks[ti])
             for di in spawn:
                 t = _Track(label=label, box=detections[di].box, last_seen=now, hits=0,
-                           best=detections[di], best_frame=frame)  # fmt: skip
+                           best=detections[di], best_frame=frame, first_box=detections[di].box)  # fmt: skip
                 upd = self._hit(t, detections[di], frame)
                 if upd is not None:
                     out.append(upd)
@@ -222,7 +223,9 @@ class IouTracker:
             alive.append(t)
         self._tracks = alive + new_tracks
         self._previous = now
-        self.seen = [TrackPoint(t.track_id, t.label, t.last_score, t.box) for t in seen if t.track_id]
+        self.seen = [TrackPoint(t.track_id, t.label, t.last_score, t.box,
+                                first_box=t.first_box if t.hits == self.min_hits and t.hits > 1 else None)
+                     for t in seen if t.track_id]
         return out
 
     def _associate(self, now: float, label: str, det_idx: list[int],

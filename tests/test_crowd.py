@@ -48,20 +48,24 @@ def crowd(tmp_path_factory, street_clip, model_path):
 
 
 @pytest.mark.model
-def test_crossings_at_5_fps_and_at_the_full_rate_are_within_15_percent_of_what_was_walked(crowd, street_clip):
+def test_crossings_at_5_and_10_fps_are_within_15_percent_of_the_reference_and_of_what_was_walked(crowd,
+                                                                                                  street_clip):
     scene, dets = crowd
     # It is a crowd, and the model sees it: 20+ people in view most of the time, most of them found.
     assert np.median(people_in_view(scene)) >= 20
     assert recall(scene, street_clip, dets) >= 0.75
     truth = ground_truth(scene)
-    reference = replay(scene, street_clip, dets, 25, IouTracker()).counts
-    at_5 = replay(scene, street_clip, dets, 5, IouTracker()).counts
+    reference = replay(scene, street_clip, dets, 25, IouTracker()).counts  # the offline reference: every frame
     for way in ("in", "out"):
         assert truth[way] >= 40, truth  # both ways walked, enough to judge a share
         assert abs(reference[way] - truth[way]) <= TOLERANCE * truth[way], (way, reference, truth)
-        assert abs(at_5[way] - truth[way]) <= TOLERANCE * truth[way], (way, at_5, truth)
-    # (Against the reference itself, 5 fps is within 15 % here, but not on every crowd: the reference
-    # counts a few jitters across the line that 5 fps does not see. docs/rules.md has the figures.)
+    for fps in (5, 10):
+        got = replay(scene, street_clip, dets, fps, IouTracker()).counts
+        for way in ("in", "out"):
+            assert abs(got[way] - reference[way]) <= TOLERANCE * reference[way], (fps, way, got, reference)
+            assert abs(got[way] - truth[way]) <= TOLERANCE * truth[way], (fps, way, got, truth)
+    # (On this crowd; other crowds drawn the same way come out at 0.79-0.83 of the reference for "in" at 5 fps:
+    # docs/rules.md has the figures.)
 
 
 # ---- the tracker's crowd behaviour on synthetic boxes --------------------------------------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from analytics.rules import Line, RuleEngine, TrackPoint, Zone, inside, polygon_error, side
+from analytics.tracker import IouTracker
+from analytics.types import Detection, Frame
 
 LINE = Line("bridge", (0.2, 0.5), (0.8, 0.5))  # drawn left to right: "in" is from above it to below it
 SQUARE = ((0.4, 0.4), (0.6, 0.4), (0.6, 0.6), (0.4, 0.6))
@@ -89,3 +93,19 @@ def test_polygon_validation():
     assert "no area" in polygon_error([(0.1, 0.1), (0.2, 0.2), (0.3, 0.3)])
     assert "cross" in polygon_error([(0.1, 0.1), (0.9, 0.9), (0.9, 0.1), (0.1, 0.9)])  # a bow tie
     assert inside(SQUARE, (0.5, 0.5)) and not inside(SQUARE, (0.7, 0.5))
+
+
+def test_a_walker_crossing_before_its_track_is_confirmed_counts():
+    """At 5 fps a person first found just above the line may be below it when the tracker confirms them
+    (its second sighting): the tracker tells where it first saw them, and the crossing counts, once."""
+    tracker, engine = IouTracker(), RuleEngine(lines=[LINE])
+    image = np.zeros((72, 128, 3), np.uint8)
+    hits = []
+    for i, y in enumerate((0.46, 0.56, 0.66, 0.76)):  # 0.1 of the picture a frame: 0.2 s apart
+        box = (0.47, y - 0.2, 0.53, y)
+        tracker.update(Frame("cam", image, i * 0.2, i * 0.2, i), [Detection("person", 0.9, box)])
+        hits += engine.update(i * 0.2, tracker.seen, tracker.ended)
+    assert [(h.rule, h.direction) for h in hits] == [("bridge", "in")]
+    # Without where it was first seen, its first known side is already below the line: nothing counted.
+    e = RuleEngine(lines=[LINE])
+    assert walk(e, [(0.5, 0.56), (0.5, 0.66), (0.5, 0.76)]) == []
