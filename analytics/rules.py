@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 Point = tuple[float, float]
 
 LINE_MARGIN = 0.01  # 1 % of the picture: a reference point this close to a line is on neither side
+FIRST_SEEN_MARGIN = 0.1  # of a box's height: a raw box's feet jump about this much (a tenth of the body)
 ZONE_CONFIRM = 2  # analysed frames in a row inside (outside) before an enter (leave)
 MAX_POINTS = 32  # a polygon's corners at most (the API's limit too)
 
@@ -212,11 +213,16 @@ class RuleEngine:
         return out
 
     def _start_from(self, st: _TrackState, box: tuple[float, float, float, float]) -> None:
-        """A new track's sides of the lines where it was first seen (tentatively, before it had an id)."""
+        """A new track's sides of the lines where it was first seen (tentatively, before it had an id).
+
+        That sighting is one raw box, not yet the tracker's smoothed position: it counts only where it stood
+        clearly off the line, further than a detector's jitter (FIRST_SEEN_MARGIN of the box's height).
+        """
         foot = ((box[0] + box[2]) / 2, box[3])
+        margin = max(LINE_MARGIN, FIRST_SEEN_MARGIN * (box[3] - box[1]))
         for ln in self.lines:
             d = side(ln.a, ln.b, foot)
-            if abs(d) > LINE_MARGIN:
+            if abs(d) > margin:
                 st.settled[ln.name] = (1 if d > 0 else -1, foot)
 
     def _line(self, ln: Line, st: _TrackState, tp: TrackPoint, foot: Point) -> RuleHit | None:
