@@ -132,7 +132,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _greedy(ious: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+def greedy_pairs(ious: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Best overlap first, each row and column used once, pairs at or above threshold."""
     pairs: list[tuple[int, int]] = []
     if ious.size == 0:
@@ -243,7 +243,7 @@ class IouTracker:
                 return trk, dets
             pred = np.array([self._tracks[i].predicted(now) for i in trk], dtype=np.float64)
             boxes = np.array([detections[d].box for d in dets], dtype=np.float64)
-            got = [(trk[r], dets[c]) for r, c in _greedy(iou_matrix(pred, boxes), threshold)]
+            got = [(trk[r], dets[c]) for r, c in greedy_pairs(iou_matrix(pred, boxes), threshold)]
             used_t, used_d = {t for t, _ in got}, {d for _, d in got}
             if near:
                 got += self._near_pairs(now, [t for t in trk if t not in used_t], [d for d in dets if d not in used_d],

@@ -27,7 +27,7 @@ import numpy as np
 
 from analytics.detector import Detector
 from analytics.rules import Line, RuleEngine, TrackPoint
-from analytics.tracker import IouTracker, iou_matrix
+from analytics.tracker import IouTracker, greedy_pairs, iou_matrix
 from analytics.types import Detection, Frame
 from sample_streams.generate import make_clip
 
@@ -392,16 +392,7 @@ def replay(scene: Scene, source: str | Path, dets: list[list[Detection]], fps: f
         if truth and tracker.seen:
             wids = list(truth)
             ious = iou_matrix(np.array([truth[w] for w in wids]), np.array([p.box for p in tracker.seen]))
-            used_w: set[int] = set()
-            used_t: set[int] = set()
-            for flat in np.argsort(-ious, axis=None):
-                wi, ti = divmod(int(flat), ious.shape[1])
-                if ious[wi, ti] < MATCH_IOU:
-                    break
-                if wi in used_w or ti in used_t:
-                    continue
-                used_w.add(wi)
-                used_t.add(ti)
+            for wi, ti in greedy_pairs(ious, MATCH_IOU):
                 wid, tid = wids[wi], tracker.seen[ti].track_id
                 if last_id.get(wid, tid) != tid:
                     switches += 1
