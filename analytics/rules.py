@@ -9,7 +9,8 @@ image* (y grows downwards): for a line drawn left to right, from above it to bel
 counts once: the reference point must settle on a side (further than LINE_MARGIN from the line)
 before a change of side counts, so an object standing on the line and jittering across it counts
 nothing, and the step between the two settled points must pass between a and b (walking round the
-end of a line is not crossing it).
+end of a line is not crossing it). A point whose feet are hidden behind someone nearer
+(`TrackPoint.feet_seen` False) settles a side only when wherever its feet may be, it is on that side.
 
 A zone is a simple polygon. An object enters when its reference point has been inside for
 ZONE_CONFIRM analysed frames in a row and leaves after as many outside (one odd box neither enters
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 Point = tuple[float, float]
 
 LINE_MARGIN = 0.01  # 1 % of the picture: a reference point this close to a line is on neither side
+HIDDEN_REACH = 1.0  # of a box's height: feet hidden behind someone nearer are at most this far below its bottom
 FIRST_SEEN_MARGIN = 0.1  # of a box's height: a raw box's feet jump about this much (a tenth of the body)
 ZONE_CONFIRM = 2  # analysed frames in a row inside (outside) before an enter (leave)
 MAX_POINTS = 32  # a polygon's corners at most (the API's limit too)
@@ -61,6 +63,8 @@ class TrackPoint:
     # near a line and confirmed a frame later (0.2 s at 5 fps) may have crossed in between; the rules
     # start from where it was first seen so that such a crossing counts.
     first_box: tuple[float, float, float, float] | None = None
+    # False: the box's bottom lies behind someone nearer (tracker.feet_hidden); the feet are somewhere below it.
+    feet_seen: bool = True
 
     @property
     def foot(self) -> Point:
@@ -227,6 +231,12 @@ class RuleEngine:
 
     def _line(self, ln: Line, st: _TrackState, tp: TrackPoint, foot: Point) -> RuleHit | None:
         d = side(ln.a, ln.b, foot)
+        if not tp.feet_seen:
+            # Its feet are between the box's bottom and HIDDEN_REACH of its height below: a side only when
+            # that whole span is on it (a half-hidden person's box bottom jitters on a line it never reached).
+            low = side(ln.a, ln.b, (foot[0], foot[1] + HIDDEN_REACH * (tp.box[3] - tp.box[1])))
+            if (d > 0) != (low > 0) or abs(low) <= LINE_MARGIN:
+                return None
         if abs(d) <= LINE_MARGIN:
             return None  # on the line: wait until it settles on a side
         now_side = 1 if d > 0 else -1

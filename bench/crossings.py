@@ -9,7 +9,10 @@ each: crossings in and out, against the reference and the ground truth, id switc
 track changing, CLEAR-MOT, walkers matched at IoU >= 0.5), confirmed tracks, and the tracker's
 milliseconds per frame (median over --passes). Last, the tracker's cost with 25 people in view.
 
-    .venv/bin/python -m bench.crossings [--seconds 40] [--seed 12] [--cache DIR] [--passes 5]
+    .venv/bin/python -m bench.crossings [--seconds 40] [--seed 12] [--cache DIR] [--passes 5] [--seeds 7,3,...]
+
+With --seeds, the same for other crowds drawn the same way (one row each: the gateway's tracker, every
+rate against the reference and what was walked), to see that the figures hold beyond one crowd.
 """
 
 from __future__ import annotations
@@ -55,6 +58,25 @@ def _tracker_ms_with(boxes: int, frames: int = 200) -> float:
     return 1000 * spent / frames
 
 
+def _other_crowds(a: argparse.Namespace, detector, seeds: list[int]) -> None:
+    """One row per crowd: in / out at each rate against its 25 fps reference and against what was walked."""
+    print()
+    print("| crowd | walked in / out | 25 fps / walked | 10 fps / ref | 10 fps / walked | 5 fps / ref "
+          "| 5 fps / walked |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for seed in seeds:
+        scene = make_scene(a.seconds, seed)
+        dets = cached_detections(a.cache, cached_clip(a.cache, a.clip, scene), detector)
+        truth = ground_truth(scene)
+        got = {fps: replay(scene, a.clip, dets, fps, IouTracker(), GATEWAY_MIN_SCORE).counts for fps in RATES}
+
+        def share(fps: int, base: dict[str, int]) -> str:
+            return " / ".join(f"{got[fps][k] / max(base[k], 1):.2f}" for k in ("in", "out"))
+
+        print(f"| {scene.key} | {truth['in']} / {truth['out']} | {share(25, truth)} | {share(10, got[25])} "
+              f"| {share(10, truth)} | {share(5, got[25])} | {share(5, truth)} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print crossings counted vs reference vs ground truth at 25, 10 and 5 fps, with id switches and cost."""
     p = argparse.ArgumentParser("bench.crossings", description=__doc__.splitlines()[0])
@@ -65,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", type=Path, default=SHARED / "media" / "street_720p.mp4", help="the real footage")
     p.add_argument("--model", type=Path, default=SHARED / "models" / "yolox_nano.onnx")
     p.add_argument("--passes", type=int, default=5, help="tracker timing passes; the median is shown (5)")
+    p.add_argument("--seeds", default="", help="more crowds (their seeds, comma-separated): one row each")
     a = p.parse_args(argv)
     a.cache.mkdir(parents=True, exist_ok=True)
 
@@ -106,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {fps}{' (ref)' if fps == RATES[0] else ''} | {r.counts['in']} | {r.counts['out']} "
                   f"| {ratio['in']:.2f} | {ratio['out']:.2f} | {vs_truth['in']:.2f} | {vs_truth['out']:.2f} "
                   f"| {r.id_switches} | {r.tracks} | {ms:.2f} |")
+    if a.seeds:
+        _other_crowds(a, detector, [int(x) for x in a.seeds.split(",") if x.strip()])
     cost = statistics.median(_tracker_ms_with(CROWD_BOXES) for _ in range(a.passes))
     print()
     print(f"tracker cost with {CROWD_BOXES} people in view: {cost:.2f} ms per update (median of {a.passes})")
