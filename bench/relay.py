@@ -197,7 +197,7 @@ async def run(args: argparse.Namespace) -> int:
             chunk = relay_mod.CHUNK_BYTES
             items = -(-size // chunk) + 2  # data items, head and end
             print(f"bytes per hop, {args.runs} relayed fetches of each of 1 and 2 hops: " + ", ".join(
-                f"{k} {v / (2 * args.runs if 'village' in k or 'township' in k else args.runs):,.0f} per fetch"
+                f"{k} {v / (2 * args.runs if 'village' in k else args.runs):,.0f} per fetch"
                 for k, v in hop_bytes.items()) + f"; framing {items} items of one tag byte each")
             print()
             print(f"live.mp4 added latency (fragment leaving the village's muxer -> the reader), {args.live_s:g} s "
