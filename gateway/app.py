@@ -46,6 +46,8 @@ from tiers.bridge import Bridge, EventPolicy
 from tiers.connect import blocking_client, is_sentinel_url, redis_client, strip_credentials
 from tiers.grants import Grants
 from tiers.intake import Intake, IntakePolicy
+from tiers import relay as relay_mod
+from tiers.relay import Relay
 from tiers.rpc import FrameFetcher
 from registry.tokens import RevocationWatch, TokenStore
 from tiers.names import NodeEntry, NodeNames, bundled_node_file, load_node_file
@@ -385,11 +387,27 @@ def _bridge_ctx(settings: Settings):
         # PEER_POP_S on the app's client, whose socket timeout is longer).
         peers = asyncio.create_task(fetcher.serve_peers(app[keys.REDIS]), name="frames:peers")
         peers.add_done_callback(_log_death)
+        # Streams (recordings, clips, live.mp4): the blocking pops get their own connections, with a socket
+        # timeout above the longest pop.
+        relay_block = blocking_client(app[keys.REDIS], relay_mod.MAX_WAIT_S + 5)
+        relay = Relay(app[keys.REDIS], relay_block, settings.node, app[keys.STORE], app[keys.SUPERVISOR].workers,
+                      open_local=recordings_api.local_opener(app), gateway_id=settings.gateway_id,
+                      holder=app[keys.PLACEMENT].holder)
+        app[keys.RELAY] = relay
+        peers_st = asyncio.create_task(relay.serve_peers(), name="relay:peers")
+        peers_st.add_done_callback(_log_death)
+
+        async def close_relay() -> None:
+            await _cancel([peers, peers_st])
+            await relay.close()
+            await relay_block.aclose()
+            await relay_block.connection_pool.disconnect()
+
         if settings.uplink is None:
             try:
                 yield
             finally:
-                await _cancel([peers])
+                await close_relay()
             return
         b = settings.bridge
         bridge = Bridge(
@@ -398,12 +416,13 @@ def _bridge_ctx(settings: Settings):
                                                 frozenset(b.labels) if b.labels else None, b.min_score),
             batch=b.batch, backoff_initial_s=b.backoff_initial_s, backoff_max_s=b.backoff_max_s,
             timeout_s=b.timeout_s, heartbeat_s=b.heartbeat_s,
-            ca_file=str(b.ca_file) if b.ca_file else None,
+            ca_file=str(b.ca_file) if b.ca_file else None, relay=relay,
         )
         app[keys.BRIDGE] = bridge
         log.info("bridge to the parent tier at %s", bridge.uplink_display)
         tasks = [asyncio.create_task(bridge.run(), name="bridge:forward"),
-                 asyncio.create_task(bridge.serve_rpc(), name="bridge:rpc")]
+                 asyncio.create_task(bridge.serve_rpc(), name="bridge:rpc"),
+                 asyncio.create_task(bridge.serve_streams(), name="bridge:streams")]
         try:
             yield
         finally:
@@ -411,7 +430,8 @@ def _bridge_ctx(settings: Settings):
             # stage 2: cancel what is left, then drop the uplink connections.
             bridge.stop()
             await asyncio.wait(tasks, timeout=b.timeout_s + 2)
-            await _cancel(tasks + [peers])
+            await _cancel(tasks)
+            await close_relay()
             await bridge.close()
     return ctx
 

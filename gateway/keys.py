@@ -23,6 +23,7 @@ from tiers.access import Principal
 from tiers.bridge import Bridge
 from tiers.grants import Grants
 from tiers.intake import Intake
+from tiers.relay import Relay
 from tiers.rpc import FrameFetcher
 from tiers.names import NodeNames
 
@@ -48,6 +49,7 @@ RECORDINGS = web.AppKey("recordings", Recordings)  # the recordings' store, per 
 RECORDINGS_TASK = web.AppKey("recordings_task", asyncio.Task)  # retention by age
 
 FETCHER = web.AppKey("fetcher", FrameFetcher)  # newest frame of any camera of the subtree, as JPEG
+RELAY = web.AppKey("relay", Relay)  # recordings, clips and live.mp4 of any camera of the subtree (tiers/relay.py)
 BRIDGE = web.AppKey("bridge", Bridge)  # absent when no uplink is configured (a top tier)
 INTAKE = web.AppKey("intake", Intake)  # checks and applies what child tiers send (every gateway runs one)
 INTAKE_TASK = web.AppKey("intake_task", asyncio.Task)

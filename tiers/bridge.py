@@ -45,6 +45,7 @@ from tiers.names import NodeNames
 
 if TYPE_CHECKING:
     from registry.store import CameraStore
+    from tiers.relay import Relay
     from tiers.rpc import FrameFetcher
 
 __all__ = ["Bridge", "EventPolicy", "StreamState"]
@@ -148,8 +149,9 @@ class Bridge:
                  store: "CameraStore", fetcher: "FrameFetcher | None" = None, policy: EventPolicy = EventPolicy(),
                  batch: int = 256, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  timeout_s: float = 10.0, heartbeat_s: float = 5.0, rpc_concurrency: int = 8,
-                 ca_file: str | None = None, prefix: str = "se") -> None:
+                 ca_file: str | None = None, prefix: str = "se", relay: "Relay | None" = None) -> None:
         self.local = local
+        self.relay = relay  # serves the recordings, clips and live.mp4 the parent asks for (tiers/relay.py)
         self.uplink_url = uplink_url
         self.node = node
         self.gateway_id = gateway_id
@@ -784,6 +786,16 @@ class Bridge:
             self._rpc_tasks.add(task)
             task.add_done_callback(self._rpc_tasks.discard)
 
+    async def serve_streams(self) -> None:
+        """Serve the streams (recordings, clips, live.mp4) the parent asks of this tier, until stopped: requests
+        popped from this tier's queue at the parent, items pushed under this tier's keys there (tiers/relay.py)."""
+        if self.relay is None:
+            return
+        k, node = self.keys, self.node
+        await self.relay.serve_queue(self.up_block, self.up, k.stream_queue(node),
+                                     lambda rid: k.stream_reply(node, rid), lambda rid: k.stream_ack(node, rid),
+                                     self._stopping)
+
     async def _serve_one(self, raw: bytes) -> None:
         assert self.fetcher is not None
         async with self._rpc_slots:
@@ -838,6 +850,7 @@ class Bridge:
             "streams": out,
             "hop_latency_ms": _percentiles(self.hop_ms), "event_age_ms": _percentiles(self.age_ms),
             "rpc": {"served": self.rpc_served, "dropped": self.rpc_dropped},
+            "relay": self.relay.stats.to_dict() if self.relay is not None else None,
             "node_names_forwarded": self.names_forwarded,
             "policy": {"types": sorted(self.policy.types) if self.policy.types else None,
                        "labels": sorted(self.policy.labels) if self.policy.labels else None,

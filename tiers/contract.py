@@ -116,6 +116,16 @@ class TierKeys:
     def rpc_reply(self, child: str, request_id: str) -> str:
         return f"{self.child_prefix(child)}rpc:{request_id}"
 
+    # Streams (tiers/relay.py): recordings, clips, live.mp4 asked of that child, chunk by chunk.
+    def stream_queue(self, child: str) -> str:
+        return f"{self.child_prefix(child)}st"  # list: stream requests for that child
+
+    def stream_reply(self, child: str, request_id: str) -> str:
+        return f"{self.child_prefix(child)}st:{request_id}"  # list: the reply's items (head, data, end)
+
+    def stream_ack(self, child: str, request_id: str) -> str:
+        return f"{self.child_prefix(child)}st:{request_id}:ack"  # list: the asker's newest ack, or "cancel"
+
     @property
     def children(self) -> str:
         return f"{self.prefix}:children"  # set: child nodes whose inboxes this tier's intake reads
@@ -873,6 +883,8 @@ class GatewayKeys:
     - ``{p}:fences``            hash: camera id -> its last fencing number (only ever grows)
     - ``{p}:placement``         pub/sub channel: "a camera or a gateway changed, look again now"
     - ``{p}:gw:{gateway}:rpc``  list: frame requests for that gateway (tiers/rpc.py); replies ``...:rpc:{request}``
+    - ``{p}:gw:{gateway}:st``   list: stream requests for that gateway (tiers/relay.py); reply items
+                                ``...:st:{request}``, the asker's acks ``...:st:{request}:ack``
     """
 
     prefix: str = "se"
@@ -901,6 +913,15 @@ class GatewayKeys:
 
     def rpc_reply(self, gateway: str, request_id: str) -> str:
         return f"{self.prefix}:gw:{gateway}:rpc:{request_id}"
+
+    def stream_queue(self, gateway: str) -> str:
+        return f"{self.prefix}:gw:{gateway}:st"
+
+    def stream_reply(self, gateway: str, request_id: str) -> str:
+        return f"{self.prefix}:gw:{gateway}:st:{request_id}"
+
+    def stream_ack(self, gateway: str, request_id: str) -> str:
+        return f"{self.prefix}:gw:{gateway}:st:{request_id}:ack"
 
 
 # A gateway's heartbeat: its membership runs until now + ttl (Redis's clock, so machines' clocks may differ),

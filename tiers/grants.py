@@ -29,7 +29,8 @@ __all__ = ["ACL_USER_PREFIX", "CHILD_COMMANDS", "Grant", "GrantError", "Grants",
 
 ACL_USER_PREFIX = "se-child-"
 # What a bridge sends: its request (DEL + RPUSH + EXPIRE of its inbox, BLPOP of the reply) and frame
-# requests (BLPOP) with their replies (RPUSH + EXPIRE). PING for health checks; AUTH/HELLO to log in.
+# requests (BLPOP) with their replies (RPUSH + EXPIRE); stream requests (BLPOP), their reply items (RPUSH +
+# EXPIRE) and the asker's acknowledgements (BLPOP) (tiers/relay.py). PING for health checks; AUTH/HELLO to log in.
 CHILD_COMMANDS = ("ping", "auth", "hello", "select", "client|setname", "del", "rpush", "expire", "blpop")
 PASSWORD_BYTES = 32
 
@@ -132,7 +133,7 @@ class Grants:
         async with self.redis.pipeline(transaction=True) as p:
             p.hdel(k.grants, node)
             p.srem(k.children, node)
-            p.delete(k.child_inbox(node), k.rpc_queue(node))
+            p.delete(k.child_inbox(node), k.rpc_queue(node), k.stream_queue(node))
             await p.execute()
         return Grant(node, user, float(d.get("granted_at", 0)), str(d.get("by", "")))
 

@@ -43,7 +43,9 @@ async def bridge_report(request: web.Request) -> web.Response:
     if report is not None and not who.covers(node):
         report["uplink"] = None  # where the parent tier lives is for this tier's own staff
     children = [c for c in await registered_children(app) if who.covers(str(c.get("node", "")))]
-    return web.json_response({"node": node, "uplink": report is not None, "bridge": report, "children": children})
+    relay = app.get(keys.RELAY)  # streams asked of or through this tier: bytes per hop, with or without an uplink
+    return web.json_response({"node": node, "uplink": report is not None, "bridge": report, "children": children,
+                              "relay": relay.stats.to_dict() if relay is not None else None})
 
 
 async def health(app: web.Application) -> dict[str, Any] | None:

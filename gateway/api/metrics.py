@@ -93,6 +93,7 @@ class _TierFigures:
     audit_buffered: int
     thumbnails_coalesced: int
     bridge: dict | None  # Bridge.report(), or None without an uplink (or when it could not be read)
+    relay: dict | None = None  # RelayStats.to_dict(): recordings, clips and live.mp4 across tiers (tiers/relay.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,8 @@ class ScrapeCollector:
         yield CounterMetricFamily(_P + "audit_thumbnails_coalesced", "Thumbnail fetches not recorded one by one: "
                                   "the same token fetched the same camera within the window.",
                                   value=t.thumbnails_coalesced)
+        if t.relay is not None:
+            yield from ScrapeCollector._relay(t.relay)
         b = t.bridge
         if b is None:
             return
@@ -288,6 +291,27 @@ class ScrapeCollector:
             if st.get("forwarded") is not None:
                 sent.add_metric([name], st["forwarded"])
         yield from (behind, lag, sent)
+
+    @staticmethod
+    def _relay(r: dict) -> Iterator[Metric]:
+        # Labels: 3 roles x 4 kinds, and 5 reasons: bounded whatever the traffic.
+        nbytes = CounterMetricFamily(_P + "relay_bytes", "Body bytes of recordings, clips and live.mp4 streamed "
+                                     "between tiers (or gateways of this tier): served (this gateway runs the "
+                                     "camera), relayed (piped from the tier below to the one above), received "
+                                     "(for a viewer here).", labels=["role", "kind"])
+        streams = CounterMetricFamily(_P + "relay_streams", "Streams begun, by role and kind.",
+                                      labels=["role", "kind"])
+        for role, kinds in sorted(r["bytes"].items()):
+            for kind, n in sorted(kinds.items()):
+                nbytes.add_metric([role, kind], n)
+                streams.add_metric([role, kind], r["streams"][role][kind])
+        ended = CounterMetricFamily(_P + "relay_stopped", "Streams stopped or refused before their end, by reason: "
+                                    "cancelled (the viewer left), gave_up (no acknowledgement), timeouts (a tier "
+                                    "below silent), busy (too many at once), malformed (bad requests).",
+                                    labels=["reason"])
+        for reason in ("cancelled", "gave_up", "timeouts", "busy", "malformed"):
+            ended.add_metric([reason], r[reason])
+        yield from (nbytes, streams, ended)
 
     @staticmethod
     def _cameras(cameras: Iterable[_Camera]) -> Iterator[Metric]:
@@ -463,7 +487,9 @@ async def _tier_figures(app: web.Application) -> _TierFigures:
             report = await bridge.report()
         except (RedisError, OSError) as e:
             log.warning("metrics: bridge figures unavailable (%s)", type(e).__name__)
-    return _TierFigures(audit.written, audit.dropped, audit.pending, audit.views_coalesced, report)
+    relay = app.get(keys.RELAY)
+    return _TierFigures(audit.written, audit.dropped, audit.pending, audit.views_coalesced, report,
+                        relay.stats.to_dict() if relay is not None else None)
 
 
 def render(scrape: Scrape) -> bytes:

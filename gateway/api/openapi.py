@@ -314,6 +314,14 @@ def _misc_schemas() -> dict[str, Any]:
                                                                                    "additionalProperties": lag}},
                                      required=["connected", "streams"], closed=False)),
             "children": {"type": "array", "items": {"type": "object"}, "description": "tiers registered below"},
+            "relay": _nullable(_obj({
+                "bytes": {"type": "object", "description": "body bytes by role (served: this tier runs the camera; "
+                                                           "relayed: piped from below to above; received: for a "
+                                                           "viewer here) and kind (recordings, recording, clip, live)"},
+                "streams": {"type": "object", "description": "streams begun, by role and kind"},
+                "cancelled": {"type": "integer"}, "gave_up": {"type": "integer"}, "timeouts": {"type": "integer"},
+                "busy": {"type": "integer"}, "malformed": {"type": "integer"}, "errors": {"type": "integer"},
+            }, closed=False)),
         }),
         "GatewayList": _obj({"node": {"type": "string"}, "unplaced": {
             "type": "integer", "minimum": 0, "description": "enabled cameras no gateway runs (at this gateway's last "
@@ -420,7 +428,10 @@ _BEARER = [{"bearer": []}]
 _BEARER_OR_QUERY = [{"bearer": []}, {"queryToken": []}]  # GETs browsers make without headers (auth.py)
 _MP4_FILE = {"description": "the MP4 (moov first: seekable as it arrives)",
              "headers": {"X-Recording-Start": {"schema": {"type": "string"}, "description": "wall time of its time 0"},
-                         "X-Recording-End": {"schema": {"type": "string"}, "description": "when its last frame ends"}},
+                         "X-Recording-End": {"schema": {"type": "string"}, "description": "when its last frame ends"},
+                         "X-Relay-Hops": {"schema": {"type": "integer"},
+                                          "description": "present when the camera runs elsewhere: tiers (or gateways "
+                                                         "of this tier) the stream crossed"}},
              "content": {"video/mp4": {"schema": {"type": "string"}}}}
 
 
@@ -535,15 +546,16 @@ def _paths() -> dict[str, Any]:
                                                "a key frame); a <video> plays it directly. It ends when the stream "
                                                "breaks or reopens (reconnect)",
                                 "content": {"video/mp4": {"schema": {"type": "string"}}}}},
-                       *_API, 400, 403, 404, 429),
+                       *_API, 400, 403, 404, 429, 503, 504),
             tag="live", security=_BEARER_OR_QUERY, params=[_CAMERA_ID],
             description="One connection to the camera however many viewers; a viewer too slow to take it skips to "
                         "the next key frame. Limits and audit as live.mjpeg's (live.view / live.end). 503 when the "
-                        "camera does not run on this gateway.")},
+                        "camera is not running; 504 when the tier below that runs it does not answer. A camera of a "
+                        "tier below or of another gateway of this tier is streamed from there (X-Relay-Hops).")},
         "/api/v1/cameras/{camera_id}/recordings": {"get": _operation(
             "listRecordings", "What is recorded of a camera: segments and the gaps between them, with reasons", o,
             _responses({"200": _json(_ref("RecordingList"), "the window's segments and gaps")},
-                       *_API, 400, 403, 404, 422),
+                       *_API, 400, 403, 404, 422, 503, 504),
             tag="recordings",
             params=[_CAMERA_ID,
                     _query("since", {"type": "string", "format": "date-time"},
@@ -553,7 +565,7 @@ def _paths() -> dict[str, Any]:
             description="Audited as recording.view.")},
         "/api/v1/cameras/{camera_id}/recording.mp4": {"get": _operation(
             "recordingMp4", "One MP4 (fast start) of a window of a camera's recording, at most an hour", o,
-            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422),
+            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422, 503, 504),
             tag="recordings", security=_BEARER_OR_QUERY,
             params=[_CAMERA_ID,
                     {**_query("start", {"type": "string", "format": "date-time"},
@@ -563,7 +575,9 @@ def _paths() -> dict[str, Any]:
             description="Cut at the key frame at or before start (earlier frames hidden by an edit list) and after "
                         "the last frame before end; the camera's own codec, resolution and bitrate. 404: nothing "
                         "recorded in the window; 422: a window reversed or longer than an hour; 503: too many "
-                        "exports at once. Audited as recording.view.")},
+                        "exports at once; 504: the tier below that runs the camera did not answer. A camera of a "
+                        "tier below (or another gateway of this tier) is played from there, through the chain. "
+                        "Audited as recording.view.")},
         "/api/v1/events": {"get": _operation(
             "eventHistory", "Past events, newest first", o,
             _responses({"200": _json(_ref("EventPage"), "one page")}, *_API, 400, 403), tag="events",
@@ -597,7 +611,7 @@ def _paths() -> dict[str, Any]:
             params=[_EVENT_ID])},
         "/api/v1/events/{event_id}/clip.mp4": {"get": _operation(
             "eventClip", "The recording around an event: its camera's pre_s before it to post_s after it", o,
-            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422), tag="recordings",
+            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422, 503, 504), tag="recordings",
             security=_BEARER_OR_QUERY, params=[_EVENT_ID],
             description="pre_s and post_s are the camera's recording settings (the tier's defaults for a camera no "
                         "longer registered). 404: no such event, or nothing recorded around it. Audited as "

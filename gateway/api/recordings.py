@@ -4,22 +4,29 @@ Operator, jurisdiction-scoped like a camera's picture (a camera outside the call
 audited as a refusal). Every answer is audited: the listing and a window as `recording.view`, a clip as
 `clip.view`, a live view like live.mjpeg's (`live.view`, then `live.end` with how long it was watched).
 
-Recordings are served by the gateway that recorded them, from its own disk (gateway/recordings.py); cameras of
-tiers below are not relayed (yet).
+Recordings are served by the gateway that recorded them, from its own disk (gateway/recordings.py). A camera
+another gateway of this tier runs, or one of a tier below, is played through that gateway or down the chain of
+bridges (tiers/relay.py: streamed in chunks with back-pressure, bytes counted per hop); jurisdiction and audit
+are this tier's, the owning gateway trusts the tier above as it does for pictures. Local and relayed answers take
+one path: `local_opener` opens a stream of a camera run here (what the relay serves to others too), `Relay.open`
+finds where the camera is, `_play` writes the stream as the HTTP answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import tempfile
 import time
 from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from analytics.events import iso_ms
 from gateway import keys
@@ -32,10 +39,13 @@ from gateway.recording import (
     MAX_WINDOW_S, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
 )
 from gateway.recording.records import MAX_LIST_WINDOW_S
+from gateway.events import EventIdError
 from gateway.recordings import EXPORT_DIR
 from registry.ids import CameraIdError, validate_camera_id
-from registry.models import Camera, RecordingChoice
+from registry.models import RecordingChoice
 from tiers.access import Role
+from tiers.contract import TierKeys
+from tiers.relay import Stream, StreamBroken, StreamError, StreamHead, StreamRequest
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -64,99 +74,267 @@ def _when(request: web.Request, name: str, default: float | None = None) -> floa
     return dt.timestamp()
 
 
-async def _camera(request: web.Request) -> Camera:
-    """The path's camera of this tier, for an operator over its node; 404 when absent or elsewhere (same answer)."""
+async def _camera(request: web.Request) -> tuple[str, str]:
+    """(camera id, its node) of the path's camera in this tier's subtree (own, or known from the catalog a tier
+    below forwarded), for an operator over its node; 404 when absent or elsewhere (the same answer)."""
     try:
         cid = validate_camera_id(request.match_info["camera_id"])
     except CameraIdError as e:
         raise ApiError(400, f"bad camera id: {e}") from None
     require(request, Role.OPERATOR)
     missing = f"no camera {cid}"
-    cam = await request.app[keys.STORE].get(cid)
-    if cam is None:
-        raise ApiError(404, missing)
-    require_node(request, cam.node, Role.OPERATOR, missing=missing)
-    return cam
+    app = request.app
+    cam = await app[keys.STORE].get(cid)
+    if cam is not None:
+        node = cam.node
+    else:
+        raw = await app[keys.REDIS].hget(TierKeys().rcat, cid)
+        try:
+            node = str(json.loads(raw)["node"]) if raw is not None else None
+        except (ValueError, KeyError, TypeError):
+            node = None
+        if node is None:
+            raise ApiError(404, missing)
+    require_node(request, node, Role.OPERATOR, missing=missing)
+    return cid, node
 
 
-def _window_error(e: WindowError) -> ApiError:
-    return ApiError(422, str(e))
+# ---- the one path: open where the camera is, write the stream as the answer --------------------------------
+async def _open(request: web.Request, req: StreamRequest) -> Stream:
+    """The stream asked for, from this gateway, a peer of this tier or the tier below (the relay decides)."""
+    try:
+        return await request.app[keys.RELAY].open(req)
+    except StreamError as e:
+        extra = {"retry_after": 2} if e.status in (503, 504) else {}
+        raise ApiError(e.status, e.message, **extra) from None
+    except (RedisError, OSError) as e:
+        raise ApiError(503, f"this tier's Redis is unavailable ({type(e).__name__})", retry_after=2) from None
+
+
+def _headers(head: StreamHead) -> dict[str, str]:
+    out = {"Content-Type": head.content_type or "application/octet-stream", "Cache-Control": "no-store",
+           **dict(head.headers)}
+    if head.hops:
+        out["X-Relay-Hops"] = str(head.hops)  # tiers and peer gateways crossed to reach this one
+    return out
+
+
+def _detail(detail: dict, head: StreamHead) -> dict:
+    out = {**detail, **dict(head.detail)}
+    if head.hops:
+        out["hops"] = head.hops
+    return out
+
+
+async def _play(request: web.Request, req: StreamRequest, node: str, action: str, detail: dict,
+                target: str) -> web.StreamResponse:
+    """Open the stream, audit it (with its bytes), write it; a stream that breaks midway aborts the connection,
+    so the client sees a short body (Content-Length), never a whole-looking one."""
+    stream = await _open(request, req)
+    try:
+        head = stream.head
+        request.app[keys.AUDIT].record_request(request, action, target, node, _detail(detail, head))
+        resp = web.StreamResponse(headers=_headers(head))
+        await resp.prepare(request)
+        try:
+            async for chunk in stream:
+                await resp.write(chunk)  # waits while the client's buffer is full: back-pressure down the chain
+        except StreamBroken as e:
+            log.warning("%s of %s broke off: %s", req.kind, req.camera_id, e)
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        await resp.write_eof()
+        return resp
+    finally:
+        await stream.aclose()
 
 
 @routes.get("/api/v1/cameras/{camera_id}/recordings")
-async def list_recordings(request: web.Request) -> web.Response:
+async def list_recordings(request: web.Request) -> web.StreamResponse:
     """What is recorded of a camera between `since` and `until` (ISO; default: the last day): segments and gaps."""
-    cam = await _camera(request)
+    cid, node = await _camera(request)
     now = time.time()
     until = _when(request, "until", now)
     since = _when(request, "since", until - DEFAULT_LIST_S)
-    recs = request.app[keys.RECORDINGS]
-    try:
-        timeline = await asyncio.to_thread(recs.store.timeline, cam.id, since, until)
-    except WindowError as e:
-        raise ApiError(422, f"{e} (a listing covers at most {MAX_LIST_WINDOW_S / 86400:.0f} days)") from None
-    request.app[keys.AUDIT].record_request(request, "recording.view", cam.id, cam.node,
-                                           {"list": True, "since": iso_ms(since), "until": iso_ms(until)})
-    return web.json_response({"camera_id": cam.id, "since": iso_ms(since), "until": iso_ms(until),
-                              **timeline.to_dict()})
+    return await _play(request, StreamRequest("recordings", cid, start=since, end=until), node, "recording.view",
+                       {"list": True, "since": iso_ms(since), "until": iso_ms(until)}, cid)
 
 
 @routes.get("/api/v1/cameras/{camera_id}/recording.mp4")
 async def recording_mp4(request: web.Request) -> web.StreamResponse:
     """One MP4 (fast start) of [start, end] (ISO, at most an hour; end defaults to a minute after start), cut at
     key frames, the camera's own codec."""
-    cam = await _camera(request)
+    cid, node = await _camera(request)
     start = _when(request, "start")
     end = _when(request, "end", start + DEFAULT_WINDOW_S)
+    try:
+        _check_window(start, end)
+    except StreamError as e:
+        raise ApiError(e.status, e.message) from None
+    return await _play(request, StreamRequest("recording", cid, start=start, end=end), node, "recording.view",
+                       {"start": iso_ms(start), "end": iso_ms(end)}, cid)
+
+
+def _check_window(start: float, end: float) -> None:
+    """422 for a window reversed or over an hour (checked where it is asked and again where it is served)."""
     if end <= start:
-        raise ApiError(422, "end must be after start")
+        raise StreamError(422, "end must be after start")
     if end - start > MAX_WINDOW_S:
-        raise ApiError(422, f"a window is at most {MAX_WINDOW_S:.0f} s (one hour); asked {end - start:.0f} s")
-    recs = request.app[keys.RECORDINGS]
-    return await _export(request, cam, "recording.view", {"start": iso_ms(start), "end": iso_ms(end)},
-                         lambda out: export_window(recs.store, cam.id, start, end, out))
+        raise StreamError(422, f"a window is at most {MAX_WINDOW_S:.0f} s (one hour); asked {end - start:.0f} s")
 
 
 @routes.get("/api/v1/events/{event_id}/clip.mp4")
 async def event_clip(request: web.Request) -> web.StreamResponse:
     """The recording around an event: its camera's pre_s before it to post_s after it (the tier's defaults for a
-    camera no longer registered)."""
+    camera no longer registered), from the tier that owns the camera."""
     _, se = await _stored(request)
     ev = se.event
-    at = _when_event(ev.ts)
-    recs = request.app[keys.RECORDINGS]
-    cam = await request.app[keys.STORE].get(ev.camera_id)
+    return await _play(request, StreamRequest("clip", ev.camera_id, event_id=ev.id), ev.node, "clip.view",
+                       {"event": ev.id, "type": ev.type, "camera_id": ev.camera_id}, ev.id or ev.camera_id)
+
+
+@routes.get("/api/v1/cameras/{camera_id}/live.mp4")
+async def live_mp4(request: web.Request) -> web.StreamResponse:
+    """Live view at the camera's own quality: its packets remuxed (never re-encoded) into fragmented MP4, playable
+    by a <video>; one connection to the camera however many viewers of this gateway. Limits shared with
+    live.mjpeg."""
+    cid, node = await _camera(request)
+    app = request.app
+    live = app[keys.LIVE]
+    audit = app[keys.AUDIT]
+    token_id, address = request[keys.PRINCIPAL].token_id, audit.client_address(request)
+    refuse_past_limits(live, cid, token_id, address)
+    stream = await _open(request, StreamRequest("live", cid))
+    live.acquire(token_id, address)
+    opened_at: float | None = None
+    slow = False
+    resp = web.StreamResponse(headers={**_headers(stream.head), "X-Accel-Buffering": "no"})
+    try:
+        _bound_send_buffer(request, live.send_buffer_bytes)
+        await resp.prepare(request)
+        audit.record_request(request, "live.view", cid, node, _detail({"format": "mp4"}, stream.head))
+        opened_at = time.monotonic()
+
+        async def send() -> None:
+            async for chunk in stream:
+                if live.closing.is_set():
+                    break
+                await _send(resp, live, chunk)
+
+        await _until_revoked(request, send())
+    except SlowReader:
+        slow = True
+        live.dropped_slow += 1
+        if request.transport is not None:
+            request.transport.abort()
+    except (ConnectionError, asyncio.TimeoutError, StreamBroken):
+        pass
+    except Exception:  # headers are sent: a failure can only end the stream
+        log.exception("live.mp4 of %s failed", cid)
+    finally:
+        await stream.aclose()  # a relayed stream is cancelled down the chain: the owner unsubscribes
+        live.release(token_id, address)
+        if opened_at is not None:
+            detail: dict = {"seconds": round(time.monotonic() - opened_at, 1), "format": "mp4"}
+            if slow:
+                detail["dropped"] = "slow reader"
+            audit.record_request(request, "live.end", cid, node, detail)
+    if not slow:
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+            await asyncio.wait_for(resp.write_eof(), 2.0)
+    return resp
+
+
+# ---- a camera run here: the streams this gateway serves (to its own clients and to others) ---------------------
+class _LocalStream:
+    """A stream of this gateway's own: a head and its body's chunks; `close` releases what it holds."""
+
+    __slots__ = ("head", "_chunks", "_close")
+
+    def __init__(self, head: StreamHead, chunks: AsyncIterator[bytes],
+                 close: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.head, self._chunks, self._close = head, chunks, close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            await close()
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def local_opener(app: web.Application) -> Callable[[StreamRequest], Awaitable[Stream]]:
+    """The relay's OpenLocal for this gateway: a stream of a camera it runs (or recorded)."""
+    async def open_local(req: StreamRequest) -> Stream:
+        if req.kind == "recordings":
+            return await _local_listing(app, req)
+        if req.kind == "recording":
+            return await _local_window(app, req)
+        if req.kind == "clip":
+            return await _local_clip(app, req)
+        return _local_live(app, req)
+    return open_local
+
+
+async def _local_listing(app: web.Application, req: StreamRequest) -> Stream:
+    if await app[keys.STORE].get(req.camera_id) is None:
+        raise StreamError(404, f"no camera {req.camera_id}")
+    until = req.end if req.end is not None else time.time()
+    since = req.start if req.start is not None else until - DEFAULT_LIST_S
+    try:
+        timeline = await asyncio.to_thread(app[keys.RECORDINGS].store.timeline, req.camera_id, since, until)
+    except WindowError as e:
+        raise StreamError(422, f"{e} (a listing covers at most {MAX_LIST_WINDOW_S / 86400:.0f} days)") from None
+    body = json.dumps({"camera_id": req.camera_id, "since": iso_ms(since), "until": iso_ms(until),
+                       **timeline.to_dict()}).encode()
+    return _LocalStream(StreamHead(200, "application/json", (("Content-Length", str(len(body))),)), _once(body))
+
+
+async def _local_window(app: web.Application, req: StreamRequest) -> Stream:
+    assert req.start is not None and req.end is not None  # StreamRequest.parse and the handler see to it
+    start, end = req.start, req.end
+    _check_window(start, end)
+    recs = app[keys.RECORDINGS]
+    return await _export(app, req.camera_id, lambda out: export_window(recs.store, req.camera_id, start, end, out))
+
+
+async def _local_clip(app: web.Application, req: StreamRequest) -> Stream:
+    missing = StreamError(404, "no such event (or it is past retention)")
+    events = app[keys.EVENTS]
+    try:
+        entry = await events.resolve(req.event_id or "")
+    except EventIdError:
+        raise missing from None
+    se = await events.get(entry) if entry is not None else None
+    if se is None or se.event.id != req.event_id or se.event.camera_id != req.camera_id:
+        raise missing
+    ev = se.event
+    recs = app[keys.RECORDINGS]
+    cam = await app[keys.STORE].get(ev.camera_id)
     # A camera deleted since: the tier's defaults.
     settings: RecordingSettings = recs.settings_for(cam.recording if cam is not None else RecordingChoice())
-    detail = {"event": ev.id, "type": ev.type, "camera_id": ev.camera_id, "pre_s": settings.pre_s,
-              "post_s": settings.post_s}
-    fake = _EventCamera(ev.camera_id, ev.node)
-    return await _export(request, fake, "clip.view", detail,
+    at = _when_event(ev.ts)
+    return await _export(app, ev.camera_id,
                          lambda out: export_clip(recs.store, ev.camera_id, at, settings.pre_s, settings.post_s, out),
-                         target=ev.id or ev.camera_id)
-
-
-class _EventCamera:
-    """The camera an event names (it may be gone from the catalog since)."""
-
-    __slots__ = ("id", "node")
-
-    def __init__(self, camera_id: str, node: str) -> None:
-        self.id, self.node = camera_id, node
+                         (("pre_s", settings.pre_s), ("post_s", settings.post_s)))
 
 
 def _when_event(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-async def _export(request: web.Request, cam, action: str, detail: dict, make, *, target: str | None = None
-                  ) -> web.StreamResponse:
-    """Write an export in a thread (bounded: MAX_EXPORTS at once), then stream it; audited once it is found."""
-    app = request.app
+async def _export(app: web.Application, camera_id: str, make, detail: tuple = ()) -> Stream:
+    """Write an export in a thread (bounded: MAX_EXPORTS at once); the stream reads the file it wrote."""
     recs = app[keys.RECORDINGS]
     sem = app[_EXPORTS]
     if sem.locked():
-        raise ApiError(503, f"{MAX_EXPORTS} exports are being written; try again shortly", retry_after=5)
+        raise StreamError(503, f"{MAX_EXPORTS} exports are being written; try again shortly")
     async with sem:  # held while the export is written, not while a client downloads it
         folder = recs.root / EXPORT_DIR
         await asyncio.to_thread(private_dir, folder)
@@ -167,89 +345,43 @@ async def _export(request: web.Request, cam, action: str, detail: dict, make, *,
             try:
                 result = await asyncio.to_thread(make, path)
             except NoRecording as e:
-                raise ApiError(404, str(e)) from None
+                raise StreamError(404, str(e)) from None
             except WindowError as e:
-                raise _window_error(e) from None
+                raise StreamError(422, str(e)) from None
             except RecordingError as e:  # the export could not be written (the disk): nothing was sent yet
-                raise ApiError(503, str(e), retry_after=5) from None
+                raise StreamError(503, str(e)) from None
             f = await asyncio.to_thread(open, path, "rb")
         finally:
             await asyncio.to_thread(path.unlink, True)  # an open file is still read; nothing is left behind
-    try:
-        app[keys.AUDIT].record_request(request, action, target or cam.id, cam.node,
-                                       {**detail, "bytes": result.bytes, "seconds": round(result.duration, 2)})
-        size = os.fstat(f.fileno()).st_size
-        resp = web.StreamResponse(headers={
-            "Content-Type": MP4, "Content-Length": str(size), "Cache-Control": "no-store",
-            "X-Recording-Start": iso_ms(result.start), "X-Recording-End": iso_ms(result.end),
-            "Content-Disposition": f'inline; filename="{cam.id}-{iso_ms(result.start).replace(":", "")}.mp4"',
-        })
-        await resp.prepare(request)
+    size = os.fstat(f.fileno()).st_size
+    head = StreamHead(200, MP4, (
+        ("Content-Length", str(size)),
+        ("X-Recording-Start", iso_ms(result.start)), ("X-Recording-End", iso_ms(result.end)),
+        ("Content-Disposition", f'inline; filename="{camera_id}-{iso_ms(result.start).replace(":", "")}.mp4"'),
+    ), (("bytes", result.bytes), ("seconds", round(result.duration, 2)), *detail))
+
+    async def chunks() -> AsyncIterator[bytes]:
         while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
-            await resp.write(chunk)  # waits while the client's buffer is full: back-pressure
-        await resp.write_eof()
-        return resp
-    finally:
+            yield chunk
+
+    async def close() -> None:
         await asyncio.to_thread(f.close)
 
+    return _LocalStream(head, chunks(), close)
 
-@routes.get("/api/v1/cameras/{camera_id}/live.mp4")
-async def live_mp4(request: web.Request) -> web.StreamResponse:
-    """Live view at the camera's own quality: its packets remuxed (never re-encoded) into fragmented MP4, playable
-    by a <video>; one connection to the camera however many viewers. Limits shared with live.mjpeg."""
-    cam = await _camera(request)
-    app = request.app
-    worker = app[keys.SUPERVISOR].workers.get(cam.id)
+
+def _local_live(app: web.Application, req: StreamRequest) -> Stream:
+    worker = app[keys.SUPERVISOR].workers.get(req.camera_id)
     if worker is None or worker.live_mux is None:
-        raise ApiError(503, "this camera is not running on this gateway (disabled, starting, or run by another "
-                            "gateway of the tier)", retry_after=2)
-    live = app[keys.LIVE]
-    audit = app[keys.AUDIT]
-    token_id, address = request[keys.PRINCIPAL].token_id, audit.client_address(request)
-    refuse_past_limits(live, cam.id, token_id, address)
-    live.acquire(token_id, address)
-    viewer = None
-    opened_at: float | None = None
-    slow = False
-    resp = web.StreamResponse(headers={"Content-Type": MP4, "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    try:
-        viewer = worker.live_mux.subscribe()
-        worker.sync_sinks()  # the camera's connection starts feeding the muxer now
-        _bound_send_buffer(request, live.send_buffer_bytes)
-        await resp.prepare(request)
-        audit.record_request(request, "live.view", cam.id, cam.node, {"format": "mp4"})
-        opened_at = time.monotonic()
+        raise StreamError(503, "this camera is not running on this gateway (disabled, starting, or run by another "
+                               "gateway of the tier)")
+    viewer = worker.live_mux.subscribe()
+    worker.sync_sinks()  # the camera's connection starts feeding the muxer now
 
-        async def stream() -> None:
-            async for chunk in viewer:
-                if live.closing.is_set():
-                    break
-                await _send(resp, live, chunk)
+    async def close() -> None:
+        viewer.close()  # the muxer forgets this viewer
 
-        await _until_revoked(request, stream())
-    except SlowReader:
-        slow = True
-        live.dropped_slow += 1
-        if request.transport is not None:
-            request.transport.abort()
-    except (ConnectionError, asyncio.TimeoutError):
-        pass
-    except Exception:  # headers are sent: a failure can only end the stream
-        log.exception("live.mp4 of %s failed", cam.id)
-    finally:
-        if viewer is not None:
-            viewer.close()
-        live.release(token_id, address)
-        if opened_at is not None:
-            detail: dict = {"seconds": round(time.monotonic() - opened_at, 1), "format": "mp4"}
-            if slow:
-                detail["dropped"] = "slow reader"
-            audit.record_request(request, "live.end", cam.id, cam.node, detail)
-    if not slow:
-        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-            await asyncio.wait_for(resp.write_eof(), 2.0)
-    return resp
-
+    return _LocalStream(StreamHead(200, MP4), viewer.__aiter__(), close)
 
 
 async def _end_live_views(app: web.Application) -> None:

@@ -1,0 +1,275 @@
+"""Recordings, event clips and live.mp4 across tiers (tiers/relay.py): real tiers (one redis-server and gateway
+each, children dialling out with their granted ACL credential), a real camera (a file) recorded on the village.
+
+The county plays the village camera's recording window, its event clip and its live.mp4 through two hops; a slow
+reader at the top never makes a reply list longer than the window at either hop; a viewer leaving makes the
+village unsubscribe; errors keep their status across the hops; a village whose gateway is down is a 504 in
+bounded time; jurisdiction and audit are the county's; bad requests in the queue are answered or dropped, and
+the bridge goes on. Two gateways of one tier: one plays what its peer records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from analytics.events import Event, Origin, iso_ms
+from gateway import keys
+from gateway.app import build_app
+from gateway.config import load_settings
+from sample_streams import CLIPS_DIR
+from tests.gateway_fixtures import TOKEN, Gateway, until
+from tests.media_rec import decode
+from tests.test_recording_api import Fmp4, _audited, _iso, _token, _ts
+from tiers import relay as relay_mod
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+COUNTY, TOWNSHIP, VILLAGE = "450102", "450102001", "450102001001"
+MOVING = CLIPS_DIR / "moving_objects.mp4"  # 640x360 H.264, 15 fps, key frame every 2 s
+RECORDING = {"segment_s": 2, "min_free_bytes": 0}
+SMALL_CHUNK, SMALL_WINDOW = 4 * 1024, 4  # many items per window, so the window is what bounds the lists
+
+
+async def _listing(gw, cid: str, since: float, until_t: float) -> tuple[int, dict, dict]:
+    async with gw.session.get(gw.url(f"/api/v1/cameras/{cid}/recordings"),
+                              params={"since": _iso(since), "until": _iso(until_t)}) as r:
+        return r.status, await r.json(), dict(r.headers)
+
+
+async def _get(gw, path: str, token: str | None = None, **params) -> tuple[int, bytes, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with gw.session.get(gw.url(path), params=params, headers=headers) as r:
+        return r.status, await r.read(), dict(r.headers)
+
+
+async def _recorded(gw, cid: str, t0: float, seconds: float):
+    status, body, _ = await _listing(gw, cid, t0 - 60, time.time())
+    segs = status == 200 and body["segments"]
+    return segs and _ts(segs[-1]["end"]) - _ts(segs[0]["start"]) >= seconds and segs
+
+
+async def _reply_lengths(r, pattern: str) -> list[int]:
+    """Lengths of the reply lists (not the ack lists) matching `pattern`."""
+    out = []
+    async for k in r.scan_iter(match=pattern, count=1000):
+        if not k.endswith(b":ack"):
+            out.append(await r.llen(k))
+    return out
+
+
+@pytest.fixture
+def small_window(monkeypatch):
+    monkeypatch.setattr(relay_mod, "CHUNK_BYTES", SMALL_CHUNK)
+    monkeypatch.setattr(relay_mod, "WINDOW", SMALL_WINDOW)
+    monkeypatch.setattr(relay_mod, "ACK_EVERY", SMALL_WINDOW // 2)
+
+
+async def test_the_county_plays_a_village_cameras_recording_clip_and_live_view_through_two_hops(
+        tier_chain, small_window):
+    async with tier_chain((COUNTY, TOWNSHIP, VILLAGE), media_dirs=[CLIPS_DIR], recordings=RECORDING) as chain:
+        county, township, village = chain[COUNTY], chain[TOWNSHIP], chain[VILLAGE]
+        t0 = time.time()
+        cam = await village.gw.add_camera(name="gate", node=VILLAGE, url=f"file:{MOVING}", analytics={"fps": 1},
+                                          recording={"mode": "continuous", "pre_s": 2, "post_s": 2})
+        cid = cam["id"]
+
+        # Bad requests in the township's queue at the county: answered 400 (an id was readable) or dropped.
+        cr = county.redis()
+        queue = f"se:child:{TOWNSHIP}:st"
+        bad = [b"not json", b"x" * 5000, json.dumps({"id": "bad1", "kind": "bogus", "camera_id": cid}),
+               json.dumps({"id": "bad2", "kind": "recording", "camera_id": "12"}),
+               json.dumps({"id": "../x", "kind": "live", "camera_id": cid}), json.dumps([1, 2])]
+        await cr.rpush(queue, *bad)
+        for rid in ("bad1", "bad2"):
+            got = await cr.blpop([f"se:child:{TOWNSHIP}:st:{rid}"], timeout=5)
+            assert got is not None and got[1][:1] == b"H" and json.loads(got[1][1:])["status"] == 400, got
+        relay_t = township.app[keys.RELAY]
+        await until(lambda: _async(relay_t.stats.malformed >= 5), 5, "the malformed requests counted")
+
+        segs = await until(lambda: _recorded(village.gw, cid, t0, 7), 40, "7 s recorded at the village")
+        await until(lambda: _async_get_ok(county.gw, f"/api/v1/cameras/{cid}"), 30, "the camera at the county")
+
+        # The listing, through two hops: the village's own answer.
+        a, b = t0 - 60, time.time()
+        status, far, headers = await _listing(county.gw, cid, a, b)
+        assert status == 200 and headers["X-Relay-Hops"] == "2", far
+        _, near, _ = await _listing(village.gw, cid, a, b)
+        # The same answer (the open segment, still growing, aside).
+        assert far["segments"][:-1] == near["segments"][:-1] and len(far["segments"]) >= 3
+        assert (far["since"], far["until"], far["gaps"]) == (near["since"], near["until"], near["gaps"])
+
+        # A window: the same MP4 bytes as the village serves itself.
+        w0 = _ts(segs[0]["start"]) + 1
+        window = {"start": _iso(w0), "end": _iso(w0 + 5)}
+        path = f"/api/v1/cameras/{cid}/recording.mp4"
+        status, far, headers = await _get(county.gw, path, **window)
+        assert status == 200 and headers["Content-Type"] == "video/mp4", far
+        assert headers["X-Relay-Hops"] == "2" and "X-Recording-Start" in headers
+        _, near, _ = await _get(village.gw, path, **window)
+        assert far == near and int(headers["Content-Length"]) == len(far)
+        d = decode(far)
+        assert d.errors == 0 and abs(d.duration - 5.0) <= 1.0 and (d.width, d.height) == (640, 360), d
+
+        # Bytes per hop: what the village served is what the township relayed and the county received.
+        served = village.app[keys.RELAY].stats.bytes[("served", "recording")]
+        assert served == len(far)
+        assert relay_t.stats.bytes[("relayed", "recording")] == served
+        assert county.app[keys.RELAY].stats.bytes[("received", "recording")] == served
+        status, rep = await township.gw.request("GET", "/api/v1/bridge")
+        assert status == 200 and rep["bridge"]["relay"]["bytes"]["relayed"]["recording"] == served, rep
+
+        # A slow reader at the top: neither hop's reply list ever holds more than the window.
+        lengths: list[int] = []
+        stop = asyncio.Event()
+
+        async def sample() -> None:
+            tr = township.redis()
+            while not stop.is_set():
+                lengths.extend(await _reply_lengths(cr, f"se:child:{TOWNSHIP}:st:*"))
+                lengths.extend(await _reply_lengths(tr, f"se:child:{VILLAGE}:st:*"))
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample(), name="test:sampler")
+        w1 = {"start": _iso(_ts(segs[0]["start"])), "end": _iso(time.time())}
+        body = bytearray()
+        async with county.gw.session.get(county.gw.url(path), params=w1) as r:
+            assert r.status == 200
+            while chunk := await r.content.read(SMALL_CHUNK // 2):
+                body += chunk
+                await asyncio.sleep(0.01)
+        stop.set()
+        await sampler
+        assert decode(bytes(body)).errors == 0
+        assert len(body) > 6 * SMALL_CHUNK * SMALL_WINDOW  # many windows' worth went by
+        assert lengths and max(lengths) <= SMALL_WINDOW, max(lengths)
+        assert max(lengths) >= 2  # the sampler did see the lists filled
+
+        # The event clip: the event travels up with its id; the county's clip is the village's.
+        at = _ts(segs[-1]["end"]) - 3
+        events = village.app[keys.EVENTS]
+        events.publish(Event(type="detection", camera_id=cid, node=VILLAGE, ts=iso_ms(at),
+                             origin=Origin(VILLAGE, "test-gw"), label="person", score=0.9, box=(0.1, 0.2, 0.5, 0.9),
+                             track_id=1, phase="start"))
+        assert await events.flush(timeout=5)
+
+        async def at_county():
+            status, page = await county.gw.request("GET", "/api/v1/events", params={"camera": cid,
+                                                                                    "type": "detection"})
+            return status == 200 and page["events"] and page["events"][0]["id"]
+
+        event_id = await until(at_county, 20, "the event at the county")
+        status, far, headers = await _get(county.gw, f"/api/v1/events/{event_id}/clip.mp4")
+        assert status == 200 and headers["X-Relay-Hops"] == "2", far
+        _, near, _ = await _get(village.gw, f"/api/v1/events/{event_id}/clip.mp4")
+        assert far == near
+        clip = decode(far)
+        assert clip.errors == 0 and abs(clip.duration - 4.0) <= 1.0, clip
+
+        # live.mp4 through two hops: playable fragmented MP4 at the camera's size; the viewer leaving makes the
+        # village unsubscribe from the camera's muxer.
+        async with aiohttp.ClientSession() as s:
+            r = await s.get(county.gw.url(f"/api/v1/cameras/{cid}/live.mp4"),
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status == 200 and r.headers["X-Relay-Hops"] == "2", await r.text()
+            reader = Fmp4(r)
+            data = await reader.until_fragments(15)
+            assert reader.kinds[:2] == ["ftyp", "moov"]
+            live = decode(data)
+            assert live.errors == 0 and live.frames >= 15 and (live.width, live.height) == (640, 360), live
+            mux = village.app[keys.RECORDINGS].live[cid]
+            assert mux.viewers == 1
+            r.close()
+        await until(lambda: _async(mux.viewers == 0), 10, "the village's viewer gone")
+        assert village.app[keys.RELAY].stats.bytes[("served", "live")] > 0
+
+        # Audit at the county, the asking tier: who watched what, with the bytes and the hops (the village's own
+        # entries, of the test's requests there, are forwarded up to the county's trail too).
+        rec = await _audited(county.gw, "recording.view", lambda e: e["tier"] == COUNTY and e["target"] == cid
+                             and e["detail"].get("start") == window["start"])
+        assert rec["detail"]["hops"] == 2 and rec["detail"]["bytes"] > 0
+        await _audited(county.gw, "clip.view", lambda e: e["tier"] == COUNTY and e["target"] == event_id
+                       and e["detail"]["hops"] == 2)
+        await _audited(county.gw, "live.view", lambda e: e["tier"] == COUNTY and e["target"] == cid
+                       and e["detail"].get("format") == "mp4" and e["detail"]["hops"] == 2)
+        await _audited(county.gw, "live.end", lambda e: e["tier"] == COUNTY and e["target"] == cid
+                       and e["detail"].get("format") == "mp4")
+
+        # Jurisdiction: a county operator over another township gets 404, and the county audits the refusal.
+        _, elsewhere = await _token(county.gw, "operator", "450102002")
+        status, _, _ = await _get(county.gw, path, elsewhere, **window)
+        assert status == 404
+        await _audited(county.gw, "access.denied", lambda e: e["target"] == path)
+
+        # Errors keep their status across the hops.
+        status, body, _ = await _get(county.gw, path, start="2020-01-01T00:00:00Z")
+        assert status == 404 and b"no recording" in body, body
+        status, body, _ = await _get(county.gw, f"/api/v1/cameras/{cid}/recordings",
+                                     since="2020-01-01T00:00:00Z", until=_iso(time.time()))
+        assert status == 422 and b"days" in body, body  # the village refused the listing's window
+        ghost = cid[:-6] + "999999"
+        await cr.hset("se:rcat", ghost, json.dumps({"node": VILLAGE, "via": TOWNSHIP, "owner": VILLAGE}))
+        status, body, _ = await _get(county.gw, f"/api/v1/cameras/{ghost}/recordings")
+        assert status == 404 and b"no camera" in body, body
+
+        # The village's gateway down: a 504 within the hops' timeouts, never a hang.
+        await chain.stop_gateway(VILLAGE)
+        started = time.monotonic()
+        status, body, _ = await _get(county.gw, path, **window)
+        assert status == 504, body
+        assert time.monotonic() - started < relay_mod.HEAD_WAIT_S + 2
+
+
+async def test_a_gateway_plays_what_a_peer_gateway_of_its_tier_records(redis_url, tmp_path):
+    node = TOWNSHIP
+    gws: dict[str, Gateway] = {}
+    try:
+        for gid in ("gw-a", "gw-b"):
+            settings = load_settings(None, node=node, redis=redis_url, data_dir=tmp_path / gid,
+                                     media_dirs=[CLIPS_DIR], admin_token=TOKEN, gateway_id=gid, recordings=RECORDING,
+                                     ingest={"stall_timeout_s": 3.0, "backoff_initial_s": 0.5, "open_timeout_s": 3.0})
+            server = TestServer(build_app(settings, TOKEN), host="127.0.0.1")
+            await server.start_server()
+            gws[gid] = Gateway(server, aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}))
+        a, b = gws["gw-a"], gws["gw-b"]
+        t0 = time.time()
+        cam = await a.add_camera(name="gate", node=node, url=f"file:{MOVING}", analytics={"fps": 1},
+                                 recording={"mode": "continuous"}, gateway="gw-b")
+        cid = cam["id"]
+        await until(lambda: _async(cid in b.app[keys.SUPERVISOR].workers), 20, "the camera running on gw-b")
+        segs = await until(lambda: _recorded(b, cid, t0, 5), 40, "5 s recorded on gw-b")
+        assert cid not in a.app[keys.SUPERVISOR].workers
+        w0 = _ts(segs[0]["start"]) + 1
+        window = {"start": _iso(w0), "end": _iso(w0 + 3)}
+        path = f"/api/v1/cameras/{cid}/recording.mp4"
+        status, far, headers = await _get(a, path, **window)
+        assert status == 200 and headers["X-Relay-Hops"] == "1", far
+        _, near, _ = await _get(b, path, **window)
+        assert far == near and decode(far).errors == 0
+        async with aiohttp.ClientSession() as s:
+            r = await s.get(a.url(f"/api/v1/cameras/{cid}/live.mp4"), headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status == 200, await r.text()
+            live = decode(await Fmp4(r).until_fragments(10))
+            assert live.errors == 0 and (live.width, live.height) == (640, 360)
+            r.close()
+        mux = b.app[keys.RECORDINGS].live[cid]
+        await until(lambda: _async(mux.viewers == 0), 10, "gw-b's viewer gone")
+        assert b.app[keys.RELAY].stats.bytes[("served", "recording")] == len(far)
+    finally:
+        for gw in gws.values():
+            await gw.session.close()
+            await gw.server.close()
+
+
+async def _async(value):
+    return value
+
+
+async def _async_get_ok(gw, path: str) -> bool:
+    status, _ = await gw.request("GET", path)
+    return status == 200
