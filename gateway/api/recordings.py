@@ -29,7 +29,7 @@ from gateway.api.events import _stored
 from gateway.api.live import SlowReader, _bound_send_buffer, _send, _until_revoked, refuse_past_limits
 from gateway.private import private_dir
 from gateway.recording import (
-    MAX_WINDOW_S, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
+    MAX_WINDOW_S, LiveMuxer, LiveViewer, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
 )
 from gateway.recording.records import MAX_LIST_WINDOW_S
 from gateway.recordings import EXPORT_DIR
@@ -45,6 +45,7 @@ DEFAULT_WINDOW_S = 60.0  # recording.mp4 without `end`: this long from `start`
 MAX_EXPORTS = 2  # exports (window or clip) written at once; more: 503, try again (each reads and writes a disk)
 READ_CHUNK = 256 * 1024  # an export is sent in chunks of this many bytes (each write waits for the client)
 MP4 = "video/mp4"
+LIVE_START_TIMEOUT_S = 20.0  # live.mp4 waits this long for the stream's first key frame (a 10 s GOP, a reconnect)
 _EXPORTS = web.AppKey("recording_exports", asyncio.Semaphore)
 
 
@@ -151,10 +152,13 @@ def _when_event(ts: str) -> float:
 
 async def _export(request: web.Request, cam, action: str, detail: dict, make, *, target: str | None = None
                   ) -> web.StreamResponse:
-    """Write an export in a thread (bounded: MAX_EXPORTS at once), then stream it; audited once it is found."""
+    """Write an export in a thread (bounded: MAX_EXPORTS at once), then send it, or the byte range asked (aiohttp's
+    FileResponse: 206 with one range, 416 for a range past its end); audited once it is found. The file is
+    removed once sent."""
     app = request.app
     recs = app[keys.RECORDINGS]
     sem = app[_EXPORTS]
+    attachment = _download(request)
     if sem.locked():
         raise ApiError(503, f"{MAX_EXPORTS} exports are being written; try again shortly", retry_after=5)
     async with sem:  # held while the export is written, not while a client downloads it
@@ -164,33 +168,57 @@ async def _export(request: web.Request, cam, action: str, detail: dict, make, *,
         os.close(fd)
         path = Path(name)
         try:
-            try:
-                result = await asyncio.to_thread(make, path)
-            except NoRecording as e:
+            result = await asyncio.to_thread(make, path)
+            await asyncio.to_thread(_stamp, path, result.end)
+        except BaseException as e:
+            await asyncio.to_thread(path.unlink, True)
+            if isinstance(e, NoRecording):
                 raise ApiError(404, str(e)) from None
-            except WindowError as e:
+            if isinstance(e, WindowError):
                 raise _window_error(e) from None
-            except RecordingError as e:  # the export could not be written (the disk): nothing was sent yet
+            if isinstance(e, RecordingError):  # the export could not be written (the disk): nothing was sent yet
                 raise ApiError(503, str(e), retry_after=5) from None
-            f = await asyncio.to_thread(open, path, "rb")
+            raise
+    app[keys.AUDIT].record_request(request, action, target or cam.id, cam.node,
+                                   {**detail, "bytes": result.bytes, "seconds": round(result.duration, 2)})
+    filename = f"{cam.id}-{iso_ms(result.start).replace(':', '')}.mp4"
+    return _ExportFile(path, chunk_size=READ_CHUNK, headers={
+        "Content-Type": MP4, "Cache-Control": "no-store",
+        "X-Recording-Start": iso_ms(result.start), "X-Recording-End": iso_ms(result.end),
+        "Content-Disposition": f'{"attachment" if attachment else "inline"}; filename="{filename}"',
+    })
+
+
+class _ExportFile(web.FileResponse):
+    """An export sent by aiohttp's FileResponse (one Range: 206, past the end: 416, If-Range), removed once sent
+    or once sending failed (a removal missed by a crash is swept at the next start: gateway/recordings.py)."""
+
+    def __init__(self, path: Path, **kw) -> None:
+        super().__init__(path, **kw)
+        self.export_path = path
+
+    async def prepare(self, request: web.BaseRequest):
+        try:
+            return await super().prepare(request)
         finally:
-            await asyncio.to_thread(path.unlink, True)  # an open file is still read; nothing is left behind
-    try:
-        app[keys.AUDIT].record_request(request, action, target or cam.id, cam.node,
-                                       {**detail, "bytes": result.bytes, "seconds": round(result.duration, 2)})
-        size = os.fstat(f.fileno()).st_size
-        resp = web.StreamResponse(headers={
-            "Content-Type": MP4, "Content-Length": str(size), "Cache-Control": "no-store",
-            "X-Recording-Start": iso_ms(result.start), "X-Recording-End": iso_ms(result.end),
-            "Content-Disposition": f'inline; filename="{cam.id}-{iso_ms(result.start).replace(":", "")}.mp4"',
-        })
-        await resp.prepare(request)
-        while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
-            await resp.write(chunk)  # waits while the client's buffer is full: back-pressure
-        await resp.write_eof()
-        return resp
-    finally:
-        await asyncio.to_thread(f.close)
+            await asyncio.to_thread(self.export_path.unlink, True)
+
+
+def _stamp(path: Path, end: float) -> None:
+    """Give an export the recording's end as its modification time: its ETag (mtime and size) is then the same
+    for every export of the same window, so a player's later Range request with If-Range still gets a 206."""
+    ns = int(end * 1e9)
+    os.utime(path, ns=(ns, ns))
+
+
+def _download(request: web.Request) -> bool:
+    """`?download=1` (or true): answer as an attachment (a browser saves it) instead of inline."""
+    raw = request.query.get("download", "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ApiError(400, "download must be 1 or 0 (true or false)")
 
 
 @routes.get("/api/v1/cameras/{camera_id}/live.mp4")
@@ -209,24 +237,30 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
     refuse_past_limits(live, cam.id, token_id, address)
     live.acquire(token_id, address)
     viewer = None
+    resp: web.StreamResponse | None = None
     opened_at: float | None = None
     slow = False
-    resp = web.StreamResponse(headers={"Content-Type": MP4, "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    mux = worker.live_mux
     try:
-        viewer = worker.live_mux.subscribe()
+        viewer = mux.subscribe()
         worker.sync_sinks()  # the camera's connection starts feeding the muxer now
+        init = await _first_chunk(viewer)
+        resp = web.StreamResponse(headers=_live_headers(mux))
         _bound_send_buffer(request, live.send_buffer_bytes)
         await resp.prepare(request)
         audit.record_request(request, "live.view", cam.id, cam.node, {"format": "mp4"})
         opened_at = time.monotonic()
 
         async def stream() -> None:
+            await _send(resp, live, init)
             async for chunk in viewer:
                 if live.closing.is_set():
                     break
                 await _send(resp, live, chunk)
 
         await _until_revoked(request, stream())
+    except ApiError:
+        raise  # before the head (no key frame came): an error answer
     except SlowReader:
         slow = True
         live.dropped_slow += 1
@@ -245,10 +279,33 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
             if slow:
                 detail["dropped"] = "slow reader"
             audit.record_request(request, "live.end", cam.id, cam.node, detail)
+    if resp is None:  # the client left before the stream began
+        raise web.HTTPNoContent()
     if not slow:
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
             await asyncio.wait_for(resp.write_eof(), 2.0)
     return resp
+
+
+async def _first_chunk(viewer: LiveViewer) -> bytes:
+    """The viewer's init segment (its stream's first key frame came); 503 when the camera sends none in time.
+
+    Waited for before the answer's head, so the head can name the stream's codec and its clock (_live_headers)."""
+    try:
+        return await asyncio.wait_for(anext(viewer), LIVE_START_TIMEOUT_S)
+    except (asyncio.TimeoutError, StopAsyncIteration):
+        raise ApiError(503, f"the camera sent no key frame within {LIVE_START_TIMEOUT_S:g} s", retry_after=2) from None
+
+
+def _live_headers(mux: LiveMuxer) -> dict[str, str]:
+    """live.mp4's head: the RFC 6381 codec string (the page asks the browser whether it plays it) and the offset
+    from the stream's media time to the wall-clock time its frames reached this gateway (the page's latency)."""
+    headers = {"Content-Type": MP4, "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if mux.codecs:
+        headers["X-Codecs"] = mux.codecs
+    if mux.wall_offset is not None:
+        headers["X-Live-Wall-Offset"] = f"{mux.wall_offset:.3f}"
+    return headers
 
 
 
