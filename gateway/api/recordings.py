@@ -45,7 +45,8 @@ DEFAULT_WINDOW_S = 60.0  # recording.mp4 without `end`: this long from `start`
 MAX_EXPORTS = 2  # exports (window or clip) written at once; more: 503, try again (each reads and writes a disk)
 READ_CHUNK = 256 * 1024  # an export is sent in chunks of this many bytes (each write waits for the client)
 MP4 = "video/mp4"
-LIVE_START_TIMEOUT_S = 20.0  # live.mp4 waits this long for the stream's first key frame (a 10 s GOP, a reconnect)
+LIVE_START_TIMEOUT_S = 8.0  # live.mp4 waits this long for a key frame; the muxer it started lingers (LINGER_S), so
+# a retry of a camera with a longer GOP gets the key frame cached meanwhile
 _EXPORTS = web.AppKey("recording_exports", asyncio.Semaphore)
 
 
