@@ -111,6 +111,7 @@ async def test_the_county_plays_a_village_cameras_recording_clip_and_live_view_t
         status, far, headers = await _get(county.gw, path, **window)
         assert status == 200 and headers["Content-Type"] == "video/mp4", far
         assert headers["X-Relay-Hops"] == "2" and "X-Recording-Start" in headers
+        assert headers["Accept-Ranges"] == "none"  # relayed whole: a player seeks in what has arrived
         _, near, _ = await _get(village.gw, path, **window)
         assert far == near and int(headers["Content-Length"]) == len(far)
         d = decode(far)
@@ -177,6 +178,9 @@ async def test_the_county_plays_a_village_cameras_recording_clip_and_live_view_t
             r = await s.get(county.gw.url(f"/api/v1/cameras/{cid}/live.mp4"),
                             headers={"Authorization": f"Bearer {TOKEN}"})
             assert r.status == 200 and r.headers["X-Relay-Hops"] == "2", await r.text()
+            # The owner's head crosses the hops: the page asks the browser about the codec, and reads the clock.
+            assert r.headers["X-Codecs"].startswith("avc1."), r.headers
+            float(r.headers["X-Live-Wall-Offset"])
             reader = Fmp4(r)
             data = await reader.until_fragments(15)
             assert reader.kinds[:2] == ["ftyp", "moov"]

@@ -17,7 +17,7 @@ from gateway import keys
 from tests.gateway_fixtures import TOKEN
 from tests.test_access import new_token
 from tests.test_counts import CAM, CAM_NODE, DOWN, UP, Walks, _publish
-from tests.test_web import WAIT_MS, _shot, _watched_page, browser  # noqa: F401  (browser: fixture)
+from tests.test_web import LIVE_PICTURE, WAIT_MS, _shot, _watched_page, browser  # noqa: F401  (browser: fixture)
 
 pytestmark = [pytest.mark.browser]
 
@@ -51,7 +51,7 @@ async def test_an_admin_draws_edits_and_saves_a_line_and_a_zone_and_sees_the_cou
         await page.wait_for_selector("#node-counts[data-in='2'][data-out='1'][data-enter='2']", timeout=WAIT_MS)
 
         await page.goto(gw.url(f"/#/camera/{cam['id']}"))
-        await page.wait_for_function("() => document.querySelector('#live-view').naturalWidth > 0", timeout=WAIT_MS)
+        await page.wait_for_function(LIVE_PICTURE, timeout=WAIT_MS)
         assert await page.locator("#rules-list .rule").count() == 0
 
         # A line: A then B, left to right across the road; "in" is downwards.

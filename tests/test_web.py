@@ -31,6 +31,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 # DESIGN §8: Debian's chromium driven by PyPI's playwright; `playwright install` is never run.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+# The camera page's live picture is on: the camera's own stream in the <video>, or its MJPEG fallback.
+LIVE_PICTURE = """() => { const v = document.querySelector('#live-video'), i = document.querySelector('#live-view');
+  return (!v.hidden && v.videoWidth > 0 && v.currentTime > 0) || (!i.hidden && i.naturalWidth > 0); }"""
 WAIT_MS = 90_000  # generous: a loaded 2-core machine runs the model, the RTSP server and the browser at once
 
 
@@ -235,16 +238,16 @@ async def test_control_room_page(make_gateway, redis_url, rtsp_street, model_pat
         await page.click(f"{card} .thumb")
         await page.wait_for_selector("#camera-page", state="visible")
         assert page.url.endswith(f"#/camera/{cid}")
-        await page.wait_for_function("() => document.querySelector('#live-view').naturalWidth > 0", timeout=WAIT_MS)
+        await page.wait_for_function(LIVE_PICTURE, timeout=WAIT_MS)
         assert gw.app[keys.LIVE].viewers == 1
         assert await page.is_visible(".live-tag")
-        first = _png(await page.locator("#live-view").screenshot())
+        first = _png(await page.locator("#live-frame").screenshot())
         moved = 0.0
         deadline = time.monotonic() + 30
         while moved < 1.0:
             assert time.monotonic() < deadline, f"live view not moving (mean difference {moved:.2f})"
             await asyncio.sleep(1.0)
-            moved = float(np.abs(_png(await page.locator("#live-view").screenshot()) - first).mean())
+            moved = float(np.abs(_png(await page.locator("#live-frame").screenshot()) - first).mean())
         await page.wait_for_selector("#camera-events .event[data-label='car']", timeout=WAIT_MS)
         await page.wait_for_selector("#camera-health .event[data-type='status'] .badge[data-state='online']",
                                      timeout=WAIT_MS)
@@ -327,7 +330,7 @@ async def test_page_follows_the_browser_language_and_refuses_a_bad_token(make_ga
                                      timeout=WAIT_MS)
         assert "值班员" in await page.inner_text("#whoami")
         await page.click(f"#camera-grid .card[data-camera-id='{cam['id']}'] .thumb")
-        await until_dom(page, "() => document.querySelector('#live-view').naturalWidth > 0", None)
+        await until_dom(page, LIVE_PICTURE, None)
         assert await page.is_disabled("#set-name")
         assert await page.is_visible("#settings-readonly")
         assert "仅管理员" in await page.inner_text("#settings-readonly")

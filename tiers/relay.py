@@ -88,7 +88,8 @@ SERVE_POP_S = 1.0  # the serving loops pop requests this long at a time (so they
 CANCEL = b"cancel"
 PROTOCOL = 1
 # Headers a tier below may set on the asker's HTTP response (anything else it sends is ignored).
-HEADERS = frozenset({"Content-Length", "Content-Disposition", "X-Recording-Start", "X-Recording-End"})
+HEADERS = frozenset({"Content-Length", "Content-Disposition", "X-Recording-Start", "X-Recording-End", "X-Codecs",
+                     "X-Live-Wall-Offset"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -433,6 +433,19 @@ _MP4_FILE = {"description": "the MP4 (moov first: seekable as it arrives)",
                                           "description": "present when the camera runs elsewhere: tiers (or gateways "
                                                          "of this tier) the stream crossed"}},
              "content": {"video/mp4": {"schema": {"type": "string"}}}}
+_MP4_RANGES = {
+    # Range and If-Range are HTTP's own request headers (RFC 9110), answered by aiohttp's FileResponse: one range.
+    "206": {"description": "the one byte range asked (Range: bytes=a-b, a-, -n), for a player's seek; If-Range "
+                           "with the ETag of an earlier answer holds (every export of a window has the same ETag). "
+                           "Answered by the gateway that records the camera; one relayed from another gateway or "
+                           "tier is sent whole (Accept-Ranges: none)",
+            "headers": {"Content-Range": {"schema": {"type": "string"}, "description": "bytes a-b/size"}},
+            "content": {"video/mp4": {"schema": {"type": "string"}}}},
+    "416": {"description": "the range asked starts past the file's end (Content-Range: bytes */size)"},
+}
+_DOWNLOAD = {"name": "download", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["1", "0", "true", "false", "yes", "no"]},
+             "description": "1: Content-Disposition attachment (a browser saves the file) instead of inline"}
 
 
 def _operation(op_id: str, summary: str, role: Role | None, responses: dict[str, Any], *,
@@ -543,15 +556,27 @@ def _paths() -> dict[str, Any]:
         "/api/v1/cameras/{camera_id}/live.mp4": {"get": _operation(
             "liveMp4", "Live view at the camera's own quality: fragmented MP4 of its stream, never re-encoded", o,
             _responses({"200": {"description": "endless fragmented MP4 (ftyp + moov, then moof + mdat per frame, from "
-                                               "a key frame); a <video> plays it directly. It ends when the stream "
-                                               "breaks or reopens (reconnect)",
+                                               "a key frame); a <video> plays it directly, or through Media Source "
+                                               "Extensions. It ends when the stream breaks or reopens (reconnect)",
+                                "headers": {
+                                    "X-Codecs": {"schema": {"type": "string"},
+                                                 "description": "RFC 6381 codec string of the stream (avc1.64001f, "
+                                                                "hvc1.1.6.L93.B0): ask the browser whether it plays "
+                                                                "video/mp4; codecs=\"...\" before playing"},
+                                    "X-Live-Wall-Offset": {"schema": {"type": "string"},
+                                                           "description": "seconds (Unix time): a frame of media "
+                                                                          "time t reached this gateway at about t + "
+                                                                          "this (the smallest offset seen when the "
+                                                                          "answer began): receipt-to-screen latency"}},
                                 "content": {"video/mp4": {"schema": {"type": "string"}}}}},
                        *_API, 400, 403, 404, 429, 503, 504),
             tag="live", security=_BEARER_OR_QUERY, params=[_CAMERA_ID],
             description="One connection to the camera however many viewers; a viewer too slow to take it skips to "
-                        "the next key frame. Limits and audit as live.mjpeg's (live.view / live.end). 503 when the "
-                        "camera is not running; 504 when the tier below that runs it does not answer. A camera of a "
-                        "tier below or of another gateway of this tier is streamed from there (X-Relay-Hops).")},
+                        "the next key frame. Limits and audit as live.mjpeg's (live.view / live.end). The answer "
+                        "begins once the stream's first key frame is there (its head names the codec); 503 when the "
+                        "camera is not running or sends no key frame within 8 s (retry: the key frame is kept "
+                        "meanwhile); 504 when the tier below that runs it does not answer. A camera of a tier below "
+                        "or of another gateway of this tier is streamed from there (X-Relay-Hops).")},
         "/api/v1/cameras/{camera_id}/recordings": {"get": _operation(
             "listRecordings", "What is recorded of a camera: segments and the gaps between them, with reasons", o,
             _responses({"200": _json(_ref("RecordingList"), "the window's segments and gaps")},
@@ -565,9 +590,9 @@ def _paths() -> dict[str, Any]:
             description="Audited as recording.view.")},
         "/api/v1/cameras/{camera_id}/recording.mp4": {"get": _operation(
             "recordingMp4", "One MP4 (fast start) of a window of a camera's recording, at most an hour", o,
-            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422, 503, 504),
+            _responses({"200": _MP4_FILE, **_MP4_RANGES}, *_API, 400, 403, 404, 422, 503, 504),
             tag="recordings", security=_BEARER_OR_QUERY,
-            params=[_CAMERA_ID,
+            params=[_CAMERA_ID, _DOWNLOAD,
                     {**_query("start", {"type": "string", "format": "date-time"},
                               "window start, ISO 8601 (no offset: UTC)"), "required": True},
                     _query("end", {"type": "string", "format": "date-time"},
@@ -611,8 +636,8 @@ def _paths() -> dict[str, Any]:
             params=[_EVENT_ID])},
         "/api/v1/events/{event_id}/clip.mp4": {"get": _operation(
             "eventClip", "The recording around an event: its camera's pre_s before it to post_s after it", o,
-            _responses({"200": _MP4_FILE}, *_API, 400, 403, 404, 422, 503, 504), tag="recordings",
-            security=_BEARER_OR_QUERY, params=[_EVENT_ID],
+            _responses({"200": _MP4_FILE, **_MP4_RANGES}, *_API, 400, 403, 404, 422, 503, 504), tag="recordings",
+            security=_BEARER_OR_QUERY, params=[_EVENT_ID, _DOWNLOAD],
             description="pre_s and post_s are the camera's recording settings (the tier's defaults for a camera no "
                         "longer registered). 404: no such event, or nothing recorded around it. Audited as "
                         "clip.view.")},

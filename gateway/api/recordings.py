@@ -38,6 +38,7 @@ from gateway.private import private_dir
 from gateway.recording import (
     MAX_WINDOW_S, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
 )
+from gateway.recording.live import LiveMuxer
 from gateway.recording.records import MAX_LIST_WINDOW_S
 from gateway.events import EventIdError
 from gateway.recordings import EXPORT_DIR
@@ -55,6 +56,8 @@ DEFAULT_WINDOW_S = 60.0  # recording.mp4 without `end`: this long from `start`
 MAX_EXPORTS = 2  # exports (window or clip) written at once; more: 503, try again (each reads and writes a disk)
 READ_CHUNK = 256 * 1024  # an export is sent in chunks of this many bytes (each write waits for the client)
 MP4 = "video/mp4"
+LIVE_START_TIMEOUT_S = 8.0  # live.mp4 waits this long for a key frame; the muxer it started lingers (LINGER_S), so
+# a retry of a camera with a longer GOP gets the key frame cached meanwhile
 _EXPORTS = web.AppKey("recording_exports", asyncio.Semaphore)
 
 
@@ -111,12 +114,25 @@ async def _open(request: web.Request, req: StreamRequest) -> Stream:
         raise ApiError(503, f"this tier's Redis is unavailable ({type(e).__name__})", retry_after=2) from None
 
 
-def _headers(head: StreamHead) -> dict[str, str]:
+def _headers(head: StreamHead, attachment: bool = False) -> dict[str, str]:
     out = {"Content-Type": head.content_type or "application/octet-stream", "Cache-Control": "no-store",
            **dict(head.headers)}
+    if attachment and "Content-Disposition" in out:
+        out["Content-Disposition"] = out["Content-Disposition"].replace("inline;", "attachment;", 1)
     if head.hops:
         out["X-Relay-Hops"] = str(head.hops)  # tiers and peer gateways crossed to reach this one
+        out["Accept-Ranges"] = "none"  # a relayed export is streamed as the tier below sends it (no ranges)
     return out
+
+
+def _download(request: web.Request) -> bool:
+    """`?download=1` (or true): answer as an attachment (a browser saves it) instead of inline."""
+    raw = request.query.get("download", "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ApiError(400, "download must be 1 or 0 (true or false)")
 
 
 def _detail(detail: dict, head: StreamHead) -> dict:
@@ -129,12 +145,16 @@ def _detail(detail: dict, head: StreamHead) -> dict:
 async def _play(request: web.Request, req: StreamRequest, node: str, action: str, detail: dict,
                 target: str) -> web.StreamResponse:
     """Open the stream, audit it (with its bytes), write it; a stream that breaks midway aborts the connection,
-    so the client sees a short body (Content-Length), never a whole-looking one."""
+    so the client sees a short body (Content-Length), never a whole-looking one. An export of this gateway's own is
+    sent by aiohttp's FileResponse instead: a byte range asked (a player's seek) is answered 206, or 416."""
+    attachment = _download(request)
     stream = await _open(request, req)
     try:
         head = stream.head
         request.app[keys.AUDIT].record_request(request, action, target, node, _detail(detail, head))
-        resp = web.StreamResponse(headers=_headers(head))
+        if isinstance(stream, _LocalExport):
+            return _ExportFile(stream.take_path(), chunk_size=READ_CHUNK, headers=_headers(head, attachment))
+        resp = web.StreamResponse(headers=_headers(head, attachment))
         await resp.prepare(request)
         try:
             async for chunk in stream:
@@ -278,7 +298,7 @@ def local_opener(app: web.Application) -> Callable[[StreamRequest], Awaitable[St
             return await _local_window(app, req)
         if req.kind == "clip":
             return await _local_clip(app, req)
-        return _local_live(app, req)
+        return await _local_live(app, req)
     return open_local
 
 
@@ -342,46 +362,119 @@ async def _export(app: web.Application, camera_id: str, make, detail: tuple = ()
         os.close(fd)
         path = Path(name)
         try:
-            try:
-                result = await asyncio.to_thread(make, path)
-            except NoRecording as e:
+            result = await asyncio.to_thread(make, path)
+            await asyncio.to_thread(_stamp, path, result.end)
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except BaseException as e:
+            await asyncio.to_thread(path.unlink, True)
+            if isinstance(e, NoRecording):
                 raise StreamError(404, str(e)) from None
-            except WindowError as e:
+            if isinstance(e, WindowError):
                 raise StreamError(422, str(e)) from None
-            except RecordingError as e:  # the export could not be written (the disk): nothing was sent yet
+            if isinstance(e, RecordingError):  # the export could not be written (the disk): nothing was sent yet
                 raise StreamError(503, str(e)) from None
-            f = await asyncio.to_thread(open, path, "rb")
-        finally:
-            await asyncio.to_thread(path.unlink, True)  # an open file is still read; nothing is left behind
-    size = os.fstat(f.fileno()).st_size
+            raise
     head = StreamHead(200, MP4, (
         ("Content-Length", str(size)),
         ("X-Recording-Start", iso_ms(result.start)), ("X-Recording-End", iso_ms(result.end)),
         ("Content-Disposition", f'inline; filename="{camera_id}-{iso_ms(result.start).replace(":", "")}.mp4"'),
     ), (("bytes", result.bytes), ("seconds", round(result.duration, 2)), *detail))
+    return _LocalExport(head, path)
 
-    async def chunks() -> AsyncIterator[bytes]:
+
+class _LocalExport:
+    """An export this gateway wrote: sent to its own client as a file (ranges: _ExportFile), or read in chunks when
+    it serves another tier or gateway. Removed once sent or closed (one missed by a crash is swept at the next
+    start: gateway/recordings.py)."""
+
+    __slots__ = ("head", "_path", "_file")
+
+    def __init__(self, head: StreamHead, path: Path) -> None:
+        self.head, self._path = head, path
+        self._file = None
+
+    def take_path(self) -> Path:
+        """Hand the file to whoever sends it (it removes it then); closing this no longer does."""
+        path, self._path = self._path, None
+        assert path is not None
+        return path
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert self._path is not None
+        self._file = f = await asyncio.to_thread(open, self._path, "rb")
         while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
             yield chunk
 
-    async def close() -> None:
-        await asyncio.to_thread(f.close)
+    async def aclose(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            await asyncio.to_thread(f.close)
+        path, self._path = self._path, None
+        if path is not None:
+            await asyncio.to_thread(path.unlink, True)
 
-    return _LocalStream(head, chunks(), close)
+
+class _ExportFile(web.FileResponse):
+    """An export sent by aiohttp's FileResponse (one Range: 206, past the end: 416, If-Range), removed once sent
+    or once sending failed."""
+
+    def __init__(self, path: Path, **kw) -> None:
+        super().__init__(path, **kw)
+        self.export_path = path
+
+    async def prepare(self, request: web.BaseRequest):
+        try:
+            return await super().prepare(request)
+        finally:
+            await asyncio.to_thread(self.export_path.unlink, True)
 
 
-def _local_live(app: web.Application, req: StreamRequest) -> Stream:
+def _stamp(path: Path, end: float) -> None:
+    """Give an export the recording's end as its modification time: its ETag (mtime and size) is then the same
+    for every export of the same window, so a player's later Range request with If-Range still gets a 206."""
+    ns = int(end * 1e9)
+    os.utime(path, ns=(ns, ns))
+
+
+async def _local_live(app: web.Application, req: StreamRequest) -> Stream:
     worker = app[keys.SUPERVISOR].workers.get(req.camera_id)
     if worker is None or worker.live_mux is None:
         raise StreamError(503, "this camera is not running on this gateway (disabled, starting, or run by another "
                                "gateway of the tier)")
-    viewer = worker.live_mux.subscribe()
+    mux = worker.live_mux
+    viewer = mux.subscribe()
     worker.sync_sinks()  # the camera's connection starts feeding the muxer now
+    try:
+        # Waited for before the head, so that the head can name the stream's codec and its clock (_live_headers).
+        init = await asyncio.wait_for(anext(viewer), LIVE_START_TIMEOUT_S)
+    except (asyncio.TimeoutError, StopAsyncIteration):
+        viewer.close()
+        raise StreamError(503, f"the camera sent no key frame within {LIVE_START_TIMEOUT_S:g} s") from None
+    except BaseException:
+        viewer.close()
+        raise
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield init
+        async for chunk in viewer:
+            yield chunk
 
     async def close() -> None:
         viewer.close()  # the muxer forgets this viewer
 
-    return _LocalStream(StreamHead(200, MP4), viewer.__aiter__(), close)
+    return _LocalStream(StreamHead(200, MP4, _live_headers(mux)), chunks(), close)
+
+
+def _live_headers(mux: LiveMuxer) -> tuple[tuple[str, str], ...]:
+    """live.mp4's head: the RFC 6381 codec string (the page asks the browser whether it plays it) and the offset
+    from the stream's media time to the wall-clock time its frames reached the gateway that runs the camera (the
+    page's latency)."""
+    out = []
+    if mux.codecs:
+        out.append(("X-Codecs", mux.codecs))
+    if mux.wall_offset is not None:
+        out.append(("X-Live-Wall-Offset", f"{mux.wall_offset:.3f}"))
+    return tuple(out)
 
 
 async def _end_live_views(app: web.Application) -> None:

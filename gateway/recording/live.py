@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import av
 
+from gateway.recording.codecs import codec_string
 from gateway.recording.mp4 import (
     LIVE_OPTIONS, StreamTemplate, copy_packet, fragment_starts_with_key, trex_default_flags,
 )
@@ -249,6 +250,10 @@ class LiveMuxer:
         self._last_dts: int | None = None
         self._tbf = 0.0
         self._frame = 1
+        # Wall time (time.time()) minus media time of the stream now muxed, the smallest seen: a frame shown at
+        # media time t reached the gateway at about t + wall_offset (the page's latency figure). None: not muxing.
+        self.wall_offset: float | None = None
+        self.codecs: str | None = None  # RFC 6381 string of the stream (codecs.py), once it opened
         self.fragments = 0
         self.bytes = 0
         self.errors = 0
@@ -296,6 +301,7 @@ class LiveMuxer:
             log.warning("live view of camera %s: stream cannot be sent as MP4: %s", self.camera_id, e)
             self._tpl = None
             return
+        self.codecs = codec_string(self._tpl.codec, self._tpl.extradata)
         self._tbf = float(self._tpl.time_base)
         self._frame = self._tpl.frame_ticks()
         self._last_dts = None
@@ -347,6 +353,7 @@ class LiveMuxer:
         if self._last_dts is not None and out_dts <= self._last_dts:
             return  # still behind after the shift (a damaged dts): drop it
         self._last_dts = out_dts
+        self._note_arrival(pts + self._shift - self._base)
         try:
             self._out.mux(copy_packet(packet, pts + self._shift - self._base, out_dts - self._base,
                                       packet.duration or self._frame, self._stream, self._tpl.time_base))
@@ -358,6 +365,12 @@ class LiveMuxer:
         if self._splitter is not None and self._splitter.broken:
             self._stop("muxer error")
 
+    def _note_arrival(self, media_pts: int) -> None:
+        # The smallest offset is the packet that waited least: later ones came late by network or pacing jitter.
+        offset = time.time() - media_pts * self._tbf
+        if self.wall_offset is None or offset < self.wall_offset:
+            self.wall_offset = offset
+
     def _start(self, first_dts: int) -> None:
         splitter = _BoxSplitter(self._got_init, self._got_fragment)
         out = av.open(splitter, "w", format="mp4", options=dict(LIVE_OPTIONS))
@@ -365,6 +378,7 @@ class LiveMuxer:
         self._out, self._splitter = out, splitter
         self._base = first_dts
         self._gop, self._gop_bytes = None, 0
+        self.wall_offset = None
 
     def _stop(self, reason: str | None) -> None:
         """Stop muxing; with a reason, end every viewer's stream (they reconnect to the next one)."""
@@ -379,6 +393,7 @@ class LiveMuxer:
         self._splitter = None
         self._last_dts = None
         self._shift = 0
+        self.wall_offset = None
         with self._lock:
             self._init = None
             self._gop, self._gop_bytes = None, 0

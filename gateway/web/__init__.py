@@ -10,8 +10,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 # The page loads only its own files; images and sockets go to this origin alone. No `ws:`/`wss:`
 # scheme sources: they would let a script send the token to a WebSocket on any host. `'self'` takes
-# in this origin's own ws:/wss: URLs (CSP Level 3).
+# in this origin's own ws:/wss: URLs (CSP Level 3). Media: recordings from this origin, and the live view's
+# MediaSource (a blob: URL the page makes of live.mp4's bytes).
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "media-src 'self' blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _HEADERS = {
     "Content-Security-Policy": _CSP,

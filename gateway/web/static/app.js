@@ -2,7 +2,9 @@
 // Plain ES module, no build step, nothing loaded from outside this gateway.
 
 import { applyStatic, lang, setLang, t, tOr } from "./i18n.js";
-import { initRules, relabel, showRules } from "./rules.js";
+import { clearDetections, showDetection, startVideo, stopVideo } from "./live.js";
+import { initRecordings, relabelRecordings, showRecordings } from "./recordings.js";
+import { initRules, layout, relabel, showRules } from "./rules.js";
 
 const $ = (sel) => document.querySelector(sel);
 const FEED_MAX = 200; // events kept in the feed
@@ -12,6 +14,8 @@ const REFRESH_EVERY_MS = 5000;
 const THUMB_WIDTH = 320;
 const COMMON_LABELS = ["person", "car", "bus", "truck", "bicycle", "motorcycle"];
 const COUNT_BUCKET_S = 300; // the camera page's counts: the last hour in 5-minute buckets
+const LIVE_RESTART_MS = 1000; // a live.mp4 stream that ended (the camera reconnected) is opened again after this
+const LIVE_FIGURE_MS = 1000; // the live view's mode and latency line is refreshed this often
 
 const S = {
   token: sessionStorage.getItem("se.token"),
@@ -43,6 +47,10 @@ const S = {
   camHealth: [],
   camErrors: [null, null], // why the camera page's event and health lists could not be loaded
   liveRetry: null,
+  liveMode: "", // "mp4" (the camera's own stream) | "mjpeg" (the fallback)
+  liveFallback: "", // why the fallback: "codec" | "error"
+  liveCodecs: "", // the RFC 6381 codec string live.mp4 named
+  liveFigure: null,
   camCounts: null, // GET /cameras/{id}/counts of the open camera
   nodeCounts: null, // GET /nodes/{code}/counts of the selected node
   timers: [],
@@ -611,6 +619,7 @@ function addEvent(ev, live) {
     while (list.children.length > FEED_MAX) list.lastElementChild.remove();
   }
   if (ev.camera_id === S.camId) {
+    if (ev.type === "detection" && S.liveMode === "mp4") showDetection(ev);
     S.camEvents.unshift(ev);
     $("#camera-events").prepend(eventItem(ev, true, true));
     if (ev.type === "status" || ev.type === "quality") {
@@ -703,6 +712,7 @@ function closeCamera() {
   S.camId = null;
   S.camera = null;
   stopLive();
+  showRecordings(null, false);
   $("#camera-page").hidden = true;
   $("#overview").hidden = false;
   refreshThumbs();
@@ -733,6 +743,7 @@ async function openCamera(id) {
   renderCamCounts();
   refreshCamCounts();
   startLive();
+  showRecordings(id, canWatch());
   loadCameraLists(id);
 }
 
@@ -859,16 +870,45 @@ function liveUrl(id) {
   return `/api/v1/cameras/${id}/live.mjpeg?${q}`;
 }
 
-function startLive() {
+// The live view plays the camera's own stream (live.mp4) in a <video>, detections drawn over it from the event
+// stream; where the browser cannot play its codec, or live.mp4 fails, the MJPEG view with boxes drawn by the
+// gateway (live.mjpeg) stands in.
+async function startLive() {
   stopLive();
   const id = S.camId;
-  const img = $("#live-view");
   if (!canWatch()) {
     const overlay = $("#live-overlay");
     overlay.textContent = t("cam.live.off", { msg: t("err.forbidden") });
     overlay.hidden = false;
     return;
   }
+  const video = $("#live-video");
+  video.hidden = false;
+  $("#live-view").hidden = true;
+  setLiveMode("mp4", "");
+  S.liveFigure = setInterval(renderLiveMode, LIVE_FIGURE_MS);
+  try {
+    await startVideo(video, `/api/v1/cameras/${id}/live.mp4`, authHeaders(), () => {
+      if (S.camId === id) S.liveRetry = setTimeout(startLive, LIVE_RESTART_MS);
+    });
+    if (S.camId !== id) return;
+    S.liveCodecs = video.dataset.codecs || "";
+    $("#live-overlay").hidden = true;
+    layout();
+    renderLiveMode();
+  } catch (e) {
+    if (S.camId !== id || e?.name === "AbortError") return;
+    S.liveCodecs = e?.codecs || "";
+    startMjpeg(id, e?.reason === "codec" ? "codec" : "error");
+  }
+}
+
+function startMjpeg(id, why) {
+  stopVideo($("#live-video"));
+  $("#live-video").hidden = true;
+  const img = $("#live-view");
+  img.hidden = false;
+  setLiveMode("mjpeg", why);
   img.onload = () => { $("#live-overlay").hidden = true; };
   img.onerror = async () => {
     if (S.camId !== id) return;
@@ -882,17 +922,44 @@ function startLive() {
     const overlay = $("#live-overlay");
     overlay.textContent = t("cam.live.off", { msg: reason || t("unknown") });
     overlay.hidden = false;
-    S.liveRetry = setTimeout(() => { if (S.camId === id) img.src = liveUrl(id); }, 5000);
+    S.liveRetry = setTimeout(() => { if (S.camId === id) startLive(); }, 5000);
   };
   img.src = liveUrl(id);
 }
 
+function setLiveMode(mode, why) {
+  S.liveMode = mode;
+  S.liveFallback = why;
+  const frame = $("#live-frame");
+  frame.dataset.mode = mode;
+  frame.dataset.fallback = why;
+  renderLiveMode();
+}
+
+function renderLiveMode() {
+  const el = $("#live-mode");
+  const latency = $("#live-video").dataset.latency;
+  if (S.liveMode === "mp4") {
+    el.textContent = t("live.mode.mp4", { codecs: S.liveCodecs || "…" })
+      + (latency ? ` · ${t("live.latency", { s: Number(latency).toFixed(2) })}` : "");
+  } else if (S.liveMode === "mjpeg") {
+    el.textContent = S.liveFallback === "codec" ? t("live.mode.mjpeg.codec", { codecs: S.liveCodecs })
+      : t("live.mode.mjpeg");
+  } else {
+    el.textContent = "";
+  }
+}
+
 function stopLive() {
   clearTimeout(S.liveRetry);
+  clearInterval(S.liveFigure);
+  stopVideo($("#live-video"));
+  clearDetections();
   const img = $("#live-view");
   img.onerror = null;
   img.removeAttribute("src"); // closes the MJPEG connection
   $("#live-overlay").hidden = true;
+  S.liveMode = "";
 }
 
 // ---- language --------------------------------------------------------------------------------------
@@ -913,6 +980,8 @@ function switchLanguage() {
   renderNodeCounts();
   if (S.camera) {
     relabel();
+    relabelRecordings();
+    renderLiveMode();
     renderCamCounts();
     renderCamera();
     renderCameraLists();
@@ -954,6 +1023,7 @@ function boot() {
     renderCamera();
     refreshCamCounts();
   } });
+  initRecordings({ api, errorText, token: () => S.token, node: () => S.me?.node || "" });
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", () => {
     if (!S.camId) return;

@@ -67,6 +67,7 @@ export function initRules({ api, errorText, onSaved }) {
   $("#rules-cancel").addEventListener("click", () => setMode(""));
   $("#rules-save").addEventListener("click", save);
   $("#live-view").addEventListener("load", layout);
+  $("#live-video").addEventListener("resize", layout); // the live video's size is known (or changed)
   new ResizeObserver(layout).observe($(".live-frame"));
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && R.mode) setMode(""); });
 }
@@ -88,22 +89,30 @@ export function relabel() {
   renderAll();
 }
 
-// The picture keeps its aspect inside the frame (object-fit: contain): the layer covers the picture only.
-function layout() {
-  const frame = $(".live-frame");
+// The picture's own size: the live video's when it plays, else the MJPEG picture's.
+function pictureSize() {
+  const video = $("#live-video");
+  if (!video.hidden && video.videoWidth) return [video.videoWidth, video.videoHeight];
   const img = $("#live-view");
+  return [img.naturalWidth || 16, img.naturalHeight || 9];
+}
+
+// The picture keeps its aspect inside the frame (object-fit: contain): the layers cover the picture only.
+export function layout() {
+  const frame = $(".live-frame");
   const svg = $("#rules-layer");
   const fw = frame.clientWidth;
   const fh = frame.clientHeight;
-  const nw = img.naturalWidth || 16;
-  const nh = img.naturalHeight || 9;
+  const [nw, nh] = pictureSize();
   const scale = Math.min(fw / nw, fh / nh) || 0;
   const w = Math.round(nw * scale);
   const hgt = Math.round(nh * scale);
   if (w === R.box.w && hgt === R.box.h) return;
   R.box = { w, h: hgt };
-  Object.assign(svg.style, { left: `${Math.round((fw - w) / 2)}px`, top: `${Math.round((fh - hgt) / 2)}px`,
-    width: `${w}px`, height: `${hgt}px` });
+  for (const layer of [svg, $("#boxes-layer")]) {
+    Object.assign(layer.style, { left: `${Math.round((fw - w) / 2)}px`, top: `${Math.round((fh - hgt) / 2)}px`,
+      width: `${w}px`, height: `${hgt}px` });
+  }
   svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
   draw();
 }
