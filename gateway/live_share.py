@@ -48,6 +48,9 @@ MAX_BOX_BYTES = 16 << 20
 VIEWER_BYTES = VIEWER_QUEUE_BYTES  # each viewer's bound, as a local camera's (read when a share opens)
 VIEWER_FRAGMENTS = VIEWER_QUEUE_FRAGMENTS
 REPORT_CAMERAS = 50  # the bridge report lists this many shares at most (the most watched first)
+BROKEN_REASONS = ("the relayed live stream broke", "the relayed live stream was malformed",
+                  "this tier's Redis failed", "the shared live stream failed")
+BROKEN = frozenset(BROKEN_REASONS)  # a viewer's stream that ended for one of these ends as broken
 RETRY_OPEN = 2  # a viewer arriving just as its share ended tries a fresh one this many times in all
 
 
@@ -76,7 +79,16 @@ class _ShareStream:
         self.head, self._viewer = head, viewer
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._viewer
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._viewer.__anext__()
+        except StopAsyncIteration:
+            reason = self._viewer.end_reason
+            if reason in BROKEN:  # served up, the tier above hears "failed" (X), not "complete" (E)
+                raise StreamBroken(reason) from None
+            raise
 
     async def aclose(self) -> None:
         """Leave the share (the last viewer leaving starts its linger)."""
@@ -154,22 +166,22 @@ class _Share:
                             self.fanout.fragment(unit)
             except StreamBroken as e:
                 self.owner.broken += 1
-                reason = "the relayed live stream broke"
+                reason = BROKEN_REASONS[0]
                 log.info("shared live stream of camera %s broke: %s", self.camera_id, e)
             except LiveStreamError as e:
                 self.owner.broken += 1
-                reason = "the relayed live stream was malformed"
+                reason = BROKEN_REASONS[1]
                 log.warning("shared live stream of camera %s is malformed: %s", self.camera_id, e)
             except (RedisError, OSError) as e:
                 self.owner.broken += 1
-                reason = "this tier's Redis failed"
+                reason = BROKEN_REASONS[2]
                 log.info("shared live stream of camera %s: Redis failed: %s", self.camera_id, type(e).__name__)
         except asyncio.CancelledError:
             reason = "the shared live stream stopped"
             raise
         except Exception:  # noqa: BLE001 - a bug must end the share, never leave its viewers hanging
             self.owner.broken += 1
-            reason = "the shared live stream failed"
+            reason = BROKEN_REASONS[3]
             log.exception("shared live stream of camera %s failed", self.camera_id)
         finally:
             self.ended = True
