@@ -10,14 +10,20 @@ CPU is this process's (all tiers and both Redis clients; the redis-servers are s
 counted) per MB delivered, minus the local baseline's, per hop. Live latency: a viewer subscribed to the
 village's muxer in this process stamps each fragment as it leaves the muxer; the same fragment's arrival at an
 HTTP live.mp4 reader of each tier is stamped too; medians over the fragments of `--live-s` seconds.
+Live bytes per hop for 1 and 4 viewers at the county of the village camera: with the shared relayed stream
+(gateway/live_share.py) and, for comparison, without it (one relayed stream per viewer, as before): each hop's
+bytes per second over `--live-s` seconds, from the relays' counters (the village's served = the hop
+village -> township, the county's received = the hop township -> county); medians of `--runs`.
 
     .venv/bin/python -m bench.relay [--clip /work/shared/media/street_720p.mp4] [--window-s 10] [--runs 3]
+    .venv/bin/python -m bench.relay --only-viewers   # the viewers table alone
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import statistics
 import tempfile
@@ -29,6 +35,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from gateway import keys
+from gateway import live_share as share_mod
 from gateway.app import build_app
 from gateway.config import load_settings
 from tests.gateway_fixtures import TOKEN
@@ -39,6 +46,9 @@ from tiers.grants import Grants, uplink_url
 COUNTY, TOWNSHIP, VILLAGE = "450102", "450102001", "450102001001"
 NODES = (COUNTY, TOWNSHIP, VILLAGE)
 DEFAULT_CLIP = Path("/work/shared/media/street_720p.mp4")
+# Live bytes are counted from this long after the viewers opened: each stream's start (the init segment and the
+# fragments since the last key frame) is a one-off burst, not the rate a hop carries while viewers watch.
+LIVE_SETTLE_S = 3.0
 
 
 def _iso(t: float) -> str:
@@ -139,6 +149,83 @@ async def _live_latency(t: _Tiers, n: str, cid: str, seconds: float) -> tuple[fl
     return (statistics.median(lat) if lat else float("nan")), len(lat)
 
 
+async def _wait_known(t: _Tiers, cid: str) -> None:
+    assert t.session is not None
+    deadline = time.monotonic() + 60
+    while True:
+        async with t.session.get(t.url(COUNTY, f"/api/v1/cameras/{cid}")) as r:
+            if r.status == 200:
+                return
+        assert time.monotonic() < deadline, "the camera did not reach the county"
+        await asyncio.sleep(0.5)
+
+
+async def _viewers_run(t: _Tiers, cid: str, n: int, seconds: float) -> dict[str, float]:
+    """Bytes per second on each hop while n live.mp4 viewers at the county read for `seconds`."""
+    assert t.session is not None
+    village, county = t.app(VILLAGE)[keys.RELAY].stats, t.app(COUNTY)[keys.RELAY].stats
+    mux = t.app(VILLAGE)[keys.RECORDINGS].live[cid]
+    s0 = village.streams.get(("served", "live"), 0)
+    t0 = time.perf_counter()
+    resps = await asyncio.gather(*(t.session.get(t.url(COUNTY, f"/api/v1/cameras/{cid}/live.mp4"))
+                                   for _ in range(n)))
+    marks: list[tuple[float, int, int]] = []
+
+    async def drain(r: aiohttp.ClientResponse) -> None:
+        assert r.status == 200, await r.text()
+        end = t0 + LIVE_SETTLE_S + seconds
+        while time.perf_counter() < end:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(r.content.readany(), end - time.perf_counter())
+
+    async def mark() -> None:  # the counters once the viewers' catch-up (since the last key frame) is over
+        await asyncio.sleep(LIVE_SETTLE_S)
+        marks.append((time.perf_counter(), village.bytes.get(("served", "live"), 0),
+                      county.bytes.get(("received", "live"), 0), mux.bytes))
+
+    try:
+        await asyncio.gather(mark(), *(drain(r) for r in resps))
+    finally:
+        for r in resps:
+            r.close()
+    (t1, v1, c1, m1), t2 = marks[0], time.perf_counter()
+    camera = max(1, mux.bytes - m1)  # the camera's own live stream meanwhile (its bitrate varies with the scene)
+    out = {"village -> township": (village.bytes.get(("served", "live"), 0) - v1) / (t2 - t1),
+           "township -> county": (county.bytes.get(("received", "live"), 0) - c1) / (t2 - t1),
+           "copies": (county.bytes.get(("received", "live"), 0) - c1) / camera,
+           "streams": village.streams.get(("served", "live"), 0) - s0}
+    deadline = time.monotonic() + 30
+    while mux.viewers:  # every stream closed down the chain before the next run
+        assert time.monotonic() < deadline, "the village kept a viewer"
+        await asyncio.sleep(0.1)
+    return out
+
+
+async def _viewers_table(t: _Tiers, cid: str, args: argparse.Namespace) -> None:
+    share_mod.LINGER_S = 0.5  # runs follow each other: a share must close between them
+    relays = [t.app(n)[keys.RELAY] for n in (COUNTY, TOWNSHIP)]
+    saved = [r.live_share for r in relays]
+    rows = []
+    await _viewers_run(t, cid, 1, 1.0)  # warm-up: the village's muxer running
+    for shared in (True, False):
+        for r, s in zip(relays, saved):
+            r.live_share = s if shared else None
+        for n in (1, 4):
+            runs = [await _viewers_run(t, cid, n, args.viewers_s) for _ in range(args.runs)]
+            rows.append((shared, n, {k: statistics.median(x[k] for x in runs) for k in runs[0]}))
+    for r, s in zip(relays, saved):
+        r.live_share = s
+    print(f"live.mp4 bytes per hop, viewers at the county of the village camera, {args.viewers_s:g} s each "
+          f"(after {LIVE_SETTLE_S:g} s), medians of {args.runs}; copies: the county hop's bytes / the camera's "
+          "live stream meanwhile")
+    print("| relayed live | viewers | streams from the village | village -> township kB/s | township -> county "
+          "kB/s | copies per hop |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for shared, n, m in rows:
+        print(f"| {'shared' if shared else 'one per viewer'} | {n} | {m['streams']:.0f} | "
+              f"{m['village -> township'] / 1e3:.0f} | {m['township -> county'] / 1e3:.0f} | {m['copies']:.2f} |")
+
+
 async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t = _Tiers(Path(tmp), args.clip)
@@ -150,6 +237,10 @@ async def run(args: argparse.Namespace) -> int:
                     "recording": {"mode": "continuous"}}) as r:
                 assert r.status == 201, await r.text()
                 cid = (await r.json())["id"]
+            if args.only_viewers:
+                await _wait_known(t, cid)
+                await _viewers_table(t, cid, args)
+                return 0
             t0 = time.time()
             deadline = time.monotonic() + args.window_s + 60
             while True:  # recorded long enough, and known at the county
@@ -217,6 +308,8 @@ async def run(args: argparse.Namespace) -> int:
             print(f"live bytes: village served {live_bytes[VILLAGE]['served']:,}, township relayed "
                   f"{live_bytes[TOWNSHIP]['relayed']:,} (+ served {live_bytes[TOWNSHIP]['served']:,}), county "
                   f"received {live_bytes[COUNTY]['received']:,}")
+            print()
+            await _viewers_table(t, cid, args)
         finally:
             await t.close()
     return 0
@@ -229,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--live-s", type=float, default=5.0)
+    p.add_argument("--viewers-s", type=float, default=10.0, help="seconds each viewers run is counted")
+    p.add_argument("--only-viewers", action="store_true", help="only the live bytes per hop for 1 and 4 viewers")
     args = p.parse_args(argv)
     if not args.clip.exists():
         print(f"no clip at {args.clip}")

@@ -35,6 +35,7 @@ from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis, Listener
 from gateway.events import EventHub, EventLog
 from gateway.ingest import DecodePool
+from gateway.live_share import LiveShares
 from gateway.private import private_dir
 from gateway.placement import LocalLoad, Placement
 from gateway.recordings import Recordings
@@ -392,7 +393,7 @@ def _bridge_ctx(settings: Settings):
         relay_block = blocking_client(app[keys.REDIS], relay_mod.MAX_WAIT_S + 5)
         relay = Relay(app[keys.REDIS], relay_block, settings.node, app[keys.STORE], app[keys.SUPERVISOR].workers,
                       open_local=recordings_api.local_opener(app), gateway_id=settings.gateway_id,
-                      holder=app[keys.PLACEMENT].holder)
+                      holder=app[keys.PLACEMENT].holder, live_share=LiveShares())
         app[keys.RELAY] = relay
         peers_st = asyncio.create_task(relay.serve_peers(), name="relay:peers")
         peers_st.add_done_callback(_log_death)

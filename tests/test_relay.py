@@ -26,7 +26,10 @@ from sample_streams import CLIPS_DIR
 from tests.gateway_fixtures import TOKEN, Gateway, until
 from tests.media_rec import decode
 from tests.test_recording_api import Fmp4, _audited, _iso, _token, _ts
+from gateway import live_share as share_mod
+from gateway.recording.mp4 import LiveBoxes, fragment_starts_with_key, trex_default_flags
 from tiers import relay as relay_mod
+from tiers.relay import StreamRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -61,6 +64,16 @@ async def _reply_lengths(r, pattern: str) -> list[int]:
         if not k.endswith(b":ack"):
             out.append(await r.llen(k))
     return out
+
+
+SHORT_LINGER_S = 1.0  # a share's linger in these tests: the village unsubscribes soon after the last viewer
+SHARE_VIEWER_FRAGMENTS = 20  # a share viewer's queue here: a reader that stops skips within ~1.5 s at 15 fps
+
+
+@pytest.fixture(autouse=True)
+def short_linger(monkeypatch):
+    monkeypatch.setattr(share_mod, "LINGER_S", SHORT_LINGER_S)
+    monkeypatch.setattr(share_mod, "VIEWER_FRAGMENTS", SHARE_VIEWER_FRAGMENTS)
 
 
 @pytest.fixture
@@ -172,25 +185,8 @@ async def test_the_county_plays_a_village_cameras_recording_clip_and_live_view_t
         clip = decode(far)
         assert clip.errors == 0 and abs(clip.duration - 4.0) <= 1.0, clip
 
-        # live.mp4 through two hops: playable fragmented MP4 at the camera's size; the viewer leaving makes the
-        # village unsubscribe from the camera's muxer.
-        async with aiohttp.ClientSession() as s:
-            r = await s.get(county.gw.url(f"/api/v1/cameras/{cid}/live.mp4"),
-                            headers={"Authorization": f"Bearer {TOKEN}"})
-            assert r.status == 200 and r.headers["X-Relay-Hops"] == "2", await r.text()
-            # The owner's head crosses the hops: the page asks the browser about the codec, and reads the clock.
-            assert r.headers["X-Codecs"].startswith("avc1."), r.headers
-            float(r.headers["X-Live-Wall-Offset"])
-            reader = Fmp4(r)
-            data = await reader.until_fragments(15)
-            assert reader.kinds[:2] == ["ftyp", "moov"]
-            live = decode(data)
-            assert live.errors == 0 and live.frames >= 15 and (live.width, live.height) == (640, 360), live
-            mux = village.app[keys.RECORDINGS].live[cid]
-            assert mux.viewers == 1
-            r.close()
-        await until(lambda: _async(mux.viewers == 0), 10, "the village's viewer gone")
-        assert village.app[keys.RELAY].stats.bytes[("served", "live")] > 0
+        # live.mp4 through two hops, shared: three viewers at the county cost ONE stream on each hop.
+        await _live_is_shared(county, township, village, cid)
 
         # Audit at the county, the asking tier: who watched what, with the bytes and the hops (the village's own
         # entries, of the test's requests there, are forwarded up to the county's trail too).
@@ -268,6 +264,89 @@ async def test_a_gateway_plays_what_a_peer_gateway_of_its_tier_records(redis_url
         for gw in gws.values():
             await gw.session.close()
             await gw.server.close()
+
+
+def _starts_at_key(data: bytes) -> bool:
+    """Whether a live.mp4 body is the init segment followed by a fragment that starts with a key frame."""
+    units = LiveBoxes(1 << 26).feed(data)
+    assert [k for k, _ in units[:2]] == ["init", "fragment"], [k for k, _ in units[:3]]
+    init, frag = units[0][1], units[1][1]
+    trex = trex_default_flags(init[init.find(b"moov") - 4:])
+    return fragment_starts_with_key(frag[:int.from_bytes(frag[:4], "big")], trex)
+
+
+def _live_streams(app, role: str) -> int:
+    return app[keys.RELAY].stats.streams.get((role, "live"), 0)
+
+
+async def _live_is_shared(county, township, village, cid: str) -> None:
+    """Three viewers of a village camera at the county: one live stream served by the village, one relayed by the
+    township; each body decodes from a key frame at the camera's size; a late viewer starts at once; a slow one
+    skips without stalling the others; all gone, the village unsubscribes after the lingers."""
+    served0, relayed0 = _live_streams(village.app, "served"), _live_streams(township.app, "relayed")
+    url = county.gw.url(f"/api/v1/cameras/{cid}/live.mp4")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        resps = await asyncio.gather(*(s.get(url, headers=auth) for _ in range(3)))
+        for r in resps:
+            assert r.status == 200 and r.headers["X-Relay-Hops"] == "2", await r.text()
+            # The owner's head crosses the hops and the share: the page asks the browser about the codec, and
+            # reads the clock.
+            assert r.headers["X-Codecs"].startswith("avc1."), r.headers
+            float(r.headers["X-Live-Wall-Offset"])
+        readers = [Fmp4(r) for r in resps]
+        bodies = await asyncio.gather(*(rd.until_fragments(15) for rd in readers))
+        for rd, body in zip(readers, bodies):
+            assert rd.kinds[:2] == ["ftyp", "moov"] and _starts_at_key(body)
+            live = decode(body)
+            assert live.errors == 0 and live.frames >= 15 and (live.width, live.height) == (640, 360), live
+        mux = village.app[keys.RECORDINGS].live[cid]
+        assert mux.viewers == 1  # the township's one stream
+        assert _live_streams(village.app, "served") - served0 == 1
+        assert _live_streams(township.app, "relayed") - relayed0 == 1
+        shares = county.app[keys.RELAY].report()["live_shares"]
+        assert shares["open"] == 1 and shares["viewers"] == 3 and shares["hits"] >= 2, shares
+        status, rep = await county.gw.request("GET", "/api/v1/bridge")
+        cams = rep["relay"]["live_shares"]["cameras"]
+        assert status == 200 and [(c["camera_id"], c["viewers"], c["hops"]) for c in cams] == [(cid, 3, 2)], rep
+        status, rep = await township.gw.request("GET", "/api/v1/bridge")
+        assert rep["relay"]["live_shares"]["cameras"][0]["viewers"] == 1, rep  # the county's one stream
+
+        # A viewer joining later starts at once: the init segment and the fragments since the last key frame.
+        t = time.monotonic()
+        late = await s.get(url, headers=auth)
+        late_reader = Fmp4(late)
+        body = await late_reader.until_fragments(1)
+        assert time.monotonic() - t < 2.0 and _starts_at_key(body)
+        assert decode(await late_reader.until_fragments(5)).errors == 0
+
+        # A slow viewer (one that stops reading) skips to the next key frame; the others go on meanwhile.
+        slow = await county.app[keys.RELAY].open(StreamRequest("live", cid))
+        it = slow.__aiter__()
+        assert (await asyncio.wait_for(it.__anext__(), 5))[4:8] == b"ftyp"
+        shares = county.app[keys.RELAY].report()["live_shares"]
+        await until(lambda: _async(county.app[keys.RELAY].report()["live_shares"]["skips"] > shares["skips"]),
+                    15, "the slow viewer to skip")
+        for rd in readers:
+            before = rd.kinds.count("moof")
+            await rd.until_fragments(before + 10, timeout=10)  # the others never waited for it
+        frag = await asyncio.wait_for(it.__anext__(), 5)  # what it gets next goes on from a key frame
+        assert frag[4:8] == b"moof" and fragment_starts_with_key(frag[:int.from_bytes(frag[:4], "big")],
+                                                                 trex_default_flags(_moov_of(body)))
+        await slow.aclose()
+        assert _live_streams(village.app, "served") - served0 == 1  # still one stream from the village
+        for r in (*resps, late):
+            r.close()
+    # Every viewer gone: after the county's and the township's lingers, the village's muxer has none.
+    await until(lambda: _async(mux.viewers == 0), 4 * SHORT_LINGER_S + 10, "the village's viewer gone")
+    await until(lambda: _async(county.app[keys.RELAY].report()["live_shares"]["open"] == 0), 5,
+                "the county's share closed")
+    assert village.app[keys.RELAY].stats.bytes[("served", "live")] > 0
+
+
+def _moov_of(body: bytes) -> bytes:
+    init = LiveBoxes(1 << 26).feed(body)[0][1]
+    return init[init.find(b"moov") - 4:]
 
 
 async def _async(value):

@@ -850,7 +850,7 @@ class Bridge:
             "streams": out,
             "hop_latency_ms": _percentiles(self.hop_ms), "event_age_ms": _percentiles(self.age_ms),
             "rpc": {"served": self.rpc_served, "dropped": self.rpc_dropped},
-            "relay": self.relay.stats.to_dict() if self.relay is not None else None,
+            "relay": self.relay.report() if self.relay is not None else None,
             "node_names_forwarded": self.names_forwarded,
             "policy": {"types": sorted(self.policy.types) if self.policy.types else None,
                        "labels": sorted(self.policy.labels) if self.policy.labels else None,

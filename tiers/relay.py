@@ -28,6 +28,11 @@ stream of bounded items instead of one blob:
 4. A middle tier (the camera lies below its child) is both: it asks its child the same way and pipes the
    child's items to its parent item by item, acknowledging a child's item only once it has pushed it up, so
    the window holds on both hops and a middle tier holds at most one item in memory per stream.
+5. Live streams are shared: a gateway given a `LiveShare` opens live.mp4 of a camera it does not run through it,
+   so however many viewers it has (its own clients and the live requests it serves up) it asks ONE relayed live
+   stream of the next hop per camera; the share cuts it into boxes and fans it out (gateway/live_share.py). A
+   share's stream served up is counted ``relayed``, its stream from below ``received`` (so on a middle tier
+   ``received`` is the hop below and ``relayed`` the hop above). Without a share, live streams are piped as in 4.
 
 Every key lies under the child's own prefix at the parent (the only keys its uplink credential may touch:
 tiers/grants.py; the child only RPUSHes, EXPIREs and BLPOPs there) and expires; every wait is bounded; a
@@ -37,7 +42,8 @@ request that is malformed, oversized, of an unknown kind or with bad ids is drop
 The difference of ``relayed``/``served`` figures between tiers is the bytes per hop (the body; framing adds one
 byte per item of at most CHUNK_BYTES).
 
-tiers/ does not know the gateway: what it needs from it is `OpenLocal` (open a stream of a camera run here).
+tiers/ does not know the gateway: what it needs from it is `OpenLocal` (open a stream of a camera run here) and
+optionally `LiveShare`.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,7 +67,7 @@ from tiers.contract import GatewayKeys, TierKeys
 if TYPE_CHECKING:
     from registry.store import CameraStore
 
-__all__ = ["KINDS", "Relay", "RelayStats", "Stream", "StreamBroken", "StreamError", "StreamHead", "StreamRequest"]
+__all__ = ["KINDS", "LiveShare", "OpenLocal", "Relay", "RelayStats", "Stream", "StreamBroken", "StreamError", "StreamHead", "StreamRequest"]
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +219,24 @@ class OpenLocal(Protocol):
     """The gateway's side: open a stream of a camera this gateway runs (or recorded). Raises StreamError."""
 
     async def __call__(self, req: StreamRequest) -> Stream: ...
+
+
+class LiveShare(Protocol):
+    """The gateway's side: one relayed live stream per camera not run here, shared by all its viewers (a stream
+    it returns may set `relayed = True`: served up, it is counted as relayed)."""
+
+    async def open(self, req: StreamRequest, upstream: Callable[[float], Awaitable[Stream]],
+                   wait: float) -> Stream:
+        """A viewer of the camera's shared stream; `upstream(wait)` opens the one relayed stream when none is."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """Counters for the bridge report and metrics."""
+        ...
+
+    async def aclose(self) -> None:
+        """End every share (at shutdown)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -412,13 +436,15 @@ class Relay:
 
     def __init__(self, redis: aioredis.Redis, blocking: aioredis.Redis, node: str, store: "CameraStore",
                  workers: Mapping[str, Any], *, open_local: OpenLocal, gateway_id: str | None = None,
-                 holder: Callable[[str], str | None] | None = None, prefix: str = "se") -> None:
+                 holder: Callable[[str], str | None] | None = None, prefix: str = "se",
+                 live_share: LiveShare | None = None) -> None:
         self.redis = redis
         self.blocking = blocking  # socket timeout above MAX_WAIT_S: the asker's pops and the peer queue's
         self.node = node
         self.store = store
         self.workers = workers
         self.open_local = open_local
+        self.live_share = live_share  # live streams of cameras not run here: one relayed stream per camera
         self.gateway_id = gateway_id
         self.holder = holder
         self.keys = TierKeys(prefix)
@@ -437,9 +463,10 @@ class Relay:
             peer = self.holder(req.camera_id) if self.holder is not None and req.camera_id not in self.workers \
                 else None
             if peer is not None and peer != self.gateway_id:
-                return await self._ask(req, self.gw_keys.stream_queue(peer),
-                                       self.gw_keys.stream_reply(peer, req.id), self.gw_keys.stream_ack(peer, req.id),
-                                       f"gateway {peer} of this tier", wait)
+                return await self._remote(req, self.gw_keys.stream_queue(peer),
+                                          lambda rid: self.gw_keys.stream_reply(peer, rid),
+                                          lambda rid: self.gw_keys.stream_ack(peer, rid),
+                                          f"gateway {peer} of this tier", wait)
             return await self.open_local(req)
         raw = await self.redis.hget(self.keys.rcat, req.camera_id)
         if raw is None:
@@ -448,8 +475,18 @@ class Relay:
             via = str(json.loads(raw)["via"])
         except (ValueError, KeyError, TypeError):
             raise StreamError(404, f"no readable record of camera {req.camera_id}") from None
-        return await self._ask(req, self.keys.stream_queue(via), self.keys.stream_reply(via, req.id),
-                               self.keys.stream_ack(via, req.id), f"tier {via}", wait)
+        return await self._remote(req, self.keys.stream_queue(via), lambda rid: self.keys.stream_reply(via, rid),
+                                  lambda rid: self.keys.stream_ack(via, rid), f"tier {via}", wait)
+
+    async def _remote(self, req: StreamRequest, queue: str, reply_of: Callable[[str], str],
+                      ack_of: Callable[[str], str], who: str, wait: float) -> Stream:
+        """Ask `who` for the stream; a live one through the share (one relayed stream per camera)."""
+        if req.kind == "live" and self.live_share is not None:
+            async def upstream(w: float) -> Stream:
+                one = StreamRequest("live", req.camera_id)  # the share's own request, whoever asked first
+                return await self._ask(one, queue, reply_of(one.id), ack_of(one.id), who, w)
+            return await self.live_share.open(req, upstream, wait)
+        return await self._ask(req, queue, reply_of(req.id), ack_of(req.id), who, wait)
 
     async def _ask(self, req: StreamRequest, queue: str, reply: str, ack: str, who: str, wait: float) -> Stream:
         wait = max(0.1, min(wait, MAX_WAIT_S))
@@ -524,12 +561,13 @@ class Relay:
             stream = await self._open_alive(req, sender)
             if stream is None:
                 return
-            role = "relayed" if isinstance(stream, RemoteStream) else "served"
-            if isinstance(stream, RemoteStream):
+            piped = isinstance(stream, RemoteStream)  # its bytes are counted as they arrive from below
+            role = "relayed" if piped or getattr(stream, "relayed", False) else "served"
+            if piped:
                 stream.piped = True
             self.stats.begun(role, req.kind)
             await sender.push(stream.head.encode())
-            sent = await self._pump(req, stream, sender, role)
+            sent = await self._pump(req, stream, sender, role, counted=piped)
             await sender.push(b"E" + json.dumps({"bytes": sent}).encode())
         except _Gone as e:
             if sender.cancelled:
@@ -577,7 +615,7 @@ class Relay:
                     s = await opening
                     await s.aclose()
 
-    async def _pump(self, req: StreamRequest, stream: Stream, sender: _Sender, role: str) -> int:
+    async def _pump(self, req: StreamRequest, stream: Stream, sender: _Sender, role: str, counted: bool) -> int:
         """Push the body in chunks; a keepalive when the source is quiet for KEEPALIVE_S. Returns body bytes."""
         it = stream.__aiter__()
         sent = 0
@@ -601,7 +639,7 @@ class Relay:
                     piece = chunk[i:i + self.chunk_bytes]
                     await sender.push(b"D" + piece)
                     sent += len(piece)
-                    if role == "served":  # a piped stream's bytes are counted as they arrive (RemoteStream)
+                    if not counted:  # a piped stream's bytes are counted as they arrive (RemoteStream)
                         self.stats.add(role, req.kind, len(piece))
         finally:
             if nxt is not None and not nxt.done():
@@ -616,9 +654,17 @@ class Relay:
                 p.expire(reply, REPLY_TTL_S)
                 await p.execute()
 
+    def report(self) -> dict[str, Any]:
+        """The counters (RelayStats.to_dict) and, with a live share, its shared streams (`live_shares`)."""
+        out = self.stats.to_dict()
+        out["live_shares"] = self.live_share.report() if self.live_share is not None else None
+        return out
+
     async def close(self) -> None:
-        """End the streams being served (at shutdown)."""
+        """End the streams being served (at shutdown), then the live shares."""
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=3)
+        if self.live_share is not None:
+            await self.live_share.aclose()

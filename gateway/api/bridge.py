@@ -45,7 +45,7 @@ async def bridge_report(request: web.Request) -> web.Response:
     children = [c for c in await registered_children(app) if who.covers(str(c.get("node", "")))]
     relay = app.get(keys.RELAY)  # streams asked of or through this tier: bytes per hop, with or without an uplink
     return web.json_response({"node": node, "uplink": report is not None, "bridge": report, "children": children,
-                              "relay": relay.stats.to_dict() if relay is not None else None})
+                              "relay": relay.report() if relay is not None else None})
 
 
 async def health(app: web.Application) -> dict[str, Any] | None:

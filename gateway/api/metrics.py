@@ -312,6 +312,18 @@ class ScrapeCollector:
         for reason in ("cancelled", "gave_up", "timeouts", "busy", "malformed"):
             ended.add_metric([reason], r[reason])
         yield from (nbytes, streams, ended)
+        shares = r.get("live_shares")
+        if shares is not None:  # no camera label: the per-camera figures are in GET /api/v1/bridge
+            yield GaugeMetricFamily(_P + "relay_live_shares", "Relayed live streams open, one per camera not run "
+                                    "here however many viewers.", value=shares["open"])
+            yield GaugeMetricFamily(_P + "relay_live_share_viewers", "Viewers of the shared relayed live streams "
+                                    "(live.mp4 clients here and live streams served up).", value=shares["viewers"])
+            yield CounterMetricFamily(_P + "relay_live_share_opened", "Relayed live streams opened.",
+                                      value=shares["opened"])
+            yield CounterMetricFamily(_P + "relay_live_share_hits", "Viewers that joined an open relayed live "
+                                      "stream instead of opening one.", value=shares["hits"])
+            yield CounterMetricFamily(_P + "relay_live_share_skips", "Times a slow viewer of a shared relayed live "
+                                      "stream skipped to the next key frame.", value=shares["skips"])
 
     @staticmethod
     def _cameras(cameras: Iterable[_Camera]) -> Iterator[Metric]:
@@ -489,7 +501,7 @@ async def _tier_figures(app: web.Application) -> _TierFigures:
             log.warning("metrics: bridge figures unavailable (%s)", type(e).__name__)
     relay = app.get(keys.RELAY)
     return _TierFigures(audit.written, audit.dropped, audit.pending, audit.views_coalesced, report,
-                        relay.stats.to_dict() if relay is not None else None)
+                        relay.report() if relay is not None else None)
 
 
 def render(scrape: Scrape) -> bytes:

@@ -321,6 +321,22 @@ def _misc_schemas() -> dict[str, Any]:
                 "streams": {"type": "object", "description": "streams begun, by role and kind"},
                 "cancelled": {"type": "integer"}, "gave_up": {"type": "integer"}, "timeouts": {"type": "integer"},
                 "busy": {"type": "integer"}, "malformed": {"type": "integer"}, "errors": {"type": "integer"},
+                "live_shares": _nullable(_obj({
+                    "open": {"type": "integer", "description": "relayed live streams open (one per camera)"},
+                    "viewers": {"type": "integer", "description": "their viewers now (live.mp4 clients here and "
+                                                                  "live streams served up)"},
+                    "opened": {"type": "integer", "description": "relayed live streams opened since start"},
+                    "hits": {"type": "integer", "description": "viewers that joined an open stream"},
+                    "broken": {"type": "integer", "description": "shares ended by a broken or malformed stream"},
+                    "skips": {"type": "integer", "description": "slow viewers' skips to the next key frame"},
+                    "linger_s": {"type": "number"},
+                    "cameras": {"type": "array", "description": "the most watched open shares", "items": _obj({
+                        "camera_id": {"type": "string"}, "viewers": {"type": "integer"},
+                        "subscribed": {"type": "integer"}, "hits": {"type": "integer"},
+                        "fragments": {"type": "integer"}, "bytes": {"type": "integer"},
+                        "skips": {"type": "integer"}, "hops": {"type": "integer"}, "seconds": {"type": "number"},
+                    })},
+                }, description="one relayed live stream per camera not run here, shared by its viewers")),
             }, closed=False)),
         }),
         "GatewayList": _obj({"node": {"type": "string"}, "unplaced": {

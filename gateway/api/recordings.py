@@ -217,8 +217,8 @@ async def event_clip(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/v1/cameras/{camera_id}/live.mp4")
 async def live_mp4(request: web.Request) -> web.StreamResponse:
     """Live view at the camera's own quality: its packets remuxed (never re-encoded) into fragmented MP4, playable
-    by a <video>; one connection to the camera however many viewers of this gateway. Limits shared with
-    live.mjpeg."""
+    by a <video>; one connection to the camera however many viewers of this gateway (a camera of another gateway
+    or tier: one relayed stream, gateway/live_share.py). Limits shared with live.mjpeg."""
     cid, node = await _camera(request)
     app = request.app
     live = app[keys.LIVE]
@@ -482,6 +482,9 @@ async def _end_live_views(app: web.Application) -> None:
     if keys.RECORDINGS in app:
         for mux in list(app[keys.RECORDINGS].live.values()):
             mux.close()
+    relay = app.get(keys.RELAY)
+    if relay is not None and relay.live_share is not None:
+        await relay.live_share.aclose()  # views of cameras of other gateways or tiers (one relayed stream each)
 
 
 def setup(app: web.Application) -> None:

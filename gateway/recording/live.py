@@ -12,6 +12,10 @@ queue, and a viewer too slow to drain it has its queue dropped and skips to the 
 in `dropped` and `skips`); the demuxer thread never waits. When the stream ends or reopens, every
 viewer's stream ends (a second moov cannot follow in the same body): the page reconnects.
 
+The fan-out (init segment, key-frame cache, viewers, slow-viewer skips, counters) is `LiveFanout`, one piece
+used by `LiveMuxer` (fed by its muxing) and by the relayed live share of a camera of another gateway or tier
+(gateway/live_share.py, fed by cutting the relayed bytes into boxes with mp4.LiveBoxes).
+
 Thread use: `stream_opened`, `packet`, `stream_ended` from the demuxer thread; `subscribe`, iteration
 and `close` of a viewer on the event loop (they take a lock for microseconds, never block).
 """
@@ -22,6 +26,7 @@ import asyncio
 import collections
 import logging
 import threading
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +35,8 @@ import av
 
 from gateway.recording.codecs import codec_string
 from gateway.recording.mp4 import (
-    LIVE_OPTIONS, StreamTemplate, copy_packet, fragment_starts_with_key, trex_default_flags,
+    LIVE_OPTIONS, LiveBoxes, LiveStreamError, StreamTemplate, copy_packet, fragment_starts_with_key,
+    trex_default_flags,
 )
 
 log = logging.getLogger(__name__)
@@ -58,9 +64,9 @@ class LiveStats:
 class LiveViewer:
     """One viewer's stream: iterate it on the event loop for bytes (init segment, then fragments)."""
 
-    def __init__(self, muxer: "LiveMuxer", loop: asyncio.AbstractEventLoop, max_bytes: int,
+    def __init__(self, fanout: "LiveFanout", loop: asyncio.AbstractEventLoop, max_bytes: int,
                  max_fragments: int) -> None:
-        self._muxer = muxer
+        self._fanout = fanout
         self._loop = loop
         self.max_bytes = max_bytes
         self.max_fragments = max_fragments
@@ -78,7 +84,7 @@ class LiveViewer:
         self.dropped = 0  # fragments dropped for a slow reader
         self.skips = 0  # times the queue overflowed and the viewer skipped to the next key frame
 
-    # ---- muxer side (demuxer thread; also the loop, under the muxer's lock, at subscribe) ------------
+    # ---- fan-out side (the feeding thread; also the loop, under the fan-out's lock, at subscribe) -----
     def _start(self, init: bytes, gop: list[bytes]) -> None:
         with self._lock:
             if self._ended:
@@ -101,6 +107,7 @@ class LiveViewer:
                 # Too slow: drop what waits, go on from the next key frame (this one, if it is one).
                 self.dropped += len(self._q)
                 self.skips += 1
+                self._fanout.skips += 1
                 self._q.clear()
                 self._bytes = 0
                 if not key:
@@ -172,55 +179,148 @@ class LiveViewer:
         return self._bytes
 
     def close(self) -> None:
-        """Stop watching (the muxer forgets this viewer; iteration ends)."""
-        self._muxer._unsubscribe(self)
+        """Stop watching (the fan-out forgets this viewer; iteration ends)."""
+        self._fanout._unsubscribe(self)
         self._end("closed")
 
 
 class _BoxSplitter:
-    """The muxer's output, cut into top-level boxes; calls back with the init segment and each fragment."""
+    """The muxer's output (PyAV writes it here), cut into the init segment and fragments by `LiveBoxes`."""
 
     def __init__(self, on_init: Callable[[bytes], None], on_fragment: Callable[[bytes], None]) -> None:
-        self._buf = bytearray()
+        self._boxes = LiveBoxes(MAX_BOX_BYTES)
         self._on_init = on_init
         self._on_fragment = on_fragment
-        self._init = bytearray()
-        self._moof: bytes | None = None
         self.broken = False
 
     def write(self, data: bytes) -> int:
         """File-like write for PyAV."""
-        buf = self._buf
-        buf += data
-        pos = 0
-        n = len(buf)
-        while n - pos >= 8:
-            size = int.from_bytes(buf[pos:pos + 4], "big")
-            kind = bytes(buf[pos + 4:pos + 8])
-            if size == 1:
-                if n - pos < 16:
-                    break
-                size = int.from_bytes(buf[pos + 8:pos + 16], "big")
-            if size < 8 or size > MAX_BOX_BYTES:
-                self.broken = True
-                break
-            if n - pos < size:
-                break
-            box = bytes(buf[pos:pos + size])
-            pos += size
-            if kind == b"moof":
-                self._moof = box
-            elif kind == b"mdat":
-                if self._moof is not None:
-                    self._on_fragment(self._moof + box)
-                    self._moof = None
-            elif kind in (b"ftyp", b"moov"):
-                self._init += box
-                if kind == b"moov":
-                    self._on_init(bytes(self._init))
-            # mfra (at the trailer) and free boxes are not for viewers.
-        del buf[:pos]
+        if self.broken:
+            return len(data)
+        try:
+            units = self._boxes.feed(data)
+        except LiveStreamError:
+            self.broken = True
+            return len(data)
+        for kind, unit in units:
+            (self._on_init if kind == "init" else self._on_fragment)(unit)
         return len(data)
+
+
+class LiveFanout:
+    """One live fMP4 stream fanned out to any number of viewers: the init segment, the fragments since the last
+    key frame (for new viewers), the viewers and their bounded queues. Fed by a `LiveMuxer` (from its muxing, on
+    the demuxer thread) or by a relayed live stream shared by this gateway's viewers (gateway/live_share.py, on
+    the loop): `set_init`, then `fragment` for each moof + mdat; `reset` between streams, `close` at the end."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, viewer_bytes: int = VIEWER_QUEUE_BYTES,
+                 viewer_fragments: int = VIEWER_QUEUE_FRAGMENTS, gop_bytes: int = GOP_CACHE_BYTES,
+                 on_idle: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._loop = loop
+        self._viewer_bytes = viewer_bytes
+        self._viewer_fragments = viewer_fragments
+        self._gop_limit = gop_bytes
+        self._on_idle = on_idle  # called (where the last viewer closed) when the last viewer leaves
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._viewers: list[LiveViewer] = []  # replaced, never mutated: the feeder reads it without the lock
+        self.last_viewer_at = -1e18  # when the last viewer left (clock)
+        self._init: bytes | None = None
+        self._trex = 0
+        self._gop: list[bytes] | None = None  # fragments since the last key frame (None: wait for one)
+        self._gop_bytes = 0
+        self.fragments = 0  # fragments fanned out since start
+        self.bytes = 0
+        self.subscribed = 0  # viewers ever subscribed
+        self.skips = 0  # times a viewer overflowed its queue and skipped to the next key frame (all viewers)
+
+    # ---- loop side ----------------------------------------------------------------------------------
+    def subscribe(self, *, max_bytes: int | None = None, max_fragments: int | None = None) -> LiveViewer:
+        """A new viewer; it starts with the init segment and the fragments since the last key frame."""
+        v = LiveViewer(self, self._loop, max_bytes or self._viewer_bytes, max_fragments or self._viewer_fragments)
+        with self._lock:
+            self._viewers = self._viewers + [v]
+            self.subscribed += 1
+            if self._init is not None and self._gop is not None:
+                v._start(self._init, list(self._gop))
+        return v
+
+    def _unsubscribe(self, v: LiveViewer) -> None:
+        idle = False
+        with self._lock:
+            if v in self._viewers:
+                self._viewers = [x for x in self._viewers if x is not v]
+                if not self._viewers:
+                    self.last_viewer_at = self._clock()
+                    idle = True
+        if idle and self._on_idle is not None:
+            self._on_idle()
+
+    @property
+    def viewers(self) -> int:
+        """Viewers now."""
+        return len(self._viewers)
+
+    @property
+    def has_init(self) -> bool:
+        """Whether a stream is under way (its init segment is known)."""
+        return self._init is not None
+
+    def close(self, reason: str) -> None:
+        """End every viewer (the source is going away) and forget the stream."""
+        with self._lock:
+            viewers, self._viewers = self._viewers, []
+            self._init, self._gop, self._gop_bytes = None, None, 0
+        for v in viewers:
+            v._end(reason)
+
+    # ---- feeding side (one thread at a time) --------------------------------------------------------
+    def set_init(self, init: bytes) -> None:
+        """The init segment (ftyp + moov) of the stream that begins."""
+        trex = trex_default_flags(init[init.find(b"moov") - 4:])
+        with self._lock:
+            self._init, self._trex = init, trex
+            self._gop, self._gop_bytes = None, 0
+
+    def fragment(self, data: bytes) -> bool:
+        """One fragment (moof + mdat) to every viewer; returns whether it starts with a key frame."""
+        moof_size = int.from_bytes(data[:4], "big")
+        try:
+            key = fragment_starts_with_key(data[:moof_size], self._trex)
+        except (struct.error, IndexError, ValueError):  # a torn moof (a relayed stream is untrusted): not a key
+            key = False
+        self.fragments += 1
+        self.bytes += len(data)
+        with self._lock:
+            if key:
+                self._gop, self._gop_bytes = [data], len(data)
+            elif self._gop is not None:
+                self._gop.append(data)
+                self._gop_bytes += len(data)
+                if self._gop_bytes > self._gop_limit:
+                    self._gop = None  # too long a GOP to keep: new viewers wait for the next key frame
+            viewers = self._viewers
+            init = self._init
+        for v in viewers:
+            if not v.started:
+                if key and init is not None:
+                    v._start(init, [data])  # a viewer that came before the stream starts at its first key frame
+            else:
+                v._offer(data, key)
+        return key
+
+    def reset(self, reason: str | None) -> None:
+        """The stream stopped: forget it; with a reason, end the viewers that had it (those still waiting for a
+        first key frame wait for the next stream)."""
+        with self._lock:
+            self._init = None
+            self._gop, self._gop_bytes = None, 0
+            if reason is None:
+                return
+            ending = [v for v in self._viewers if v.started]
+            self._viewers = [v for v in self._viewers if not v.started]
+        for v in ending:
+            v._end(reason)
 
 
 class LiveMuxer:
@@ -229,22 +329,13 @@ class LiveMuxer:
     def __init__(self, camera_id: str, loop: asyncio.AbstractEventLoop, *, viewer_bytes: int = VIEWER_QUEUE_BYTES,
                  viewer_fragments: int = VIEWER_QUEUE_FRAGMENTS, clock: Callable[[], float] = time.monotonic) -> None:
         self.camera_id = camera_id
-        self._loop = loop
-        self._viewer_bytes = viewer_bytes
-        self._viewer_fragments = viewer_fragments
         self._clock = clock
-        self._lock = threading.Lock()
-        self._viewers: list[LiveViewer] = []  # replaced, never mutated: the demuxer reads it without the lock
-        self._last_viewer_at = -1e18
+        self.fanout = LiveFanout(loop, viewer_bytes=viewer_bytes, viewer_fragments=viewer_fragments, clock=clock)
         # Demuxer-thread state.
         self._tpl: StreamTemplate | None = None
         self._out: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
         self._splitter: _BoxSplitter | None = None
-        self._init: bytes | None = None
-        self._trex = 0
-        self._gop: list[bytes] | None = None  # fragments since the last key frame (None: wait for one)
-        self._gop_bytes = 0
         self._base = 0
         self._shift = 0
         self._last_dts: int | None = None
@@ -254,42 +345,36 @@ class LiveMuxer:
         # media time t reached the gateway at about t + wall_offset (the page's latency figure). None: not muxing.
         self.wall_offset: float | None = None
         self.codecs: str | None = None  # RFC 6381 string of the stream (codecs.py), once it opened
-        self.fragments = 0
-        self.bytes = 0
         self.errors = 0
 
     # ---- loop side ----------------------------------------------------------------------------------
     def subscribe(self, *, max_bytes: int | None = None, max_fragments: int | None = None) -> LiveViewer:
         """A new viewer; it starts with the init segment and the fragments since the last key frame."""
-        v = LiveViewer(self, self._loop, max_bytes or self._viewer_bytes, max_fragments or self._viewer_fragments)
-        with self._lock:
-            self._viewers = self._viewers + [v]
-            if self._init is not None and self._gop is not None:
-                v._start(self._init, list(self._gop))
-        return v
-
-    def _unsubscribe(self, v: LiveViewer) -> None:
-        with self._lock:
-            if v in self._viewers:
-                self._viewers = [x for x in self._viewers if x is not v]
-                if not self._viewers:
-                    self._last_viewer_at = self._clock()
+        return self.fanout.subscribe(max_bytes=max_bytes, max_fragments=max_fragments)
 
     @property
     def viewers(self) -> int:
         """Viewers now."""
-        return len(self._viewers)
+        return self.fanout.viewers
+
+    @property
+    def fragments(self) -> int:
+        """Fragments made since start."""
+        return self.fanout.fragments
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of fragments made since start."""
+        return self.fanout.bytes
 
     def stats(self) -> LiveStats:
         """Viewers, whether muxing, fragments and bytes made, errors."""
-        return LiveStats(len(self._viewers), self._out is not None, self.fragments, self.bytes, self.errors)
+        f = self.fanout
+        return LiveStats(f.viewers, self._out is not None, f.fragments, f.bytes, self.errors)
 
     def close(self) -> None:
         """End every viewer (the camera is going away); call from the loop or the demuxer thread."""
-        with self._lock:
-            viewers, self._viewers = self._viewers, []
-        for v in viewers:
-            v._end("camera closed")
+        self.fanout.close("camera closed")
 
     # ---- demuxer thread -----------------------------------------------------------------------------
     def stream_opened(self, stream: av.VideoStream) -> None:
@@ -324,8 +409,8 @@ class LiveMuxer:
                 self._out = None
 
     def _packet(self, packet: av.Packet) -> None:
-        if not self._viewers:
-            if self._out is not None and self._clock() - self._last_viewer_at > LINGER_S:
+        if not self.fanout.viewers:
+            if self._out is not None and self._clock() - self.fanout.last_viewer_at > LINGER_S:
                 self._stop(None)
             if self._out is None:
                 return
@@ -372,12 +457,12 @@ class LiveMuxer:
             self.wall_offset = offset
 
     def _start(self, first_dts: int) -> None:
-        splitter = _BoxSplitter(self._got_init, self._got_fragment)
+        self.fanout.reset(None)
+        splitter = _BoxSplitter(self.fanout.set_init, self.fanout.fragment)
         out = av.open(splitter, "w", format="mp4", options=dict(LIVE_OPTIONS))
         self._stream = self._tpl.add_to(out)
         self._out, self._splitter = out, splitter
         self._base = first_dts
-        self._gop, self._gop_bytes = None, 0
         self.wall_offset = None
 
     def _stop(self, reason: str | None) -> None:
@@ -394,44 +479,7 @@ class LiveMuxer:
         self._last_dts = None
         self._shift = 0
         self.wall_offset = None
-        with self._lock:
-            self._init = None
-            self._gop, self._gop_bytes = None, 0
-            if reason is None:
-                return
-            # Viewers that have a stream end; those still waiting for one wait for the next.
-            ending = [v for v in self._viewers if v.started]
-            self._viewers = [v for v in self._viewers if not v.started]
-        for v in ending:
-            v._end(reason)
-
-    def _got_init(self, init: bytes) -> None:
-        self._trex = trex_default_flags(init[init.find(b"moov") - 4:])
-        with self._lock:
-            self._init = init
-
-    def _got_fragment(self, data: bytes) -> None:
-        moof_size = int.from_bytes(data[:4], "big")
-        key = fragment_starts_with_key(data[:moof_size], self._trex)
-        self.fragments += 1
-        self.bytes += len(data)
-        with self._lock:
-            if key:
-                self._gop, self._gop_bytes = [data], len(data)
-            else:
-                if self._gop is not None:
-                    self._gop.append(data)
-                    self._gop_bytes += len(data)
-                    if self._gop_bytes > GOP_CACHE_BYTES:
-                        self._gop = None  # too long a GOP to keep: new viewers wait for the next key frame
-            viewers = self._viewers
-            init = self._init
-        for v in viewers:
-            if not v.started:
-                if key and init is not None:
-                    v._start(init, [data])  # a viewer that came before the stream starts at its first key frame
-            else:
-                v._offer(data, key)
+        self.fanout.reset(reason)
 
 
-__all__ = ["LiveMuxer", "LiveViewer", "LiveStats", "VIEWER_QUEUE_BYTES", "VIEWER_QUEUE_FRAGMENTS"]
+__all__ = ["LiveFanout", "LiveMuxer", "LiveViewer", "LiveStats", "VIEWER_QUEUE_BYTES", "VIEWER_QUEUE_FRAGMENTS"]

@@ -264,3 +264,92 @@ def probe_segment(path: Path) -> SegmentProbe | None:
         return SegmentProbe(n, last_end, ctx.name, ctx.width, ctx.height)
     finally:
         container.close()
+
+
+# ---- a live fMP4 stream, cut into its init segment and fragments --------------------------------------------
+class LiveStreamError(ValueError):
+    """A live fMP4 stream that cannot be cut into boxes: a bad size, a garbage type, boxes out of order."""
+
+
+class LiveBoxes:
+    """Incremental parser of a progressive fMP4 stream (ftyp, moov, then moof + mdat pairs), fed in pieces of
+    any size: `feed` returns the whole units it completed, ("init", ftyp + moov) first, then ("fragment",
+    moof + mdat) each. Every box is bounded by `max_box` (its size is checked from its header, before its body
+    is buffered), so the buffer never holds more than one box and one piece; anything malformed raises
+    LiveStreamError and the parser stays broken (a stream cannot be resynchronised after a bad size)."""
+
+    __slots__ = ("max_box", "_buf", "_init", "_has_init", "_moof", "broken")
+
+    def __init__(self, max_box: int) -> None:
+        self.max_box = max_box
+        self._buf = bytearray()
+        self._init = bytearray()
+        self._has_init = False
+        self._moof: bytes | None = None
+        self.broken: str | None = None
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """The units completed by `data` (see the class docstring); LiveStreamError when malformed."""
+        if self.broken is not None:
+            raise LiveStreamError(self.broken)
+        buf = self._buf
+        buf += data
+        out: list[tuple[str, bytes]] = []
+        pos = 0
+        try:
+            while len(buf) - pos >= 8:
+                size, kind = _HEADER.unpack_from(buf, pos)
+                head = 8
+                if size == 1:  # 64-bit largesize follows the type
+                    if len(buf) - pos < 16:
+                        break
+                    size = struct.unpack_from(">Q", buf, pos + 8)[0]
+                    head = 16
+                elif size == 0:  # "to the end of the file": a stream has no end to run to
+                    raise LiveStreamError(f"box {kind!r} of size 0 (to the end) in a live stream")
+                if not all(0x20 <= c <= 0x7E for c in kind):
+                    raise LiveStreamError("a box type that is not four printable characters (garbage)")
+                if size < head:
+                    raise LiveStreamError(f"box {kind.decode('latin-1')!r} of size {size} (< its header)")
+                if size > self.max_box:
+                    raise LiveStreamError(f"box {kind.decode('latin-1')!r} of {size} bytes (over {self.max_box})")
+                if len(buf) - pos < size:
+                    break
+                box = bytes(buf[pos:pos + size])
+                pos += size
+                unit = self._box(kind, box)
+                if unit is not None:
+                    out.append(unit)
+        except LiveStreamError as e:
+            self.broken = str(e)
+            buf.clear()
+            raise
+        del buf[:pos]
+        return out
+
+    def _box(self, kind: bytes, box: bytes) -> tuple[str, bytes] | None:
+        if kind in (b"ftyp", b"moov"):
+            if self._has_init:
+                raise LiveStreamError("a second init segment (the stream restarted)")
+            if kind == b"ftyp" and self._init:
+                raise LiveStreamError("two ftyp boxes")
+            self._init += box
+            if len(self._init) > self.max_box:
+                raise LiveStreamError("init segment too large")
+            if kind == b"moov":
+                self._has_init = True
+                return "init", bytes(self._init)
+            return None
+        if kind == b"moof":
+            if not self._has_init:
+                raise LiveStreamError("a fragment before the init segment")
+            if self._moof is not None:
+                raise LiveStreamError("a moof without its mdat")
+            self._moof = box
+            return None
+        if kind == b"mdat":
+            if self._moof is None:
+                raise LiveStreamError("an mdat without its moof")
+            moof, self._moof = self._moof, None
+            return "fragment", moof + box
+        return None  # free, skip, mfra (a muxer's trailer), sidx...: nothing a viewer of this stream needs
