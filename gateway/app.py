@@ -258,12 +258,15 @@ def _recordings_ctx(settings: Settings):
         task = asyncio.create_task(recs.run_retention(), name="recordings:retention")
         task.add_done_callback(_log_death)
         app[keys.RECORDINGS_TASK] = task
+        cleaner = asyncio.create_task(recs.exports.run_cleaner(), name="recordings:exports")
+        cleaner.add_done_callback(_log_death)
+        app[keys.EXPORTS_TASK] = cleaner
         log.info("recordings in %s (default mode %s)", root, settings.recordings.mode)
         try:
             yield
         finally:
             # After the cameras stopped (the supervisor's context closes first): close what is still open.
-            await _cancel([task])
+            await _cancel([task, cleaner])
             await recs.close()
     return ctx
 
@@ -450,9 +453,9 @@ async def healthz(request: web.Request) -> web.Response:
     intake_task = app[keys.INTAKE_TASK]
     placement_running = not any(t.done() for t in app[keys.PLACEMENT_TASKS])
     placement = app[keys.PLACEMENT].health()
-    recs, recs_task = app[keys.RECORDINGS], app[keys.RECORDINGS_TASK]
+    recs, recs_task, exports_task = app[keys.RECORDINGS], app[keys.RECORDINGS_TASK], app[keys.EXPORTS_TASK]
     ok = redis_ok and analysis["running"] and not intake_task.done() and placement_running \
-        and not placement["duplicate_id"] and not recs_task.done()
+        and not placement["duplicate_id"] and not recs_task.done() and not exports_task.done()
     return web.json_response({
         "status": "ok" if ok else "degraded", "node": app[keys.SETTINGS].node, "redis": redis_ok,
         "cameras_running": len(app[keys.SUPERVISOR].workers), "events_buffered": ev.pending,
@@ -464,7 +467,9 @@ async def healthz(request: web.Request) -> web.Response:
         # Which cameras run here: leases of the tier's cameras (several gateways may share one tier's Redis).
         "placement": {"running": placement_running, **placement},
         # Retention by age runs as a task: a dead one lets recordings fill the disk up to the budget.
-        "recordings": {"retention_running": not recs_task.done(), "sweeps": recs.sweeps, **recs.disk().to_dict()},
+        # Kept exports (a player's seeks): a dead cleaner leaves them on disk up to their byte bound.
+        "recordings": {"retention_running": not recs_task.done(), "sweeps": recs.sweeps, **recs.disk().to_dict(),
+                       "exports": {"cleaner_running": not exports_task.done(), **recs.exports.stats().to_dict()}},
     })
 
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from analytics.events import EVENT_TYPES
 from analytics.pool import DEFAULT_NICE
 from analytics.snapshot import SNAPSHOT_WIDTH
+from gateway.exports import EXPORT_CACHE_BYTES, EXPORT_KEEP_S
 from registry.models import PostS, PreS, RecordingMode, RetainDays
 from tiers.connect import SENTINEL_SCHEMES, check_redis_url, is_sentinel_url, same_deployment
 from tiers.nodes import NodeCodeError, normalize_node
@@ -141,6 +142,11 @@ class RecordingsConfig(_Section):
     segment_s: float = Field(60.0, ge=0.5, le=600, description="a segment file is closed at the first key frame after "
                                                                 "this long (retention removes whole segments)")
     sweep_s: float = Field(60.0, ge=1, le=3600, description="how often retention removes segments past retain_days")
+    export_cache_bytes: int = Field(EXPORT_CACHE_BYTES, ge=0, description=(
+        "recording.mp4 and clip.mp4 exports kept for a player's later Range requests take at most this many bytes "
+        "(and at most a quarter of the free space above min_free_bytes); least recently used go first; 0: none kept"))
+    export_keep_s: float = Field(EXPORT_KEEP_S, ge=1, le=600, description=(
+        "an export is kept this long after its last request (a player's seeks reuse it)"))
     mode: RecordingMode = Field("off", description="cameras' default recording mode: off, events, continuous")
     retain_days: RetainDays = Field(7, description="cameras' default days to keep recordings (1..365)")
     pre_s: PreS = Field(5.0, description="cameras' default seconds kept before a track (events mode; clips) (0..30)")

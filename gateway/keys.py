@@ -47,6 +47,7 @@ NODE_NAMES = web.AppKey("node_names", NodeNames)  # se:nodes, shared by the tier
 LIVE = web.AppKey("live", LiveFrames)  # thumbnails and live views: shared encodes, open views
 RECORDINGS = web.AppKey("recordings", Recordings)  # the recordings' store, per camera its recorder and live fMP4
 RECORDINGS_TASK = web.AppKey("recordings_task", asyncio.Task)  # retention by age
+EXPORTS_TASK = web.AppKey("recordings_exports_task", asyncio.Task)  # expires kept exports (gateway/exports.py)
 
 FETCHER = web.AppKey("fetcher", FrameFetcher)  # newest frame of any camera of the subtree, as JPEG
 RELAY = web.AppKey("relay", Relay)  # recordings, clips and live.mp4 of any camera of the subtree (tiers/relay.py)

@@ -6,6 +6,9 @@ The library (gateway/recording/) does the work; this module wires it to the gate
   (it repairs what a crash left) and closed at shutdown (open segments are closed, a `stopped` gap follows);
 * per camera run here, a `CameraRecorder` (settings: the camera's `recording`, each key absent taking the tier's
   default from `recordings.*`) and a `LiveMuxer`, both fed by the camera's connection (gateway/camera.py);
+* exports (recording.mp4, clip.mp4) kept a while for a player's seeks (`exports`, gateway/exports.py), expired by
+  the named task `recordings:exports`; the folder is emptied at start-up and shutdown, and after a retention sweep
+  that removed segments, exports of the footage it deleted go;
 * retention by age as a named task (`recordings:retention`, every `recordings.sweep_s`) in an executor: the
   sweep deletes files and index rows, which may block on the disk. The disk budget (`max_bytes`, the free-space
   floor) is also kept by the writer as it writes, so a full disk pauses recording at once.
@@ -22,6 +25,7 @@ import shutil
 from pathlib import Path
 
 from gateway.config import RecordingsConfig
+from gateway.exports import ExportCache
 from gateway.recording import (
     CameraRecorder, DiskStatus, LiveMuxer, Mode, RecordingSettings, RecordingStore,
 )
@@ -43,6 +47,9 @@ class Recordings:
                                     segment_s=config.segment_s, default_retain_days=config.retain_days,
                                     auto_sweep=False)
         self.live: dict[str, LiveMuxer] = {}
+        self.exports = ExportCache(root / EXPORT_DIR, max_bytes=config.export_cache_bytes,
+                                   keep_s=config.export_keep_s, free_bytes=self.store.free_bytes,
+                                   floor_bytes=config.min_free_bytes)
         self.sweeps = 0
         self.removed_by_retention = 0
 
@@ -60,6 +67,8 @@ class Recordings:
         for mux in list(self.live.values()):
             mux.close()
         self.live.clear()
+        await self.exports.close()
+        await asyncio.to_thread(shutil.rmtree, self.root / EXPORT_DIR, True)
         await asyncio.to_thread(self.store.close)
 
     async def run_retention(self) -> None:
@@ -73,6 +82,16 @@ class Recordings:
                 self.removed_by_retention += removed
                 log.info("recordings retention: %d segments by age, %d for space, %d MiB freed", report.by_age,
                          report.by_budget, report.bytes_freed >> 20)
+                await self.drop_deleted_exports()
+
+    async def drop_deleted_exports(self) -> int:
+        """Remove kept exports of footage retention deleted (their camera's oldest segment now starts later)."""
+        cams = self.exports.cameras()
+        if not cams or self.store.index is None:
+            return 0
+        index = self.store.index
+        firsts = await asyncio.to_thread(lambda: {c: index.first_start(c) for c in cams})
+        return self.exports.drop_deleted(firsts)
 
     # ---- settings -------------------------------------------------------------------------------------
     def settings_for(self, choice: RecordingChoice) -> RecordingSettings:

@@ -19,8 +19,8 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
+import weakref
 from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -34,14 +34,13 @@ from gateway.api.auth import require, require_node
 from gateway.api.errors import ApiError
 from gateway.api.events import _stored
 from gateway.api.live import SlowReader, _bound_send_buffer, _send, _until_revoked, refuse_past_limits
-from gateway.private import private_dir
 from gateway.recording import (
-    MAX_WINDOW_S, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
+    MAX_WINDOW_S, Export, NoRecording, RecordingError, RecordingSettings, WindowError, export_clip, export_window,
 )
 from gateway.recording.live import LiveMuxer
 from gateway.recording.records import MAX_LIST_WINDOW_S
 from gateway.events import EventIdError
-from gateway.recordings import EXPORT_DIR
+from gateway.exports import ExportKey, ExportsBusy, Lease, Written
 from registry.ids import CameraIdError, validate_camera_id
 from registry.models import RecordingChoice
 from tiers.access import Role
@@ -53,12 +52,10 @@ routes = web.RouteTableDef()
 
 DEFAULT_LIST_S = 86400.0  # a listing without `since` covers the last day
 DEFAULT_WINDOW_S = 60.0  # recording.mp4 without `end`: this long from `start`
-MAX_EXPORTS = 2  # exports (window or clip) written at once; more: 503, try again (each reads and writes a disk)
 READ_CHUNK = 256 * 1024  # an export is sent in chunks of this many bytes (each write waits for the client)
 MP4 = "video/mp4"
 LIVE_START_TIMEOUT_S = 8.0  # live.mp4 waits this long for a key frame; the muxer it started lingers (LINGER_S), so
 # a retry of a camera with a longer GOP gets the key frame cached meanwhile
-_EXPORTS = web.AppKey("recording_exports", asyncio.Semaphore)
 
 
 def _when(request: web.Request, name: str, default: float | None = None) -> float:
@@ -153,7 +150,7 @@ async def _play(request: web.Request, req: StreamRequest, node: str, action: str
         head = stream.head
         request.app[keys.AUDIT].record_request(request, action, target, node, _detail(detail, head))
         if isinstance(stream, _LocalExport):
-            return _ExportFile(stream.take_path(), chunk_size=READ_CHUNK, headers=_headers(head, attachment))
+            return _ExportFile(stream.take_lease(), chunk_size=READ_CHUNK, headers=_headers(head, attachment))
         resp = web.StreamResponse(headers=_headers(head, attachment))
         await resp.prepare(request)
         try:
@@ -321,7 +318,8 @@ async def _local_window(app: web.Application, req: StreamRequest) -> Stream:
     start, end = req.start, req.end
     _check_window(start, end)
     recs = app[keys.RECORDINGS]
-    return await _export(app, req.camera_id, lambda out: export_window(recs.store, req.camera_id, start, end, out))
+    return await _export(app, ExportKey("recording", req.camera_id, start, end),
+                         lambda out: export_window(recs.store, req.camera_id, start, end, out))
 
 
 async def _local_clip(app: web.Application, req: StreamRequest) -> Stream:
@@ -340,68 +338,79 @@ async def _local_clip(app: web.Application, req: StreamRequest) -> Stream:
     # A camera deleted since: the tier's defaults.
     settings: RecordingSettings = recs.settings_for(cam.recording if cam is not None else RecordingChoice())
     at = _when_event(ev.ts)
-    return await _export(app, ev.camera_id,
-                         lambda out: export_clip(recs.store, ev.camera_id, at, settings.pre_s, settings.post_s, out),
-                         (("pre_s", settings.pre_s), ("post_s", settings.post_s)))
+    pre, post = settings.pre_s, settings.post_s
+    key = ExportKey("clip", ev.camera_id, at - pre, at + post, ev.id, pre, post)
+    return await _export(app, key, lambda out: export_clip(recs.store, ev.camera_id, at, pre, post, out),
+                         (("pre_s", pre), ("post_s", post)))
 
 
 def _when_event(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-async def _export(app: web.Application, camera_id: str, make, detail: tuple = ()) -> Stream:
-    """Write an export in a thread (bounded: MAX_EXPORTS at once); the stream reads the file it wrote."""
+async def _export(app: web.Application, key: ExportKey, make: Callable[[Path], Export],
+                  detail: tuple = ()) -> Stream:
+    """The export of `key`: kept from an earlier request, being written for another (waits for it), or written now
+    in a thread (at most MAX_WRITING at once: gateway/exports.py); the stream reads the file."""
     recs = app[keys.RECORDINGS]
-    sem = app[_EXPORTS]
-    if sem.locked():
-        raise StreamError(503, f"{MAX_EXPORTS} exports are being written; try again shortly")
-    async with sem:  # held while the export is written, not while a client downloads it
-        folder = recs.root / EXPORT_DIR
-        await asyncio.to_thread(private_dir, folder)
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, ".mp4", None, folder)
-        os.close(fd)
-        path = Path(name)
+    store = recs.store
+
+    def write(path: Path) -> tuple[Export, bool]:
+        # What is recorded of the camera so far, before the export reads it: a window ending later is still being
+        # recorded (or not yet): served, not kept, so that a later request sees the newer footage.
+        recorded = store.index.last_end(key.camera_id) if store.index is not None else None
+        result = make(path)
+        _stamp(path, result.end)
+        return result, recorded is not None and key.end <= recorded
+
+    async def written(path: Path) -> Written:
         try:
-            result = await asyncio.to_thread(make, path)
-            await asyncio.to_thread(_stamp, path, result.end)
-            size = (await asyncio.to_thread(path.stat)).st_size
-        except BaseException as e:
-            await asyncio.to_thread(path.unlink, True)
-            if isinstance(e, NoRecording):
-                raise StreamError(404, str(e)) from None
-            if isinstance(e, WindowError):
-                raise StreamError(422, str(e)) from None
-            if isinstance(e, RecordingError):  # the export could not be written (the disk): nothing was sent yet
-                raise StreamError(503, str(e)) from None
-            raise
-    head = StreamHead(200, MP4, (
-        ("Content-Length", str(size)),
-        ("X-Recording-Start", iso_ms(result.start)), ("X-Recording-End", iso_ms(result.end)),
-        ("Content-Disposition", f'inline; filename="{camera_id}-{iso_ms(result.start).replace(":", "")}.mp4"'),
-    ), (("bytes", result.bytes), ("seconds", round(result.duration, 2)), *detail))
-    return _LocalExport(head, path)
+            result, keep = await asyncio.to_thread(write, path)
+        except NoRecording as e:
+            raise StreamError(404, str(e)) from None
+        except WindowError as e:
+            raise StreamError(422, str(e)) from None
+        except RecordingError as e:  # the export could not be written (the disk): nothing was sent yet
+            raise StreamError(503, str(e)) from None
+        size = (await asyncio.to_thread(path.stat)).st_size
+        head = StreamHead(200, MP4, (
+            ("Content-Length", str(size)),
+            ("X-Recording-Start", iso_ms(result.start)), ("X-Recording-End", iso_ms(result.end)),
+            ("Content-Disposition",
+             f'inline; filename="{key.camera_id}-{iso_ms(result.start).replace(":", "")}.mp4"'),
+        ), (("bytes", result.bytes), ("seconds", round(result.duration, 2))))
+        return Written(path, size, head, result.start, keep)
+
+    try:
+        lease = await recs.exports.open(key, written)
+    except ExportsBusy as e:
+        raise StreamError(503, str(e)) from None
+    head = lease.written.head
+    if detail:
+        head = StreamHead(head.status, head.content_type, head.headers, (*head.detail, *detail))
+    return _LocalExport(head, lease)
 
 
 class _LocalExport:
-    """An export this gateway wrote: sent to its own client as a file (ranges: _ExportFile), or read in chunks when
-    it serves another tier or gateway. Removed once sent or closed (one missed by a crash is swept at the next
-    start: gateway/recordings.py)."""
+    """An export of this gateway's (gateway/exports.py keeps it a while): sent to its own client as a file (ranges:
+    _ExportFile), or read in chunks when it serves another tier or gateway. Holds a lease on the file: the cache
+    deletes no file a reader holds."""
 
-    __slots__ = ("head", "_path", "_file")
+    __slots__ = ("head", "_lease", "_file")
 
-    def __init__(self, head: StreamHead, path: Path) -> None:
-        self.head, self._path = head, path
+    def __init__(self, head: StreamHead, lease: Lease) -> None:
+        self.head, self._lease = head, lease
         self._file = None
 
-    def take_path(self) -> Path:
-        """Hand the file to whoever sends it (it removes it then); closing this no longer does."""
-        path, self._path = self._path, None
-        assert path is not None
-        return path
+    def take_lease(self) -> Lease:
+        """Hand the file's lease to whoever sends it (it releases it then); closing this no longer does."""
+        lease, self._lease = self._lease, None
+        assert lease is not None
+        return lease
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        assert self._path is not None
-        self._file = f = await asyncio.to_thread(open, self._path, "rb")
+        assert self._lease is not None
+        self._file = f = await asyncio.to_thread(open, self._lease.written.path, "rb")
         while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
             yield chunk
 
@@ -409,24 +418,26 @@ class _LocalExport:
         f, self._file = self._file, None
         if f is not None:
             await asyncio.to_thread(f.close)
-        path, self._path = self._path, None
-        if path is not None:
-            await asyncio.to_thread(path.unlink, True)
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
 
 class _ExportFile(web.FileResponse):
-    """An export sent by aiohttp's FileResponse (one Range: 206, past the end: 416, If-Range), removed once sent
-    or once sending failed."""
+    """An export sent by aiohttp's FileResponse (one Range: 206, past the end: 416, If-Range). Its lease is held
+    until the file is sent or sending failed, or, for an answer never prepared (the client left between the handler
+    and the send), until it is garbage: the file cannot go between the handler returning and the send opening it."""
 
-    def __init__(self, path: Path, **kw) -> None:
-        super().__init__(path, **kw)
-        self.export_path = path
+    def __init__(self, lease: Lease, **kw) -> None:
+        super().__init__(lease.written.path, **kw)
+        self.lease = lease
+        weakref.finalize(self, lease.release)
 
     async def prepare(self, request: web.BaseRequest):
         try:
             return await super().prepare(request)
         finally:
-            await asyncio.to_thread(self.export_path.unlink, True)
+            self.lease.release()
 
 
 def _stamp(path: Path, end: float) -> None:
@@ -488,7 +499,6 @@ async def _end_live_views(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Routes, the bound on exports written at once, and ending live.mp4 views at shutdown."""
-    app[_EXPORTS] = asyncio.Semaphore(MAX_EXPORTS)
+    """Routes, and ending live.mp4 views at shutdown."""
     app.on_shutdown.append(_end_live_views)
     app.router.add_routes(routes)

@@ -173,6 +173,11 @@ class RecordingIndex:
         """Bytes of all indexed segments."""
         return int(self._one("SELECT COALESCE(SUM(bytes), 0) FROM segments")[0])
 
+    def first_start(self, camera_id: str) -> float | None:
+        """Where a camera's oldest segment starts (None: nothing recorded is left)."""
+        row = self._one("SELECT MIN(start) FROM segments WHERE camera = ?", (camera_id,))
+        return row[0] if row and row[0] is not None else None
+
     def last_end(self, camera_id: str) -> float | None:
         """Where a camera's latest segment ends."""
         row = self._one("SELECT MAX(end) FROM segments WHERE camera = ?", (camera_id,))

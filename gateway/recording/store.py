@@ -353,6 +353,10 @@ class RecordingStore:
         """Free space, our usage, the budget, and whether recording is paused for space."""
         return DiskStatus(self._free(), self._used, self.max_bytes, self.min_free_bytes, self._full)
 
+    def free_bytes(self) -> int:
+        """Free bytes on the recordings' disk (one statvfs; 0 when it cannot be read)."""
+        return self._free()
+
     def _free(self) -> int:
         try:
             return shutil.disk_usage(self.root).free
