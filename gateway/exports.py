@@ -218,6 +218,7 @@ class ExportCache:
 
     def _release(self, e: _Entry) -> None:
         e.users -= 1
+        e.last_used = self.clock()  # keep_s counts from the end of its last send
         if e.users <= 0 and e.gone:
             self._unlink(e)
 
