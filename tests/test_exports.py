@@ -19,13 +19,12 @@ from gateway import keys
 from gateway.api.recordings import local_opener
 from sample_streams import CLIPS_DIR
 from tests.gateway_fixtures import until
-from tests.test_recording_api import _iso, _list, _ts
+from tests.test_recording_api import _iso, _list, _ts, recording_file_camera
 from tiers.relay import StreamRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 NODE = "450102001"
-MOVING = CLIPS_DIR / "moving_objects.mp4"  # 640x360 H.264, 15 fps, key frame every 2 s
 
 
 async def _get(gw, cid: str, window: dict, **headers) -> tuple[int, bytes, dict]:
@@ -44,16 +43,8 @@ async def test_exports_are_kept_for_seeks_bounded_expired_and_never_stale(make_g
         cache = recs.exports
         skew = [0.0]
         cache.clock = lambda: time.monotonic() + skew[0]  # the test moves time on for the cleaner
-        cam = await gw.add_camera(name="gate", node=NODE, url=f"file:{MOVING}", analytics={"fps": 1},
-                                  recording={"mode": "continuous"})
-        cid = cam["id"]
         t0 = time.time()
-
-        async def closed_segments():
-            segs = (await _list(gw, cid, t0 - 5, time.time()))["segments"]
-            return len(segs) >= 4 and segs[:3]
-
-        s = await until(closed_segments, 40, "three closed segments")
+        cid, s = await recording_file_camera(gw, 3, 40)
         a = {"start": s[0]["start"], "end": s[1]["end"]}
         b = {"start": s[1]["start"], "end": s[2]["end"]}
         c = {"start": s[2]["start"], "end": s[2]["end"]}

@@ -91,6 +91,21 @@ async def _list(gw, cid: str, since: float, until_t: float) -> dict:
     return body
 
 
+async def recording_file_camera(gw, closed: int, timeout: float) -> tuple[str, list[dict]]:
+    """A file camera recording continuously in 2 s segments (the gateway's `segment_s`), once `closed` of its
+    segments are closed (the last one listed may still grow): its id and those segments."""
+    cam = await gw.add_camera(name="gate", node=NODE, url=f"file:{MOVING}", analytics={"fps": 1},
+                              recording={"mode": "continuous"})
+    cid = cam["id"]
+    t0 = time.time()
+
+    async def closed_segments():
+        segs = (await _list(gw, cid, t0 - 5, time.time()))["segments"]
+        return len(segs) > closed and segs[:closed]
+
+    return cid, await until(closed_segments, timeout, f"{closed} closed segments")
+
+
 def _covered(segments: list[dict], a: float, b: float) -> float:
     return sum(max(0.0, min(_ts(s["end"]), b) - max(_ts(s["start"]), a)) for s in segments)
 

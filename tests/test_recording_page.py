@@ -12,18 +12,16 @@ requests on recording.mp4: 206 with exactly the bytes asked, 416 past the end.
 from __future__ import annotations
 
 import statistics
-import time
 
 import aiohttp
 import pytest
 
 from sample_streams import CLIPS_DIR
 from tests.gateway_fixtures import TOKEN, until
-from tests.test_recording_api import _list, _ts
+from tests.test_recording_api import recording_file_camera
 from tests.test_web import WAIT_MS, _shot, _watched_page, browser  # noqa: F401  (browser: fixture)
 
 NODE = "450102001"
-MOVING = CLIPS_DIR / "moving_objects.mp4"  # 640x360 H.264
 STREET_SIZE = (1280, 720)
 LATENCY_TARGET_S = 1.5  # capture (here: gateway receipt) to screen, the target
 
@@ -136,16 +134,7 @@ async def test_an_h265_camera_falls_back_to_mjpeg_in_chromium(make_gateway, redi
 
 async def test_recording_mp4_answers_range_requests(make_gateway, redis_url):
     async with make_gateway(redis_url, media_dirs=[CLIPS_DIR], recordings={"segment_s": 2, "min_free_bytes": 0}) as gw:
-        cam = await gw.add_camera(name="gate", node=NODE, url=f"file:{MOVING}", analytics={"fps": 1},
-                                  recording={"mode": "continuous"})
-        cid = cam["id"]
-        t0 = time.time()
-
-        async def closed_segments():
-            segs = (await _list(gw, cid, t0 - 5, time.time()))["segments"]
-            return len(segs) >= 3 and segs[:2]  # the last one may still grow: the window is of closed ones
-
-        segs = await until(closed_segments, 30, "two closed segments")
+        cid, segs = await recording_file_camera(gw, 2, 30)  # the window is of closed segments
         window = {"start": segs[0]["start"], "end": segs[-1]["end"]}
         path = gw.url(f"/api/v1/cameras/{cid}/recording.mp4")
         async with gw.session.get(path, params=window) as r:
