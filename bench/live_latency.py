@@ -1,14 +1,17 @@
-"""Live view latency of live.mp4 in Chromium (issue 11): gateway receipt to screen, median and p95 per run.
+"""Live view latency of live.mp4 in Chromium (issue 11): capture (or gateway receipt) to screen, median and p95.
 
 Each run starts a gateway (private redis-server, a real RTSP camera: GStreamer's server playing the clip in real
 time, no model) and a headless Chromium on the control-room page's camera view, which plays live.mp4 through
 Media Source Extensions. For every frame shown, the page takes video.requestVideoFrameCallback's mediaTime and
-expectedDisplayTime, and the gateway's X-Live-Wall-Offset (wall-clock time its muxer received the packet of
-media time 0, the smallest over the stream): latency = shown at - (mediaTime + offset). It is gateway receipt
-to screen: the RTSP server's send and the loopback hop before receipt are not in it (the test server stamps no
-capture time), nor is a real camera's encode.
+expectedDisplayTime, and the gateway's X-Live-Wall-Offset: latency = shown at - (mediaTime + offset). The
+offset's clock (X-Live-Clock) is "capture" when the RTSP source's sender reports (RTCP SR) tie its RTP
+timestamps to its wall clock consistently: then it is capture (here: the test server's send of the frame; a
+real camera's capture instant) to screen. A clip with B-frames served from a file is sent reordered ahead of
+the instants the server stamps, which the gateway does not believe: then it is gateway receipt to screen
+(the RTSP server's send and the loopback hop not in it). The clock of each run is printed.
 
     .venv/bin/python -m bench.live_latency [--runs 3] [--seconds 20] [--clip ../shared/media/street_720p.mp4]
+    .venv/bin/python -m bench.live_latency --clip sample_streams/clips/moving_objects.mp4   # no B-frames: capture
 
 Prints one table (per run: frames, median, p95; then the median over runs). Not a test: nothing is asserted.
 """
@@ -65,8 +68,8 @@ async def _camera_page(browser, base: str, cid: str):
     return ctx, page
 
 
-async def run_once(browser, redis_url: str, rtsp_url: str, workdir: Path, seconds: float) -> list[float]:
-    """One gateway, one page: the latency samples (s) of `seconds` after the warm-up."""
+async def run_once(browser, redis_url: str, rtsp_url: str, workdir: Path, seconds: float) -> tuple[list[float], str]:
+    """One gateway, one page: the latency samples (s) of `seconds` after the warm-up, and their clock."""
     settings = load_settings(None, node="450102", redis=redis_url, data_dir=workdir, model=None, media_dirs=[],
                              admin_token=TOKEN, gateway_id="bench-gw")
     server = TestServer(build_app(settings, TOKEN), host="127.0.0.1")
@@ -84,7 +87,8 @@ async def run_once(browser, redis_url: str, rtsp_url: str, workdir: Path, second
             skip = len(await page.eval_on_selector("#live-video", "v => v.liveLatencies"))
             await page.wait_for_timeout(seconds * 1000)
             samples = await page.eval_on_selector("#live-video", "v => [...v.liveLatencies]")
-            return samples[skip:] if len(samples) > skip else samples
+            clock = await page.eval_on_selector("#live-video", "v => v.dataset.clock || '?'")
+            return (samples[skip:] if len(samples) > skip else samples), clock
         finally:
             await ctx.close()
     finally:
@@ -101,25 +105,25 @@ async def main_async(args: argparse.Namespace) -> None:
         # live.mp4 (the page reconnects, and its start would be measured again).
         clip = _looped(Path(args.clip), Path(tmp) / "clip.mp4", args.runs * (args.seconds + WARMUP_S + 30))
         rtsp = RtspServer().start(free_port(), {"street": clip})
-        rows: list[tuple[int, int, float, float]] = []
+        rows: list[tuple[int, int, float, float, str]] = []
         try:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 try:
                     for i in range(args.runs):
                         progress(f"run {i + 1}/{args.runs}")
-                        samples = await run_once(browser, redis.url, rtsp.url("street"), Path(tmp) / f"gw{i}",
-                                                 args.seconds)
-                        rows.append((i + 1, len(samples), statistics.median(samples), p95(samples)))
+                        samples, clock = await run_once(browser, redis.url, rtsp.url("street"), Path(tmp) / f"gw{i}",
+                                                        args.seconds)
+                        rows.append((i + 1, len(samples), statistics.median(samples), p95(samples), clock))
                 finally:
                     await browser.close()
         finally:
             rtsp.stop()
             redis.stop()
-    print(f"live.mp4 in Chromium, gateway receipt to screen ({Path(args.clip).name}, {args.seconds:g} s per run)")
-    print(f"{'run':>4} {'frames':>7} {'median s':>9} {'p95 s':>7}")
-    for run, n, med, hi in rows:
-        print(f"{run:>4} {n:>7} {med:>9.3f} {hi:>7.3f}")
+    print(f"live.mp4 in Chromium, to screen from the clock shown ({Path(args.clip).name}, {args.seconds:g} s per run)")
+    print(f"{'run':>4} {'frames':>7} {'median s':>9} {'p95 s':>7} {'clock':>8}")
+    for run, n, med, hi, clock in rows:
+        print(f"{run:>4} {n:>7} {med:>9.3f} {hi:>7.3f} {clock:>8}")
     print(f"{'all':>4} {sum(r[1] for r in rows):>7} {statistics.median(r[2] for r in rows):>9.3f} "
           f"{statistics.median(r[3] for r in rows):>7.3f}   (median over runs)")
 

@@ -522,3 +522,41 @@ async def _recording_state(gw, cid: str, state: str) -> bool:
 
 async def _analysed_more(gw, cid: str, before: int) -> bool:
     return (await gw.camera(cid))["status"]["frames_analyzed"] > before
+
+
+async def test_live_mp4_reads_the_cameras_own_clock_from_its_sender_reports(redis_url, make_gateway, rtsp_server,
+                                                                             street_clip):
+    # RTSP sources send RTCP sender reports that tie their RTP timestamps (capture instants) to their wall clock:
+    # once one came, live.mp4's head carries the capture clock (the page's latency is capture to screen). A
+    # source whose mapping puts frames after their receipt (the test server sends the street clip's B-frame
+    # reordered frames ahead of the "capture" it stamps) is not believed: the clock stays the receipt's.
+    server = rtsp_server({"plain": MOVING, "bframes": street_clip})
+    async with make_gateway(redis_url) as gw:
+        cams = {}
+        for name in ("plain", "bframes"):
+            cams[name] = (await gw.add_camera(name=name, node=NODE, url=server.url(name), analytics={"fps": 1}))["id"]
+        for cid in cams.values():
+            await gw.wait_state(cid, "online")
+        async with aiohttp.ClientSession() as s:
+            keep = {name: await _open_live(s, gw, cid) for name, cid in cams.items()}  # the muxers run from now
+            for r in keep.values():
+                assert r.status == 200
+                await Fmp4(r).until_fragments(5)
+
+            async def clock_of(name: str) -> tuple[str, float]:
+                r = await _open_live(s, gw, cams[name])
+                try:
+                    assert r.status == 200
+                    return r.headers["X-Live-Clock"], float(r.headers["X-Live-Wall-Offset"])
+                finally:
+                    r.close()
+
+            async def plain_on_capture():
+                clock, offset = await clock_of("plain")
+                return clock == "capture" and offset
+
+            offset = await until(plain_on_capture, 20, "the plain camera's live view on its capture clock")
+            assert abs(offset - time.time()) < 3600  # a wall time, not a stream-relative figure
+            assert (await clock_of("bframes"))[0] == "receipt"
+            for r in keep.values():
+                r.close()

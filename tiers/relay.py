@@ -95,7 +95,7 @@ CANCEL = b"cancel"
 PROTOCOL = 1
 # Headers a tier below may set on the asker's HTTP response (anything else it sends is ignored).
 HEADERS = frozenset({"Content-Length", "Content-Disposition", "X-Recording-Start", "X-Recording-End", "X-Codecs",
-                     "X-Live-Wall-Offset"})
+                     "X-Live-Wall-Offset", "X-Live-Clock"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -581,9 +581,14 @@ def _paths() -> dict[str, Any]:
                                                                 "video/mp4; codecs=\"...\" before playing"},
                                     "X-Live-Wall-Offset": {"schema": {"type": "string"},
                                                            "description": "seconds (Unix time): a frame of media "
-                                                                          "time t reached this gateway at about t + "
-                                                                          "this (the smallest offset seen when the "
-                                                                          "answer began): receipt-to-screen latency"}},
+                                                                          "time t was captured (X-Live-Clock) or "
+                                                                          "reached the gateway at about t + "
+                                                                          "this (when the answer began): the page's "
+                                                                          "latency"},
+                                    "X-Live-Clock": {"schema": {"type": "string", "enum": ["capture", "receipt"]},
+                                                     "description": "the offset's clock: capture (the camera's "
+                                                                    "RTCP sender reports, when consistent) or "
+                                                                    "receipt at the gateway"}},
                                 "content": {"video/mp4": {"schema": {"type": "string"}}}}},
                        *_API, 400, 403, 404, 429, 503, 504),
             tag="live", security=_BEARER_OR_QUERY, params=[_CAMERA_ID],

@@ -478,13 +478,14 @@ async def _local_live(app: web.Application, req: StreamRequest) -> Stream:
 
 def _live_headers(mux: LiveMuxer) -> tuple[tuple[str, str], ...]:
     """live.mp4's head: the RFC 6381 codec string (the page asks the browser whether it plays it) and the offset
-    from the stream's media time to the wall-clock time its frames reached the gateway that runs the camera (the
-    page's latency)."""
+    from the stream's media time to the wall-clock time its frames were captured (by the camera's sender reports)
+    or reached the gateway that runs the camera, with which of the two (the page's latency)."""
     out = []
     if mux.codecs:
         out.append(("X-Codecs", mux.codecs))
     if mux.wall_offset is not None:
         out.append(("X-Live-Wall-Offset", f"{mux.wall_offset:.3f}"))
+        out.append(("X-Live-Clock", mux.clock))  # "capture" (the camera's sender reports) or "receipt"
     return tuple(out)
 
 

@@ -48,6 +48,11 @@ LINGER_S = 10.0  # the muxer keeps running this long after the last viewer left:
 MAX_TS_JUMP_S = 10.0  # a forward jump beyond this (or any backward one) is a restart: time continues one frame on
 MAX_BOX_BYTES = 64 << 20  # a box larger than this from our own muxer means a bug: the stream is reset
 DEFAULT_FRAME_S = 0.04
+# A source's capture clock is believed while it puts capture between this much after receipt (clocks of two
+# machines agree only so well) and CAPTURE_MAX_AGE_S before it; otherwise the camera's clock is off (many are)
+# and the figure falls back to receipt at the gateway.
+CAPTURE_SKEW_S = 0.05
+CAPTURE_MAX_AGE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +328,21 @@ class LiveFanout:
             v._end(reason)
 
 
+def _capture_offset(packet: av.Packet, media_pts: int, tbf: float) -> float | None:
+    """Wall time of media time 0 by the source's own clock, or None: an RTSP source's sender reports (RTCP SR)
+    map its RTP timestamps, the capture instants, to its wall clock, which FFmpeg keeps as the container's
+    `start_time_realtime` (the wall time of pts 0), once the first report came."""
+    if packet.pts is None:
+        return None
+    try:
+        start = packet.stream.container.start_time_realtime
+    except (AttributeError, ValueError):  # not an input container's packet (tests feed made-up ones)
+        return None
+    if not start:
+        return None
+    return start / 1e6 + (packet.pts - media_pts) * tbf
+
+
 class LiveMuxer:
     """One camera's live fMP4 (see the module docstring)."""
 
@@ -341,9 +361,15 @@ class LiveMuxer:
         self._last_dts: int | None = None
         self._tbf = 0.0
         self._frame = 1
-        # Wall time (time.time()) minus media time of the stream now muxed, the smallest seen: a frame shown at
-        # media time t reached the gateway at about t + wall_offset (the page's latency figure). None: not muxing.
+        # Wall time (time.time()) minus media time of the stream now muxed: a frame of media time t was captured
+        # (clock "capture": the camera's own sender reports, RTSP's RTCP) or reached the gateway (clock "receipt",
+        # the smallest offset seen) at t + wall_offset: the page's latency figure. None: not muxing.
         self.wall_offset: float | None = None
+        self.clock = "receipt"
+        self._receipt_offset: float | None = None  # by the muxer's media time (a source without pts)
+        # By the source's own pts, over every packet since the stream opened, muxed or not: converged by the time a
+        # viewer comes (the first packets of a connection come in a burst, late, and would set it too high).
+        self._source_receipt: float | None = None
         self.codecs: str | None = None  # RFC 6381 string of the stream (codecs.py), once it opened
         self.errors = 0
 
@@ -388,6 +414,7 @@ class LiveMuxer:
             return
         self.codecs = codec_string(self._tpl.codec, self._tpl.extradata)
         self._tbf = float(self._tpl.time_base)
+        self._source_receipt = None
         self._frame = self._tpl.frame_ticks()
         self._last_dts = None
 
@@ -409,6 +436,11 @@ class LiveMuxer:
                 self._out = None
 
     def _packet(self, packet: av.Packet) -> None:
+        if packet.pts is not None and self._tbf:
+            offset = time.time() - packet.pts * self._tbf
+            last = self._source_receipt
+            if last is None or offset < last or offset - last > MAX_TS_JUMP_S:  # (a jump up: timestamps restarted)
+                self._source_receipt = offset
         if not self.fanout.viewers:
             if self._out is not None and self._clock() - self.fanout.last_viewer_at > LINGER_S:
                 self._stop(None)
@@ -438,7 +470,7 @@ class LiveMuxer:
         if self._last_dts is not None and out_dts <= self._last_dts:
             return  # still behind after the shift (a damaged dts): drop it
         self._last_dts = out_dts
-        self._note_arrival(pts + self._shift - self._base)
+        self._note_arrival(packet, pts + self._shift - self._base)
         try:
             self._out.mux(copy_packet(packet, pts + self._shift - self._base, out_dts - self._base,
                                       packet.duration or self._frame, self._stream, self._tpl.time_base))
@@ -450,13 +482,22 @@ class LiveMuxer:
         if self._splitter is not None and self._splitter.broken:
             self._stop("muxer error")
 
-    def _note_arrival(self, media_pts: int) -> None:
+    def _note_arrival(self, packet: av.Packet, media_pts: int) -> None:
         # The smallest offset is the packet that waited least: later ones came late by network or pacing jitter.
-        offset = time.time() - media_pts * self._tbf
-        if self.wall_offset is None or offset < self.wall_offset:
-            self.wall_offset = offset
+        if packet.pts is not None and self._source_receipt is not None:
+            self._receipt_offset = self._source_receipt + (packet.pts - media_pts) * self._tbf
+        else:
+            offset = time.time() - media_pts * self._tbf
+            if self._receipt_offset is None or offset < self._receipt_offset:
+                self._receipt_offset = offset
+        captured = _capture_offset(packet, media_pts, self._tbf)
+        if captured is not None and -CAPTURE_SKEW_S <= self._receipt_offset - captured <= CAPTURE_MAX_AGE_S:
+            self.wall_offset, self.clock = captured, "capture"
+        else:
+            self.wall_offset, self.clock = self._receipt_offset, "receipt"
 
     def _start(self, first_dts: int) -> None:
+        self._receipt_offset = None
         self.fanout.reset(None)
         splitter = _BoxSplitter(self.fanout.set_init, self.fanout.fragment)
         out = av.open(splitter, "w", format="mp4", options=dict(LIVE_OPTIONS))

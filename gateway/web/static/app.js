@@ -938,10 +938,13 @@ function setLiveMode(mode, why) {
 
 function renderLiveMode() {
   const el = $("#live-mode");
-  const latency = $("#live-video").dataset.latency;
+  const video = $("#live-video");
+  const latency = video.dataset.latency;
+  // "capture": from the camera's own clock (RTSP sender reports); otherwise from the frame's receipt here.
+  const label = video.dataset.clock === "capture" ? "live.latency.capture" : "live.latency";
   if (S.liveMode === "mp4") {
     el.textContent = t("live.mode.mp4", { codecs: S.liveCodecs || "…" })
-      + (latency ? ` · ${t("live.latency", { s: Number(latency).toFixed(2) })}` : "");
+      + (latency ? ` · ${t(label, { s: Number(latency).toFixed(2) })}` : "");
   } else if (S.liveMode === "mjpeg") {
     el.textContent = S.liveFallback === "codec" ? t("live.mode.mjpeg.codec", { codecs: S.liveCodecs })
       : t("live.mode.mjpeg");

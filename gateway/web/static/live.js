@@ -46,6 +46,7 @@ export async function startVideo(video, url, headers, onEnd) {
   }
   video.dataset.codecs = codecs;
   const offset = Number(r.headers.get("X-Live-Wall-Offset"));
+  video.dataset.clock = r.headers.get("X-Live-Clock") || "receipt";
   const ms = new MediaSource();
   video.src = URL.createObjectURL(ms);
   await new Promise((resolve) => ms.addEventListener("sourceopen", resolve, { once: true }));
@@ -144,9 +145,10 @@ function keepAtEdge(video) {
   if (video.paused) video.play().catch(() => {});
 }
 
-// Gateway receipt to screen: a frame of media time t reached the gateway at t + offset (X-Live-Wall-Offset,
-// the server's wall clock); it is on screen at expectedDisplayTime (this machine's clock: the figure is right
-// when both clocks agree, as on one machine or under NTP).
+// Capture (X-Live-Clock "capture": the camera's sender reports) or gateway receipt to screen: a frame of media
+// time t was captured / reached the gateway at t + offset (X-Live-Wall-Offset, wall clock); it is on screen at
+// expectedDisplayTime (this machine's clock: the figure is right when the clocks agree, as on one machine or
+// under NTP).
 function measureLatency(video, offset, signal) {
   const samples = [];
   video.liveLatencies = samples;
